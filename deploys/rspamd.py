@@ -1,0 +1,88 @@
+"""Hosts with `filter`: rspamd as Postfix milter, with Redis; DKIM/ARC signing,
+SPF/DKIM/DMARC/ARC evaluation, per-domain spam policy and allow/deny maps."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy as pyinfra_deploy
+from pyinfra.operations import files
+
+from deploys.common import ConfigFile, configure_service, inventory, this_host
+from mailstack.secrets import dkim_key
+
+PACKAGES = ("rspamd", "redis-server")
+MILTER_PORT = 11332
+LOCAL_D = "/etc/rspamd/local.d"
+DKIM_DIR = "/var/lib/rspamd/dkim"
+MAPS_DIR = "/etc/rspamd/local.d/maps"
+CONFIG = ("options.inc", "worker-proxy.inc", "worker-normal.inc", "worker-controller.inc",
+          "actions.conf", "dkim_signing.conf", "arc.conf", "milter_headers.conf", "redis.conf",
+          "greylist.conf", "multimap.conf", "settings.conf")
+
+
+def milter_address(host) -> str | None:
+    """Where Postfix on `host` reaches rspamd: loopback when it filters itself,
+    else the first filter host; none for an `outside` host or without filters."""
+    filters = inventory().hosts_with("filter")
+    if host.outside or not filters:
+        return None
+    return "127.0.0.1" if "filter" in host.roles else filters[0].address
+
+
+def _lists(kind: str) -> dict[str, list[str]]:
+    """allow/deny data of every domain, split by what rspamd matches on."""
+    lists = [getattr(d, kind) for d in inventory().domains]
+    entries = [e for entry in lists for e in entry["senders"]]
+    ips = sorted({ip for entry in lists for ip in entry["ips"]})
+    return {
+        "addresses": sorted({e.lower() for e in entries if not e.startswith("@")}),
+        "domains": sorted({e[1:].lower() for e in entries if e.startswith("@")}),
+        "ips": ips,
+    }
+
+
+def _policies() -> list[dict]:
+    """Per-domain actions for domains that do not reject spam at SMTP time:
+    quarantine files it into Junk; a confirmed discard drops it (rspamd logs each)."""
+    reject_score = inventory().rspamd["reject_score"]
+    actions = {"quarantine": [("reject", "null")],
+               "discard": [("reject", "null"), ("discard", reject_score)]}
+    return [{"id": "domain_" + domain.name.replace(".", "_").replace("-", "_"),
+             "domain": domain.name, "actions": actions[domain.inbound["spam"]]}
+            for domain in inventory().domains if domain.inbound["spam"] != "reject"]
+
+
+@pyinfra_deploy("mailstack rspamd")
+def deploy() -> None:
+    inv, me = inventory(), this_host()
+    settings = inv.rspamd
+    signing = []
+    for domain in inv.domains:
+        if domain.dkim["enabled"]:
+            key = dkim_key(inv, domain.name, domain.dkim["selector"], domain.dkim["bits"])
+            dest = f"{DKIM_DIR}/{domain.name}.{domain.dkim['selector']}.key"
+            signing.append({"name": domain.name, "selector": domain.dkim["selector"],
+                            "path": dest, "source": str(key)})
+    files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
+    files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
+    keys = [files.put(name=f"DKIM key {s['name']}", src=s["source"], dest=s["path"],
+                      user="root", group="_rspamd", mode="0640") for s in signing]
+
+    items = [ConfigFile(f"{LOCAL_D}/{name}", template=f"rspamd/{name}.j2") for name in CONFIG]
+    for kind in ("allow", "deny"):
+        for what, values in _lists(kind).items():
+            items.append(ConfigFile(f"{MAPS_DIR}/{kind}_{what}.map", content="\n".join(values)))
+    context = {
+        "proxy_bind": "127.0.0.1" if all(milter_address(h) in (None, "127.0.0.1")
+                                          for h in inv.hosts_with("mx")) else me.address,
+        "milter_port": MILTER_PORT,
+        "dns_timeout": settings["dns_timeout"],
+        "reject_score": settings["reject_score"],
+        "add_header_score": settings["add_header_score"],
+        "arc_enabled": "true" if settings["arc"] else "false",
+        "signing": signing,
+        "maps_dir": MAPS_DIR,
+        "policies": _policies(),
+    }
+    configure_service("redis-server", [], {})
+    configure_service("rspamd", items, context, check="rspamadm configtest -q",
+                      extra_changes=tuple(keys))

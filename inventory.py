@@ -1,0 +1,25 @@
+"""pyinfra inventory: the validated mailstack inventory named by $MAILSTACK_INVENTORY.
+
+Groups are roles; each host's data is its slice of the model (`mailstack_host`) plus
+the whole platform (`mailstack`). An invalid inventory stops pyinfra before it
+connects anywhere (exit 2, every problem listed).
+"""
+
+import os
+import sys
+
+from mailstack.inventory import InventoryInvalid, load
+from mailstack.pyinfra_data import host_data, pyinfra_name
+
+_path = os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")
+try:
+    _inventory = load(_path)
+except InventoryInvalid as _err:
+    print(_err, file=sys.stderr)
+    print(f"{_path}: invalid inventory; nothing was deployed", file=sys.stderr)
+    sys.exit(2)
+
+all = ([(pyinfra_name(h), host_data(_inventory, h)) for h in _inventory.hosts], {})  # noqa: A001
+
+for _role in sorted({r for h in _inventory.hosts for r in h.roles}):
+    globals()[_role] = [pyinfra_name(h) for h in _inventory.hosts_with(_role)]

@@ -1,0 +1,126 @@
+"""The `mailstack` command: check inventories, print DNS records, generate docs, run the lab."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mailstack.inventory import InventoryInvalid, load
+
+DEFAULT_INVENTORY = os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")
+EXIT_INVALID = 2
+
+
+def _load_or_report(path: str):
+    try:
+        return load(path)
+    except InventoryInvalid as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        noun = "problem" if len(err.problems) == 1 else "problems"
+        print(f"{path}: {len(err.problems)} {noun}; nothing was deployed", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.files:
+        inv = _load_or_report(path)
+        if inv is None:
+            status = EXIT_INVALID
+            continue
+        print(f"{path}: ok — {len(inv.hosts)} hosts, {len(inv.domains)} domains, "
+              f"{len(inv.users)} users, {len(inv.aliases)} aliases")
+    return status
+
+
+def cmd_schema_docs(args: argparse.Namespace) -> int:
+    from mailstack.schemadoc import render
+
+    text = render()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    from mailstack.dns import zone_snippet
+
+    inv = _load_or_report(args.file)
+    if inv is None:
+        return EXIT_INVALID
+    sys.stdout.write(zone_snippet(inv))
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from deploys import image_packages
+    from mailstack.lab import Lab, LabError
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    lab = Lab(inv, image_packages())
+    try:
+        if args.action == "up":
+            lab.up()
+        elif args.action == "down":
+            lab.down()
+        elif args.action == "status":
+            for name, address, state in lab.status():
+                print(f"{name:<10} {address:<16} {state}")
+        elif args.action == "ssh":
+            command = lab.ssh_command(args.host, args.command)
+            os.execvp(command[0], command)
+    except LabError as err:
+        print(f"lab: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mailstack",
+        description="Deploy and verify a complete mail platform from one YAML inventory.",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate inventories (exit 2 on any problem)")
+    check.add_argument("files", nargs="+", metavar="FILE", help="inventory YAML files")
+    check.set_defaults(func=cmd_check)
+
+    dns = sub.add_parser("dns", help="print the DNS records to publish, as a zone snippet")
+    dns.add_argument("file", metavar="FILE", help="inventory YAML file")
+    dns.set_defaults(func=cmd_dns)
+
+    docs = sub.add_parser("schema-docs", help="generate the inventory reference from the schema")
+    docs.add_argument("-o", "--output", default="docs/inventory.md",
+                      help="where to write it ('-' for stdout; default: docs/inventory.md)")
+    docs.set_defaults(func=cmd_schema_docs)
+
+    lab = sub.add_parser("lab", help="the local container lab (systemd-nspawn, needs root)")
+    lab.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
+                     help="lab inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    actions = lab.add_subparsers(dest="action", required=True)
+    actions.add_parser("up", help="build the image if needed and boot every host (idempotent)")
+    actions.add_parser("down", help="stop every host; remove trees, bridge and apt proxy")
+    actions.add_parser("status", help="show each host and whether it runs")
+    ssh = actions.add_parser("ssh", help="open a shell (or run a command) on a lab host")
+    ssh.add_argument("host", help="lab host name")
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="command to run")
+    lab.set_defaults(func=cmd_lab)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

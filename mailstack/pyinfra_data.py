@@ -1,0 +1,33 @@
+"""What a pyinfra host gets as data: connection settings and its slice of the model."""
+
+from __future__ import annotations
+
+import os
+
+from mailstack.inventory import Host, Inventory
+
+
+def connector() -> str:
+    """`ssh` normally; `fake` builds every operation without touching a host."""
+    return os.environ.get("MAILSTACK_CONNECTOR", "ssh")
+
+
+def pyinfra_name(host: Host) -> str:
+    return f"@fake/{host.name}" if connector() == "fake" else host.name
+
+
+def host_data(inventory: Inventory, host: Host) -> dict:
+    data = {
+        "mailstack": inventory,
+        "mailstack_host": host,
+        "ssh_hostname": host.address,
+        "ssh_user": host.ssh["user"],
+        "ssh_port": host.ssh["port"],
+        "fake_delay": 0,
+    }
+    if "key" in host.ssh:
+        data["ssh_key"] = os.path.expanduser(host.ssh["key"])
+    if not host.ssh["verify_host_key"]:
+        data["ssh_known_hosts_file"] = "/dev/null"
+        data["ssh_strict_host_key_checking"] = "off"
+    return data

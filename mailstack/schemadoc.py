@@ -1,0 +1,49 @@
+"""Render the inventory reference (docs/inventory.md) from the schema."""
+
+from __future__ import annotations
+
+import json
+
+from mailstack.inventory import _resolve, schema
+
+HEADER = """# Inventory reference
+
+Generated from `schemas/inventory.schema.json` by `mailstack schema-docs`; do not edit by hand.
+Every default below is applied by `mailstack check` and the deploys; the schema is the only
+place defaults live.
+
+| path | type | default | description |
+|---|---|---|---|
+"""
+
+
+def _type(node: dict) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in node["enum"])
+    kind = node.get("type", "")
+    if kind == "array":
+        return f"list of {_type(_resolve(node['items']))}"
+    if "pattern" in node or "format" in node:
+        return f"{kind} ({node.get('format', 'pattern')})"
+    return kind
+
+
+def _rows(path: str, node: dict) -> list[str]:
+    node = _resolve(node)
+    default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+    description = node.get("description", "").replace("|", "\\|")
+    rows = [f"| `{path}` | {_type(node)} | {default} | {description} |"] if path else []
+    for key, sub in node.get("properties", {}).items():
+        rows += _rows(f"{path}.{key}" if path else key, sub)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        rows += _rows(f"{path}.NAME", extra)
+    items = node.get("items")
+    if isinstance(items, dict) and _resolve(items).get("type") == "object":
+        for key, sub in _resolve(items).get("properties", {}).items():
+            rows += _rows(f"{path}[].{key}", sub)
+    return rows
+
+
+def render() -> str:
+    return HEADER + "\n".join(_rows("", schema())) + "\n"

@@ -1,0 +1,135 @@
+"""Secrets made once on the control machine: lab CA, host certificates, DKIM keys.
+
+Everything lives under `platform.secrets_dir`/PLATFORM, outside the repository,
+private keys with mode 0600. Nothing here prints a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mailstack.inventory import Inventory
+
+CA_DAYS = 3650
+CERT_DAYS = 397
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+def secrets_dir(inv: Inventory) -> Path:
+    path = Path(os.path.expanduser(inv.platform["secrets_dir"])) / inv.platform["name"]
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def lab_ca(inv: Inventory) -> tuple[Path, Path]:
+    """The platform CA (certificate, key), created on first use."""
+    directory = secrets_dir(inv) / "ca"
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                         f"mailstack {inv.platform['name']} CA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(key_path, _pem_key(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _current(cert_path: Path, names: list[str]) -> bool:
+    if not cert_path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    fresh = cert.not_valid_after_utc - _now() > RENEW_BEFORE
+    return fresh and sorted(sans.get_values_for_type(x509.DNSName)) == sorted(names)
+
+
+def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[Path, Path]:
+    """Certificate and key of a host for `names`, issued by the lab CA; reissued only
+    when the names change or it nears expiry (so redeploys change nothing)."""
+    directory = secrets_dir(inv) / "hosts" / host_name
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if _current(cert_path, names) and key_path.exists():
+        return cert_path, key_path
+    ca_cert_path, ca_key_path = lab_ca(inv)
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    if key_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(key_path, _pem_key(key))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
+                          + ca_cert_path.read_bytes())
+    return cert_path, key_path
+
+
+def dkim_key(inv: Inventory, domain: str, selector: str, bits: int) -> Path:
+    """The DKIM private key of a domain and selector, generated once."""
+    path = secrets_dir(inv) / "dkim" / f"{domain}.{selector}.key"
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        _write_private(path, _pem_key(key))
+    return path
+
+
+def dkim_public_record(key_path: Path) -> str:
+    """The TXT value that publishes the public half of a DKIM key."""
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"

@@ -1,0 +1,46 @@
+"""The command line: exit codes, summaries, generated docs kept in sync."""
+
+import subprocess
+import sys
+
+from conftest import ROOT, VALID
+
+from mailstack.schemadoc import render
+
+
+def mailstack(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_check_valid_prints_summary():
+    proc = mailstack("check", "inventories/lab.yml", "inventories/multi-host.example.yml")
+    assert proc.returncode == 0, proc.stderr
+    assert "inventories/lab.yml: ok — 2 hosts, 3 domains, 4 users, 2 aliases" in proc.stdout
+    assert "inventories/multi-host.example.yml: ok — 9 hosts" in proc.stdout
+
+
+def test_check_invalid_exits_2_and_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text(VALID.replace("policy: none", "policy: rejct"))
+    proc = mailstack("check", str(bad))
+    assert proc.returncode == 2
+    assert (f"{bad}:16 domains[0].dmarc.policy: 'rejct' is not one of "
+            "['none', 'quarantine', 'reject']") in proc.stderr
+    assert "nothing was deployed" in proc.stderr
+
+
+def test_check_missing_file_is_a_problem_not_a_traceback(tmp_path):
+    proc = mailstack("check", str(tmp_path / "nope.yml"))
+    assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_committed_inventory_reference_is_current():
+    committed = (ROOT / "docs" / "inventory.md").read_text()
+    assert committed == render(), "docs/inventory.md is stale: run `mailstack schema-docs`"
+
+
+def test_help_lists_every_command():
+    proc = mailstack("--help")
+    for command in ("check", "dns", "schema-docs", "lab"):
+        assert command in proc.stdout

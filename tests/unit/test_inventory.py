@@ -1,0 +1,178 @@
+"""The loader: examples validate, defaults come from the schema, bad input is named exactly."""
+
+import json
+
+import pytest
+from conftest import ROOT, VALID
+
+from mailstack.inventory import InventoryInvalid, check_text, load, schema
+
+EXAMPLES = sorted((ROOT / "inventories").glob("*.yml"))
+
+
+def line_of(text: str, needle: str, nth: int = 1) -> int:
+    """1-based line of the nth line containing `needle`."""
+    hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    return hits[nth - 1]
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(InventoryInvalid) as err:
+        check_text(text, "inv.yml")
+    return [str(p) for p in err.value.problems]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate(path):
+    inv = load(path)
+    assert inv.hosts and inv.domains
+    assert path.read_text().startswith(
+        "# yaml-language-server: $schema=../schemas/inventory.schema.json\n")
+
+
+def test_three_example_inventories_exist():
+    assert {p.name for p in EXAMPLES} >= {
+        "lab.yml", "single-host.example.yml", "multi-host.example.yml"}
+
+
+def test_defaults_come_from_the_schema():
+    inv = check_text(VALID, "inv.yml")
+    props = schema()["properties"]
+    domain_props = props["domains"]["items"]["properties"]
+    one = inv.domain("one.example")
+    assert one.dkim["selector"] == domain_props["dkim"]["properties"]["selector"]["default"]
+    assert one.quota == domain_props["quota"]["default"]
+    assert one.pop3 is domain_props["pop3"]["default"]
+    assert one.inbound["spam"] == "reject"
+    assert inv.rspamd["milter_default_action"] == (
+        props["rspamd"]["properties"]["milter_default_action"]["default"])
+    assert inv.dovecot["autoexpunge_trash"] == "30d"
+    assert inv.host("mx1").ssh["port"] == 22
+    # derived values
+    assert inv.host("mx1").fqdn == "mx1.t.example"
+    assert one.tenant == "one.example" and inv.domain("two.example").tenant == "second"
+    assert inv.users[0].quota == one.quota
+    assert one.mailbox == ("mx1",)
+
+
+def test_model_is_immutable():
+    inv = check_text(VALID, "inv.yml")
+    with pytest.raises(TypeError):
+        inv.domains[0].dkim["selector"] = "x"
+    with pytest.raises(AttributeError):
+        inv.hosts[0].name = "x"
+
+
+# (mutation of VALID, text on the offending line, nth hit, expected "PATH: message")
+BAD = [
+    ("enum typo", ("policy: none", "policy: rejct"), "policy: rejct", 1,
+     "domains[0].dmarc.policy: 'rejct' is not one of ['none', 'quarantine', 'reject']"),
+    ("unknown key", ("    tenant: second", "    tennant: second"), "tennant", 1,
+     "domains[1].tennant: unknown key 'tennant'; did you mean 'tenant'?"),
+    ("unknown top-level key", ("aliases:", "aliasses:"), "aliasses:", 1,
+     "aliasses: unknown key 'aliasses'; did you mean 'aliases'?"),
+    ("wrong type", ("roles: [dns]", "roles: dns"), "roles: dns", 1,
+     "hosts[1].roles: 'dns' is a string, expected array"),
+    ("missing required key", ("  - name: two.example\n    tenant: second\n    mx: [mx1]\n",
+                              "  - name: two.example\n    tenant: second\n"),
+     "- name: two.example", 1, "domains[1]: missing required key 'mx'"),
+    ("duplicate host name", ("  - name: other", "  - name: mx1"), "- name: mx1", 2,
+     "hosts[1].name: host name 'mx1' is already used at hosts[0].name (line 6)"),
+    ("duplicate address", ("address: 192.0.2.2", "address: 192.0.2.1"), "address: 192.0.2.1", 2,
+     "hosts[1].address: address '192.0.2.1' is already used at hosts[0].address (line 7)"),
+    ("MX host missing", ("    mx: [mx1]\n    dmarc", "    mx: [mx9]\n    dmarc"), "mx: [mx9]", 1,
+     "domains[0].mx[0]: MX host 'mx9' is not defined under hosts"),
+    ("MX host without mx role", ("    tenant: second\n    mx: [mx1]", "    tenant: second\n    mx: [other]"),
+     "mx: [other]", 1, "domains[1].mx[0]: MX host 'other' does not have the 'mx' role (its roles: dns)"),
+    ("user in unknown domain", ("address: ben@two.example", "address: ben@three.example"),
+     "ben@three.example", 1,
+     "users[1].address: domain 'three.example' of this user is not listed under domains"),
+    ("dangling alias", ("to: [ann@one.example]", "to: [nobody@one.example]"), "nobody@", 1,
+     "aliases[0].to[0]: 'nobody@one.example' is in a local domain but is neither a user nor an alias"),
+    ("clear-text password", ('"{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$abc$def"', "hunter2hunter2"),
+     "hunter2", 1, "users[1].password: 'hunter2hunter2' looks like a clear-text password; store a "
+     "crypt hash such as {ARGON2ID}… or {SHA512-CRYPT}… (make one with `doveadm pw -s ARGON2ID`)"),
+    ("unknown password scheme", ('"{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef"', '"{PLAIN}secret123"'),
+     "{PLAIN}", 1, "users[0].password: '{PLAIN}secret123' looks like a clear-text password; store a "
+     "crypt hash such as {ARGON2ID}… or {SHA512-CRYPT}… (make one with `doveadm pw -s ARGON2ID`)"),
+    ("invalid domain name", ("name: two.example", "name: Two_Example"), "Two_Example", 1,
+     "domains[1].name: 'Two_Example' is not a valid domain name (lower-case labels of letters, "
+     "digits and hyphens, separated by dots, e.g. example.org)"),
+    ("invalid IP address", ("address: 192.0.2.2", "address: 192.0.2.300"), "192.0.2.300", 1,
+     "hosts[1].address: '192.0.2.300' is not a valid IPv4 or IPv6 address"),
+    ("invalid e-mail address", ("address: ann@one.example", "address: ann.one.example"),
+     "ann.one.example", 1,
+     "users[0].address: 'ann.one.example' is not a valid e-mail address (local@domain, domain in lower case)"),
+    ("two tenants claim one domain", ("name: two.example", "name: one.example"), "name: one.example", 2,
+     "domains[1].name: domain 'one.example' is already claimed by tenant 'one.example' at "
+     "domains[0].name (line 13)"),
+    ("duplicate YAML key", ("    tenant: second\n", "    tenant: second\n    tenant: third\n"),
+     "tenant: third", 1, "domains[1].tenant: duplicate key 'tenant' (first on line 18)"),
+    ("submission without auth path", ("roles: [mx, submission, mailbox, filter]", "roles: [submission, filter]"),
+     "roles: [submission", 1,
+     "hosts[0].roles: role 'submission' needs an authentication path (Dovecot SASL on a 'mailbox' "
+     "or 'proxy' host), but no host has it"),
+    ("discard without confirmation", ("    dmarc:\n", "    inbound: {spam: discard}\n    dmarc:\n"),
+     "spam: discard", 1, "domains[0].inbound.spam: 'discard' drops spam without telling the sender; "
+     "set inbound.confirm_discard: true to choose it on purpose"),
+    ("quota not a size", ("    tenant: second\n", "    tenant: second\n    quota: lots\n"), "quota: lots", 1,
+     "domains[1].quota: 'lots' is not a size (a number with an optional K, M, G or T suffix, e.g. 2G)"),
+    ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
+     "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
+    ("unknown role", ("roles: [dns]", "roles: [dsn]"), "roles: [dsn]", 1,
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
+     "'auth', 'idp', 'smime', 'sandbox', 'storage', 'backup', 'monitoring']"),
+    ("auth role without artifact", ("roles: [dns]", "roles: [dns, auth]"), "roles: [dns, auth]", 1,
+     "hosts[1].roles: role 'auth' needs artifacts.nauthilus (version, url, sha256; named by "
+     "nauthilus.artifact), which is not defined"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_inventory_is_named_exactly(case):
+    _, (old, new), needle, nth, expected = case
+    assert old in VALID, "mutation does not apply"
+    text = VALID.replace(old, new, 1)
+    found = problems(text)
+    line = line_of(text, needle, nth)
+    assert any(p.startswith(f"inv.yml:{line} {expected}") for p in found), found
+
+
+def test_broken_yaml_names_line_and_reason():
+    text = VALID.replace("    roles: [dns]", "    roles: [dns", 1)
+    (found,) = problems(text)
+    assert found.startswith("inv.yml:12 (top level): YAML syntax error: ")
+    assert "',' or ']'" in found and found.endswith("flow sequence that starts on line 11)")
+
+
+def test_tab_indentation_is_a_syntax_error_with_line():
+    text = VALID.replace("  - name: other", "\t- name: other", 1)
+    (found,) = problems(text)
+    assert found.startswith("inv.yml:9 (top level): YAML syntax error")
+
+
+def test_every_problem_is_reported_at_once():
+    text = (VALID.replace("policy: none", "policy: rejct")
+                 .replace("address: 192.0.2.2", "address: 192.0.2.300")
+                 .replace("    tenant: second", "    tennant: second"))
+    assert len(problems(text)) == 3
+
+
+def test_empty_inventory():
+    assert problems("") == ["inv.yml:1 (top level): the inventory is empty"]
+
+
+def test_schema_documents_every_property():
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, path
+                for key, sub in node["properties"].items():
+                    assert "description" in sub, f"{path}.{key} has no description"
+            for key, sub in node.items():
+                walk(sub, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{path}[{i}]")
+    walk(schema(), "")
+    json.dumps(schema())

@@ -11,12 +11,15 @@ from mailstack.secrets import dkim_key
 
 PACKAGES = ("rspamd", "redis-server")
 MILTER_PORT = 11332
-LOCAL_D = "/etc/rspamd/local.d"
+ETC = "/etc/rspamd"
 DKIM_DIR = "/var/lib/rspamd/dkim"
-MAPS_DIR = "/etc/rspamd/local.d/maps"
-CONFIG = ("options.inc", "worker-proxy.inc", "worker-normal.inc", "worker-controller.inc",
-          "actions.conf", "dkim_signing.conf", "arc.conf", "milter_headers.conf", "redis.conf",
-          "greylist.conf", "multimap.conf", "settings.conf")
+MAPS_DIR = "/etc/rspamd/maps.d"
+# local.d merges with Debian's defaults; override.d replaces them (options.inc must:
+# merged, Debian's local_addrs would count every private network as "local").
+CONFIG = ("override.d/options.inc", "local.d/worker-proxy.inc", "local.d/worker-normal.inc",
+          "local.d/worker-controller.inc", "local.d/actions.conf", "local.d/dkim_signing.conf",
+          "local.d/arc.conf", "local.d/milter_headers.conf", "local.d/redis.conf",
+          "local.d/greylist.conf", "local.d/multimap.conf", "local.d/settings.conf")
 
 
 def milter_address(host) -> str | None:
@@ -26,6 +29,13 @@ def milter_address(host) -> str | None:
     if host.outside or not filters:
         return None
     return "127.0.0.1" if "filter" in host.roles else filters[0].address
+
+
+def platform_domains():
+    """Domains the platform itself serves (not those of `outside` lab hosts)."""
+    inv = inventory()
+    return [d for d in inv.domains
+            if any(not inv.host(name).outside for name in (*d.mx, *d.submission))]
 
 
 def _lists(kind: str) -> dict[str, list[str]]:
@@ -56,7 +66,7 @@ def deploy() -> None:
     inv, me = inventory(), this_host()
     settings = inv.rspamd
     signing = []
-    for domain in inv.domains:
+    for domain in platform_domains():
         if domain.dkim["enabled"]:
             key = dkim_key(inv, domain.name, domain.dkim["selector"], domain.dkim["bits"])
             dest = f"{DKIM_DIR}/{domain.name}.{domain.dkim['selector']}.key"
@@ -67,7 +77,7 @@ def deploy() -> None:
     keys = [files.put(name=f"DKIM key {s['name']}", src=s["source"], dest=s["path"],
                       user="root", group="_rspamd", mode="0640") for s in signing]
 
-    items = [ConfigFile(f"{LOCAL_D}/{name}", template=f"rspamd/{name}.j2") for name in CONFIG]
+    items = [ConfigFile(f"{ETC}/{name}", template=f"rspamd/{name.split('/')[1]}.j2") for name in CONFIG]
     for kind in ("allow", "deny"):
         for what, values in _lists(kind).items():
             items.append(ConfigFile(f"{MAPS_DIR}/{kind}_{what}.map", content="\n".join(values)))

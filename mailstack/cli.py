@@ -74,6 +74,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
         elif args.action == "status":
             for name, address, state in lab.status():
                 print(f"{name:<10} {address:<16} {state}")
+        elif args.action == "summary":
+            from mailstack.secrets import lab_ca
+
+            print(lab.summary(lab_ca(inv)[0]))
         elif args.action == "ssh":
             command = lab.ssh_command(args.host, args.command)
             os.execvp(command[0], command)
@@ -110,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     actions.add_parser("up", help="build the image if needed and boot every host (idempotent)")
     actions.add_parser("down", help="stop every host; remove trees, bridge and apt proxy")
     actions.add_parser("status", help="show each host and whether it runs")
+    actions.add_parser("summary", help="how to use the running lab: hosts, users, a test mail")
     ssh = actions.add_parser("ssh", help="open a shell (or run a command) on a lab host")
     ssh.add_argument("host", help="lab host name")
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="command to run")

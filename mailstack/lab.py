@@ -27,6 +27,8 @@ SUITE = "bookworm"
 STATE_DIR = Path(os.environ.get("MAILSTACK_LAB_STATE", "/var/lib/mailstack/lab"))
 CACHE_DIR = Path(os.environ.get("MAILSTACK_LAB_CACHE", "/var/cache/mailstack"))
 APT_PROXY_PORT = 3142
+# Password of every user in inventories/lab.yml (only its hash is in the inventory).
+LAB_PASSWORD = "correct horse lab"
 # Bumped whenever the way the image is made changes, so cached images are rebuilt.
 IMAGE_RECIPE = "3"
 BOOTSTRAP_PACKAGES = (
@@ -296,6 +298,9 @@ class Lab:
         bridge_up(self.bridge, self.settings["bridge_address"])
         proxy_up(self.gateway)
         started = [h for h in self.hosts if not pid_alive(h.pid_file)]
+        if started:  # SSH control sockets of hosts that went away are stale
+            for control in self.ssh_config.parent.glob("cm-*"):
+                control.unlink(missing_ok=True)
         for host in started:
             self._create(host, image)
             self._boot(host)
@@ -323,6 +328,33 @@ class Lab:
             state = "running" if pid_alive(host.pid_file) else "stopped"
             rows.append((host.name, host.address, state))
         return rows
+
+    def summary(self, ca_file: Path) -> str:
+        """How to use the running lab: hosts, a user to log in as, a test mail."""
+        inv = self.inventory
+        lines = [f"mailstack lab ({inv.file})"]
+        for host in inv.hosts:
+            state = "running" if pid_alive(LabHost(host.name, host.address).pid_file) else "STOPPED"
+            role = "outside world: " if host.outside else ""
+            lines.append(f"  {host.name:<6} {host.address:<12} {host.fqdn:<16} {state:<8} "
+                         f"{role}{', '.join(host.roles)}")
+        platform = [h for h in inv.hosts if not h.outside and "mailbox" in h.roles][0]
+        user = next(u for u in inv.users if platform.name in inv.domain(u.domain).mailbox)
+        outside = next((u for u in inv.users
+                        if all(inv.host(n).outside for n in inv.domain(u.domain).mx)), user)
+        lines += [
+            "",
+            f"Log in as {user.address}, password '{LAB_PASSWORD}' (every lab user has it):",
+            f"  IMAP {platform.address}:993, POP3 :995, submission :587 (STARTTLS) and :465",
+            f"  CA certificate: {ca_file}",
+            "Send a test mail to the outside world and read it there:",
+            f"  swaks --server {platform.address}:587 --tls --auth-user {user.address} "
+            f"--auth-password '{LAB_PASSWORD}' --from {user.address} --to {outside.address}",
+            f"  .venv/bin/mailstack lab ssh {inv.domain(outside.domain).mx[0]} doveadm search -u "
+            f"{outside.address} mailbox INBOX all",
+            "Shell on a host: .venv/bin/mailstack lab ssh HOST; stop the lab: .venv/bin/mailstack lab down",
+        ]
+        return "\n".join(lines)
 
     def ssh_command(self, name: str, command: list[str]) -> list[str]:
         host = self.host(name)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT, VALID
+from unitdata import ROOT, VALID
 
 from mailstack.schemadoc import render
 

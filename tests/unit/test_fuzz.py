@@ -3,9 +3,9 @@
 import copy
 
 import yaml
-from conftest import ROOT, VALID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from unitdata import ROOT, VALID
 
 from mailstack.inventory import Inventory, InventoryInvalid, check_text
 

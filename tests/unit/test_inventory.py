@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT, VALID
+from unitdata import ROOT, VALID
 
 from mailstack.inventory import InventoryInvalid, check_text, load, schema
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VALID
+from unitdata import ROOT, VALID
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 

@@ -1,7 +1,7 @@
+"""Shared data of the unit tests: the repository root and a small valid inventory."""
+
 import textwrap
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,3 @@ VALID = textwrap.dedent("""\
     """)
 
 
-@pytest.fixture
-def valid_text() -> str:
-    return VALID

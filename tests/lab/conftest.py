@@ -1,0 +1,82 @@
+"""Fixtures for tests against the running lab: hosts over SSH, addresses, the lab CA."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+import testinfra
+from labenv import INVENTORY, SSH_CONFIG
+
+from mailstack.secrets import lab_ca
+
+
+@pytest.fixture(scope="session")
+def inv():
+    return INVENTORY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_is_up():
+    if not SSH_CONFIG.exists():
+        pytest.fail("the lab is not up: run scripts/lab-up first", pytrace=False)
+    for host in INVENTORY.hosts:
+        ok = subprocess.run(["ssh", "-F", str(SSH_CONFIG), host.name, "true"],
+                            capture_output=True, timeout=30).returncode == 0
+        if not ok:
+            pytest.fail(f"lab host {host.name} does not answer over ssh: run scripts/lab-up",
+                        pytrace=False)
+
+
+def _host(name: str):
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
+
+
+@pytest.fixture(scope="session")
+def mail():
+    return _host("mail")
+
+
+@pytest.fixture(scope="session")
+def ext():
+    return _host("ext")
+
+
+@pytest.fixture(scope="session")
+def addr():
+    return {h.name: h.address for h in INVENTORY.hosts}
+
+
+@pytest.fixture(scope="session")
+def fqdn():
+    return {h.name: h.fqdn for h in INVENTORY.hosts}
+
+
+@pytest.fixture(scope="session")
+def ca_file() -> str:
+    return str(lab_ca(INVENTORY)[0])
+
+
+@pytest.fixture(scope="session")
+def nameserver() -> str:
+    return INVENTORY.hosts_with("dns")[0].address
+
+
+@pytest.fixture
+def tag() -> str:
+    """A unique marker to find one test's message among all others."""
+    return f"mailstack-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def rspamd_ready(mail):
+    """rspamd compiles its rules for a while after a (re)start: wait until it scans."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if mail.run("rspamc -h 127.0.0.1:11334 stat").rc == 0 and \
+                mail.socket("tcp://127.0.0.1:11332").is_listening:
+            return
+        time.sleep(1)
+    pytest.fail("rspamd did not become ready within 120 s")

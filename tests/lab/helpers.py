@@ -1,0 +1,112 @@
+"""Real protocol clients for the lab tests: SMTP, IMAP, POP3 over TLS, and DNS."""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import smtplib
+import ssl
+import time
+from email.message import EmailMessage
+
+import dns.resolver
+
+from mailstack.lab import LAB_PASSWORD as PASSWORD
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """Verifies the chain to the lab CA and the host name."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def named_context(ca_file: str, server_name: str) -> NamedContext:
+    return NamedContext(tls_context(ca_file), server_name)
+
+
+def message(sender: str, recipient: str, subject: str, body: str = "Hello from the lab.\n") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, recipient, subject
+    msg["Message-ID"] = f"<{subject}@lab.test>"
+    msg.set_content(body)
+    return msg
+
+
+def submit(host: str, server_name: str, ca_file: str, user: str, msg: EmailMessage,
+           password: str = PASSWORD, port: int = 587) -> None:
+    """Submit as an authenticated user on 587 (STARTTLS) or 465 (implicit TLS)."""
+    context = NamedContext(tls_context(ca_file), server_name)
+    if port == 465:
+        client = smtplib.SMTP_SSL(host, 465, context=context, timeout=30,
+                                  local_hostname="client.lab.test")
+    else:
+        client = smtplib.SMTP(host, port, timeout=30, local_hostname="client.lab.test")
+        client.starttls(context=context)
+    with client:
+        client.ehlo()
+        client.login(user, password)
+        client.send_message(msg)
+
+
+class NamedContext:
+    """Verify `name` although the client connects to an address (the test machine does
+    not resolve lab names): every stdlib client calls wrap_socket(server_hostname=addr)."""
+
+    def __init__(self, context: ssl.SSLContext, name: str):
+        self.context, self.name = context, name
+
+    def wrap_socket(self, sock, server_hostname=None, **kwargs):
+        return self.context.wrap_socket(sock, server_hostname=self.name, **kwargs)
+
+
+def imap_find(host: str, server_name: str, ca_file: str, user: str, subject: str,
+              mailbox: str = "INBOX", timeout: float = 60) -> bytes | None:
+    """Wait for a message with `subject` and return it raw, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with imaplib.IMAP4_SSL(host, 993, ssl_context=_imap_context(ca_file, server_name)) as imap:
+            imap.login(user, PASSWORD)
+            imap.select(f'"{mailbox}"', readonly=True)
+            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+            ids = found[0].split()
+            if ids:
+                _, data = imap.fetch(ids[-1], "(RFC822)")
+                return data[0][1]
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def imap_count(host: str, server_name: str, ca_file: str, user: str, subject: str,
+               mailbox: str = "INBOX") -> int:
+    with imaplib.IMAP4_SSL(host, 993, ssl_context=_imap_context(ca_file, server_name)) as imap:
+        imap.login(user, PASSWORD)
+        imap.select(f'"{mailbox}"', readonly=True)
+        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+        return len(found[0].split())
+
+
+def _imap_context(ca_file: str, server_name: str):
+    return named_context(ca_file, server_name)
+
+
+def pop3_find(host: str, server_name: str, ca_file: str, user: str, subject: str) -> bytes | None:
+    client = poplib.POP3_SSL(host, 995, context=NamedContext(tls_context(ca_file), server_name), timeout=30)
+    try:
+        client.user(user)
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        for number in range(count, 0, -1):
+            _, lines, _ = client.retr(number)
+            raw = b"\r\n".join(lines)
+            if subject.encode() in raw:
+                return raw
+        return None
+    finally:
+        client.quit()
+
+
+def lab_resolver(nameserver: str) -> dns.resolver.Resolver:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [nameserver]
+    resolver.lifetime = 5
+    return resolver

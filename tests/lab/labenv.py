@@ -1,0 +1,22 @@
+"""The running lab as the tests see it: its inventory, SSH access, a shell helper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from mailstack.inventory import load
+from mailstack.lab import STATE_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = load(ROOT / os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml"))
+SSH_CONFIG = STATE_DIR / "ssh" / "config"
+
+
+def ssh(name: str, command: str, stdin: bytes = b"") -> str:
+    """Run a command on a lab host with data on its standard input; its output."""
+    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, command], input=stdin,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout.decode(errors="replace")

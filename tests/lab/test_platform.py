@@ -1,0 +1,102 @@
+"""The hosts as deployed: units, listening ports, lab DNS, idempotent redeploy."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import lab_resolver
+from labenv import ROOT
+
+SERVICES = {
+    "mail": ["postfix", "dovecot", "rspamd", "redis-server", "unbound"],
+    "ext": ["postfix", "dovecot", "unbound", "nsd"],
+}
+NOT_RUNNING = {"ext": ["rspamd", "redis-server"], "mail": ["nsd"]}
+ANY = "*"
+# what each lab host must listen on over TCP, and nothing else
+PORTS = {
+    "mail": {(ANY, 22), (ANY, 25), (ANY, 465), (ANY, 587), (ANY, 110), (ANY, 143), (ANY, 993),
+             (ANY, 995), ("127.0.0.1", 53), ("127.0.0.1", 11332), ("127.0.0.1", 11333),
+             ("127.0.0.1", 11334), ("127.0.0.1", 6379), ("::1", 6379)},
+    "ext": {(ANY, 22), (ANY, 25), (ANY, 465), (ANY, 587), (ANY, 143), (ANY, 993), (ANY, 995),
+            ("127.0.0.1", 53), ("10.77.0.20", 53)},
+}
+
+
+@pytest.fixture(params=["mail", "ext"])
+def lab_host(request):
+    return request.param, request.getfixturevalue(request.param)
+
+
+def test_services_enabled_and_running(lab_host):
+    name, host = lab_host
+    for service in SERVICES[name]:
+        assert host.service(service).is_enabled, f"{service} not enabled on {name}"
+        assert host.service(service).is_running, f"{service} not running on {name}"
+    for service in NOT_RUNNING[name]:
+        assert not host.service(service).is_running, f"{service} should not run on {name}"
+    assert host.run("systemctl --failed --no-legend --plain").stdout.strip() == ""
+
+
+def listening(host) -> set[tuple[str, int]]:
+    found = set()
+    for line in host.check_output("ss -Htln").splitlines():
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        address = address.strip("[]").split("%")[0]
+        found.add((ANY if address in ("0.0.0.0", "::", "*") else address, int(port)))
+    return found
+
+
+def test_exactly_the_expected_ports_listen(lab_host):
+    name, host = lab_host
+    assert listening(host) == PORTS[name]
+
+
+def test_no_default_route_in_the_lab(lab_host):
+    _, host = lab_host
+    assert "default" not in host.check_output("ip route show")
+    assert host.run("ip route get 192.0.2.1").rc != 0
+
+
+def test_lab_dns_serves_the_generated_records(inv, nameserver, fqdn, addr):
+    resolver = lab_resolver(nameserver)
+    mx = resolver.resolve("example.test", "MX")
+    assert [str(r.exchange).rstrip(".") for r in mx] == [fqdn["mail"]]
+    assert [r.address for r in resolver.resolve(fqdn["mail"], "A")] == [addr["mail"]]
+    spf = [b"".join(r.strings).decode() for r in resolver.resolve("example.test", "TXT")]
+    assert spf == [f"v=spf1 ip4:{addr['mail']} -all"]
+    dmarc = b"".join(resolver.resolve("_dmarc.example.test", "TXT")[0].strings).decode()
+    assert dmarc.startswith("v=DMARC1; p=quarantine;")  # the stage lab.yml sets
+    dkim = b"".join(resolver.resolve("mail._domainkey.example.test", "TXT")[0].strings).decode()
+    assert dkim.startswith("v=DKIM1; k=rsa; p=")
+
+
+def test_hosts_resolve_lab_names_and_refuse_the_rest(mail):
+    assert mail.run("getent hosts ext.lab.test").stdout.split()[0] == "10.77.0.20"
+    # names outside the lab get an immediate answer, never a hang
+    result = mail.run("timeout 5 getent hosts example.com")
+    assert result.rc == 2  # not found (REFUSED by unbound), not 124 (timeout)
+
+
+def deploy() -> tuple[str, str, str, str]:
+    """Run the lab deploy; (operations, changed, errors, unchanged) from its summary."""
+    env = {**os.environ, "MAILSTACK_INVENTORY": "inventories/lab.yml"}
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    proc = subprocess.run([pyinfra, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    assert total, output[-2000:]
+    return total.groups()
+
+
+def test_second_deploy_changes_nothing():
+    deploy()  # converge, whatever state the lab was left in
+    operations, changed, errors, unchanged = deploy()
+    assert (changed, errors) == ("-", "-")
+    assert unchanged == operations and int(operations) > 100

@@ -9,6 +9,7 @@ cached as a tarball keyed by its package list.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -27,6 +28,7 @@ SUITE = "bookworm"
 STATE_DIR = Path(os.environ.get("MAILSTACK_LAB_STATE", "/var/lib/mailstack/lab"))
 CACHE_DIR = Path(os.environ.get("MAILSTACK_LAB_CACHE", "/var/cache/mailstack"))
 APT_PROXY_PORT = 3142
+ENV_MARKER = "MAILSTACK_LAB_HOST"  # set in each container init's environment
 # Password of every user in inventories/lab.yml (only its hash is in the inventory).
 LAB_PASSWORD = "correct horse lab"
 # Bumped whenever the way the image is made changes, so cached images are rebuilt.
@@ -238,6 +240,36 @@ def stop_pid(pid_file: Path, timeout: float) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def container_pids(name: str) -> list[int]:
+    """Processes of a lab container, found by the marker its init carries in its
+    environment: they outlive a killed nspawn, which must not leave a stale host."""
+    marker = f"{ENV_MARKER}={name}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_container(name: str, timeout: float = 10) -> None:
+    """SIGKILL what is left of a container: its init first, so its PID namespace goes."""
+    deadline = time.monotonic() + timeout
+    while (pids := container_pids(name)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    if container_pids(name):
+        raise LabError(f"processes of lab host {name} survive SIGKILL: {container_pids(name)}")
+    if Path(f"/sys/class/net/vb-{name}").exists():
+        run(["ip", "link", "del", f"vb-{name}"])
+
+
 def wait_for_port(address: str, port: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -315,7 +347,11 @@ class Lab:
         """Stop every host and remove its tree, the bridge and the apt proxy."""
         for host in self.hosts:
             stop_pid(host.pid_file, 30)
+            kill_container(host.name)
             shutil.rmtree(host.root.parent, ignore_errors=True)
+        machines = STATE_DIR / "machines"
+        if machines.exists() and not any(machines.iterdir()):
+            machines.rmdir()
         proxy_down()
         bridge_down(self.bridge)
         for control in (STATE_DIR / "ssh").glob("cm-*"):
@@ -380,6 +416,7 @@ class Lab:
         self.ssh_config.write_text("\n".join(entries))
 
     def _create(self, host: LabHost, image: Path) -> None:
+        kill_container(host.name)
         shutil.rmtree(host.root.parent, ignore_errors=True)
         host.root.mkdir(parents=True)
         run(["tar", "-C", str(host.root), "--numeric-owner", "-I", "zstd -T0", "-xf", str(image)])
@@ -407,6 +444,7 @@ class Lab:
             "systemd-nspawn", "-D", str(host.root), "-M", host.name, "-b", "--register=no",
             "--keep-unit", "--console=read-only", f"--network-bridge={self.bridge}",
             "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+            f"--setenv={ENV_MARKER}={host.name}",
         ])
         # nspawn exits 133 when the container reboots: start it again then.
         wrapper = f'trap "kill -TERM \\$child; wait \\$child; exit 0" TERM; ' \

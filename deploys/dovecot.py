@@ -33,7 +33,7 @@ def passdb(protocol_switch: str | None) -> str:
 
 def userdb() -> str:
     domains = {d.name for d in hosted_domains()}
-    return "\n".join(f"{u.address}::::::: quota_rule=*:storage={u.quota}"
+    return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}"
                      for u in inventory().users if u.domain in domains)
 
 

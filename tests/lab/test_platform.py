@@ -95,6 +95,29 @@ def deploy() -> tuple[str, str, str, str]:
     return total.groups()
 
 
+def test_quota_and_autoexpunge_follow_the_inventory(mail, inv):
+    for user in ("alice@example.test", "dave@tenant-b.test"):
+        quota = mail.check_output(f"doveadm -f flow quota get -u {user}")
+        expected = inv.users[[u.address for u in inv.users].index(user)].quota
+        kib = int(expected[:-1]) * {"K": 1, "M": 1024, "G": 1024 ** 2}[expected[-1]]
+        assert re.search(rf"Type=STORAGE Value=\d+ Limit={kib} ", quota), quota
+    assert mail.check_output("doveconf -h mail_location").startswith("maildir:")
+    config = mail.check_output("doveconf -n")
+    units = {"d": "days", "w": "weeks", "h": "hours"}
+    for box, key in (("Trash", "autoexpunge_trash"), ("Junk", "autoexpunge_junk")):
+        value = inv.dovecot[key]
+        block = config.split(f"mailbox {box} {{")[1].split("}")[0]
+        assert f"autoexpunge = {value[:-1]} {units[value[-1]]}" in block
+
+
+def test_lab_up_twice_is_a_no_op(mail):
+    boot = mail.check_output("cat /proc/sys/kernel/random/boot_id; systemctl show -p ExecMainPID postfix@-")
+    proc = subprocess.run([str(Path(sys.executable).with_name("mailstack")), "lab", "up"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "already up" in proc.stderr
+    assert mail.check_output("cat /proc/sys/kernel/random/boot_id; systemctl show -p ExecMainPID postfix@-") == boot
+
+
 def test_second_deploy_changes_nothing():
     deploy()  # converge, whatever state the lab was left in
     operations, changed, errors, unchanged = deploy()

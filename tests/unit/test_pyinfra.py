@@ -32,6 +32,15 @@ def test_lab_inventory_builds_every_operation(tmp_path):
     assert keys and all(k.stat().st_mode & 0o077 == 0 for k in keys)
 
 
+def test_configs_are_checked_before_the_restart(tmp_path):
+    proc = run_pyinfra("inventories/lab.yml", tmp_path)
+    out = proc.stdout + proc.stderr
+    for service in ("postfix", "dovecot", "rspamd", "unbound", "nsd"):
+        check = out.index(f"Check the {service} configuration")
+        restart = out.index(f"Restart {service} (configuration changed)")
+        assert check < restart, service
+
+
 def test_roles_without_a_deploy_are_reported(tmp_path):
     proc = run_pyinfra("inventories/multi-host.example.yml", tmp_path)
     out = proc.stdout + proc.stderr

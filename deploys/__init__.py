@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from deploys import base, dns, dovecot, postfix, rspamd, tls
+from deploys import base, dns, dovecot, postfix, rspamd, smime, tls
 
 # (deploy, roles it serves; None = every host), in order of application
 STEPS: tuple[tuple[object, frozenset[str] | None], ...] = (
@@ -17,6 +17,7 @@ STEPS: tuple[tuple[object, frozenset[str] | None], ...] = (
     (dns, frozenset({"dns"})),
     (rspamd, frozenset({"filter"})),
     (dovecot, frozenset({"mailbox"})),
+    (smime, frozenset({"smime"})),
     (postfix, frozenset({"mx", "submission"})),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import apt, files, server
 
-from deploys.common import ConfigFile, configure_service, inventory, template, text, this_host
+from deploys.common import ConfigFile, configure_service, install, inventory, template, text, this_host
 from mailstack.dns import zones
 
 PACKAGES = ("unbound", "openssl", "ca-certificates", "systemd-timesyncd")
@@ -31,7 +31,7 @@ def resolver_context() -> dict:
 def deploy() -> None:
     me = this_host()
     apt.update(name="Refresh package lists (daily)", cache_time=86400)
-    apt.packages(name="Base packages", packages=list(PACKAGES), no_recommends=True)
+    install("base", PACKAGES)
 
     names = [
         files.put(name="Host name", src=text(me.name), dest="/etc/hostname"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mailstack.inventory import Host, Inventory
@@ -45,6 +45,11 @@ class ConfigFile:
     group: str = "root"
 
 
+def install(component: str, packages: tuple[str, ...]) -> None:
+    """The Debian packages a deploy needs (a no-op when present, as in the lab image)."""
+    apt.packages(name=f"{component} packages", packages=list(packages), no_recommends=True)
+
+
 def put_file(item: ConfigFile, context: dict):
     if item.template:
         return files.template(name=f"Render {item.dest}", src=template(item.template),
@@ -63,6 +68,6 @@ def configure_service(service: str, items: list[ConfigFile], context: dict,
     if check:
         server.shell(name=f"Check the {service} configuration", commands=[check], _if=changed)
     systemd.service(name=f"Restart {service} (configuration changed)", service=service,
-                    restarted=True, _if=changed)
+                    restarted=True, daemon_reload=True, _if=changed)
     systemd.service(name=f"{service} enabled and running", service=service, running=True,
                     enabled=True)

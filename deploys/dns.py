@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys.common import ConfigFile, configure_service, inventory, this_host
+from deploys.common import ConfigFile, configure_service, install, inventory, this_host
 from mailstack.dns import zone_file, zones
 
 PACKAGES = ("nsd",)
@@ -14,6 +14,7 @@ ZONES_DIR = "/etc/nsd/zones"
 
 @pyinfra_deploy("mailstack dns")
 def deploy() -> None:
+    install("nsd", PACKAGES)
     inv, me = inventory(), this_host()
     all_zones = zones(inv)
     items = [ConfigFile(f"{ZONES_DIR}/{zone}.zone", content=zone_file(inv, zone, records, me))

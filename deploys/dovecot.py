@@ -7,7 +7,7 @@ from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files, server
 
 from deploys import tls
-from deploys.common import ConfigFile, configure_service, inventory, template, this_host
+from deploys.common import ConfigFile, configure_service, install, inventory, template, this_host
 
 PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve")
 VMAIL_UID = 5000
@@ -39,6 +39,7 @@ def userdb() -> str:
 
 @pyinfra_deploy("mailstack dovecot")
 def deploy() -> None:
+    install("Dovecot", PACKAGES)
     inv = inventory()
     server.group(name="vmail group", group="vmail", gid=VMAIL_UID)
     server.user(name="vmail user", user="vmail", uid=VMAIL_UID, group="vmail",

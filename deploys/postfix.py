@@ -12,8 +12,8 @@ from __future__ import annotations
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys import rspamd, tls
-from deploys.common import ConfigFile, configure_service, inventory, this_host
+from deploys import rspamd, smime, tls
+from deploys.common import ConfigFile, configure_service, install, inventory, this_host
 
 PACKAGES = ("postfix",)
 MAPS = "/etc/postfix/mailstack"
@@ -46,7 +46,10 @@ def maps() -> dict[str, str]:
         for target in alias.to:
             if target in local_users and alias.domain in submit_domains:
                 logins.setdefault(alias.address, set()).add(target)
+    nexthop = smime_nexthop()
     return {
+        "smime-recipients": table((d.name, f"FILTER smime:{nexthop}") for d in mx_domains
+                                  if nexthop and smime.smime_enabled(d)),
         "domains": table((d, "OK") for d in sorted(mx_names)),
         "mailboxes": table((u.address, f"{u.domain}/{u.address.split('@')[0]}/")
                            for u in inv.users if u.domain in mx_names),
@@ -57,8 +60,40 @@ def maps() -> dict[str, str]:
     }
 
 
+def smime_nexthop() -> str | None:
+    """Where this host's Postfix hands mail to the S/MIME gateway, if it uses one."""
+    gateway = smime.gateway_host()
+    if gateway is None or this_host().outside:
+        return None
+    settings = inventory().smime
+    name = "127.0.0.1" if settings["plaintext_loopback"] else gateway.fqdn
+    return f"[{name}]:{settings['port']}"
+
+
+def smime_context() -> dict:
+    """master.cf settings of the gateway hops: out over TLS, back on two listeners that
+    only the gateway may use (inbound: already scanned; outbound: rspamd signs there)."""
+    nexthop = smime_nexthop()
+    if nexthop is None:
+        return {"smime": False}
+    inv, me = inventory(), this_host()
+    settings = inv.smime
+    loopback = settings["plaintext_loopback"]
+    listen = "127.0.0.1" if loopback else me.address
+    return {
+        "smime": True,
+        "smime_nexthop": nexthop,
+        "smime_tls_level": "none" if loopback else "secure",
+        "smime_return_tls_level": "none" if loopback else "encrypt",
+        "smime_return_inbound": f"{listen}:{settings['reinject_port']}",
+        "smime_return_outbound": f"{listen}:{settings['reinject_outbound_port']}",
+        "smime_clients": "127.0.0.1/32" if loopback else f"{smime.gateway_host().address}/32",
+    }
+
+
 @pyinfra_deploy("mailstack postfix")
 def deploy() -> None:
+    install("Postfix", PACKAGES)
     inv, me = inventory(), this_host()
     settings = inv.postfix
     files.directory(name=MAPS, path=MAPS, mode="0755")
@@ -80,5 +115,6 @@ def deploy() -> None:
         "milter_default_action": inv.rspamd["milter_default_action"],
         # the lab resolver refuses the root zone: skip Postfix's DNSSEC probe of it
         "dnssec_probe": "" if inv.hosts_with("dns") else "ns:.",
+        **smime_context(),
     }
     configure_service("postfix", items, context, check="postfix check")

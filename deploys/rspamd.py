@@ -3,10 +3,12 @@ SPF/DKIM/DMARC/ARC evaluation, per-domain spam policy and allow/deny maps."""
 
 from __future__ import annotations
 
+import json
+
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys.common import ConfigFile, configure_service, inventory, this_host
+from deploys.common import ConfigFile, configure_service, install, inventory, this_host
 from mailstack.secrets import dkim_key
 
 PACKAGES = ("rspamd", "redis-server")
@@ -63,6 +65,7 @@ def _policies() -> list[dict]:
 
 @pyinfra_deploy("mailstack rspamd")
 def deploy() -> None:
+    install("rspamd", PACKAGES)
     inv, me = inventory(), this_host()
     settings = inv.rspamd
     signing = []
@@ -92,6 +95,8 @@ def deploy() -> None:
         "signing": signing,
         "maps_dir": MAPS_DIR,
         "policies": _policies(),
+        # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
+        "sign_networks": json.dumps([h.address for h in inv.hosts_with("smime") if not h.outside]),
     }
     configure_service("redis-server", [], {})
     configure_service("rspamd", items, context, check="rspamadm configtest -q",

@@ -13,7 +13,7 @@ from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from deploys.common import inventory, this_host
+from deploys.common import install, inventory, this_host
 from mailstack.dns import service_names
 from mailstack.secrets import host_certificate, lab_ca
 
@@ -55,6 +55,7 @@ def context() -> dict:
 
 @pyinfra_deploy("mailstack tls")
 def deploy() -> None:
+    install("TLS", PACKAGES)
     cert, key, ca = local_files()
     files.directory(name=TLS_DIR, path=TLS_DIR, mode="0755")
     files.put(name="Host certificate", src=str(cert), dest=CERT, mode="0644")

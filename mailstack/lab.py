@@ -190,17 +190,19 @@ def proxy_pid_file() -> Path:
 
 
 def proxy_up(bind: str) -> None:
-    """apt-cacher-ng on the bridge address only, caching outside the clone."""
+    """apt-cacher-ng on the bridge address only, caching outside the clone. Its own
+    configuration has no remapping: it fetches from the mirror the containers name,
+    which is the one this machine's apt uses (the packaged remaps point elsewhere)."""
     if pid_alive(proxy_pid_file()):
         return
-    cache = CACHE_DIR / "apt-cacher-ng"
-    logs = STATE_DIR / "apt-cacher-ng-log"
-    for path in (cache, logs):
+    cache, logs, conf = CACHE_DIR / "apt-cacher-ng", STATE_DIR / "apt-cacher-ng-log", STATE_DIR / "acng"
+    for path in (cache, logs, conf):
         path.mkdir(parents=True, exist_ok=True)
-    run(["/usr/sbin/apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=0",
-         f"BindAddress={bind}", f"Port={APT_PROXY_PORT}", f"CacheDir={cache}",
-         f"LogDir={logs}", f"PidFile={proxy_pid_file()}", "SocketPath=",
-         "ExThreshold=30"])
+    (conf / "acng.conf").write_text(
+        f"CacheDir: {cache}\nLogDir: {logs}\nSupportDir: /usr/lib/apt-cacher-ng\n"
+        f"BindAddress: {bind}\nPort: {APT_PROXY_PORT}\nPidFile: {proxy_pid_file()}\n"
+        "SocketPath:\nExThreshold: 30\nForeGround: 0\n")
+    run(["/usr/sbin/apt-cacher-ng", "-c", str(conf)])
     wait_for_port(bind, APT_PROXY_PORT, 15, "apt-cacher-ng")
 
 
@@ -218,14 +220,15 @@ def read_pid(pid_file: Path) -> int | None:
 
 
 def pid_alive(pid_file: Path) -> bool:
+    """The process exists and is not a zombie."""
     pid = read_pid(pid_file)
     if pid is None:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state != "Z"
 
 
 def stop_pid(pid_file: Path, timeout: float) -> None:

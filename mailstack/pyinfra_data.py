@@ -23,8 +23,9 @@ def host_data(inventory: Inventory, host: Host) -> dict:
         "ssh_hostname": host.address,
         "ssh_user": host.ssh["user"],
         "ssh_port": host.ssh["port"],
-        "fake_delay": 0,
     }
+    if connector() == "fake":  # facts the operations need to be built at all
+        data.update(fake_delay=0, fake_responses={"uname -s": "Linux", "command -v useradd": "/usr/sbin/useradd"})
     if "key" in host.ssh:
         data["ssh_key"] = os.path.expanduser(host.ssh["key"])
     if not host.ssh["verify_host_key"]:

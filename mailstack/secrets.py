@@ -81,10 +81,35 @@ def _current(cert_path: Path, names: list[str]) -> bool:
     return fresh and sorted(sans.get_values_for_type(x509.DNSName)) == sorted(names)
 
 
-def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[Path, Path]:
-    """Certificate and key of a host for `names`, issued by the lab CA; reissued only
-    when the names change or it nears expiry (so redeploys change nothing)."""
-    directory = secrets_dir(inv) / "hosts" / host_name
+def issue(ca_cert: x509.Certificate, ca_key, key, names: list[str], usage: str) -> x509.Certificate:
+    """A certificate for `names` signed by the CA: `usage` "server" (TLS) or "smime"."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+    )
+    if usage == "smime":
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=True,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_key) -> tuple[Path, Path]:
+    """cert.pem (with the CA appended) and key.pem in `directory`, issued by the lab CA;
+    reissued only when the names change or it nears expiry (redeploys change nothing)."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if _current(cert_path, names) and key_path.exists():
         return cert_path, key_path
@@ -94,28 +119,23 @@ def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[
     if key_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), None)
     else:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = new_key()
         _write_private(key_path, _pem_key(key))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                          + ca_cert_path.read_bytes())
+    cert = issue(ca_cert, ca_key, key, names, usage)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
     return cert_path, key_path
+
+
+def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[Path, Path]:
+    """TLS certificate and key of a host for `names` (its FQDN first)."""
+    return _issued(inv, secrets_dir(inv) / "hosts" / host_name, names, "server",
+                   lambda: ec.generate_private_key(ec.SECP256R1()))
+
+
+def domain_certificate(inv: Inventory, domain: str) -> tuple[Path, Path]:
+    """S/MIME domain certificate and key (RSA, for signing and key transport)."""
+    return _issued(inv, secrets_dir(inv) / "smime" / domain, [domain], "smime",
+                   lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 def dkim_key(inv: Inventory, domain: str, selector: str, bits: int) -> Path:

@@ -11,16 +11,18 @@ from helpers import lab_resolver
 from labenv import ROOT
 
 SERVICES = {
-    "mail": ["postfix", "dovecot", "rspamd", "redis-server", "unbound"],
+    "mail": ["postfix", "dovecot", "rspamd", "redis-server", "unbound", "mailstack-smime"],
     "ext": ["postfix", "dovecot", "unbound", "nsd"],
 }
-NOT_RUNNING = {"ext": ["rspamd", "redis-server"], "mail": ["nsd"]}
+NOT_RUNNING = {"ext": ["rspamd", "redis-server", "mailstack-smime"], "mail": ["nsd"]}
 ANY = "*"
 # what each lab host must listen on over TCP, and nothing else
 PORTS = {
     "mail": {(ANY, 22), (ANY, 25), (ANY, 465), (ANY, 587), (ANY, 110), (ANY, 143), (ANY, 993),
              (ANY, 995), ("127.0.0.1", 53), ("127.0.0.1", 11332), ("127.0.0.1", 11333),
-             ("127.0.0.1", 11334), ("127.0.0.1", 6379), ("::1", 6379)},
+             ("127.0.0.1", 11334), ("127.0.0.1", 6379), ("::1", 6379),
+             # S/MIME gateway, and Postfix's two return listeners for it
+             ("10.77.0.10", 10025), ("10.77.0.10", 10026), ("10.77.0.10", 10027)},
     "ext": {(ANY, 22), (ANY, 25), (ANY, 465), (ANY, 587), (ANY, 143), (ANY, 993), (ANY, 995),
             ("127.0.0.1", 53), ("10.77.0.20", 53)},
 }

@@ -35,7 +35,7 @@ def test_lab_inventory_builds_every_operation(tmp_path):
 def test_configs_are_checked_before_the_restart(tmp_path):
     proc = run_pyinfra("inventories/lab.yml", tmp_path)
     out = proc.stdout + proc.stderr
-    for service in ("postfix", "dovecot", "rspamd", "unbound", "nsd"):
+    for service in ("postfix", "dovecot", "rspamd", "unbound", "nsd", "mailstack-smime"):
         check = out.index(f"Check the {service} configuration")
         restart = out.index(f"Restart {service} (configuration changed)")
         assert check < restart, service

@@ -1,0 +1,54 @@
+"""Run the gateway: python -m smimegw CONFIG.json"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import ssl
+
+from aiosmtpd.smtp import SMTP
+
+from smimegw.gateway import Gateway
+from smimegw.policy import Config
+
+
+async def serve(config: Config) -> None:
+    tls = None
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    handler = Gateway(config)
+
+    def factory():
+        return SMTP(handler, hostname=config.hostname, tls_context=tls,
+                    require_starttls=tls is not None, data_size_limit=64 * 1024 * 1024,
+                    ident="mailstack S/MIME gateway")
+
+    server = await asyncio.get_running_loop().create_server(factory, config.listen, config.port)
+    logging.getLogger("smimegw").info("listening on %s:%d (%s)", config.listen, config.port,
+                                      "STARTTLS required" if tls else "plaintext, loopback only")
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="smimegw", description=__doc__)
+    parser.add_argument("config", help="JSON configuration rendered by the mailstack smime deploy")
+    parser.add_argument("--check", action="store_true",
+                        help="check the configuration and that every file in it is readable, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    config = Config.load(args.config)
+    if args.check:
+        for path in config.files():
+            with open(path, "rb"):
+                pass
+        print(f"{args.config}: ok, {len(config.tenants)} tenants, {len(config.partners)} partners")
+        return
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

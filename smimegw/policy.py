@@ -1,0 +1,92 @@
+"""Who signs, who is encrypted to, and what is refused: from the rendered inventory."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STRENGTH = {"never": 0, "opportunistic": 1, "required": 2}
+
+
+@dataclass(frozen=True)
+class Domain:
+    sign: str = "never"
+    encrypt: str = "never"
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one recipient's copy needs."""
+
+    local: bool
+    sign_as: str | None = None
+    encrypt_to: str | None = None
+    refuse: str | None = None  # SMTP reply when this copy must not be sent
+
+
+@dataclass(frozen=True)
+class Config:
+    hostname: str
+    listen: str
+    port: int
+    trust: str
+    reinject_host: str
+    reinject_address: str
+    inbound_port: int
+    outbound_port: int
+    reinject_ca: str | None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    clients: tuple[str, ...] = ()
+    on_missing_certificate: str = "bounce"
+    tenants: dict[str, Domain] = field(default_factory=dict)
+    partners: dict[str, Domain] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        raw = json.loads(Path(path).read_text())
+        raw["tenants"] = {d: Domain(**v) for d, v in raw.get("tenants", {}).items()}
+        raw["partners"] = {d: Domain(**v) for d, v in raw.get("partners", {}).items()}
+        raw["clients"] = tuple(raw.get("clients", ()))
+        config = cls(**raw)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Plaintext only when both ends are on loopback, and only when asked for."""
+        if self.tls_cert is None:
+            for address in (self.listen, self.reinject_address):
+                if not ipaddress.ip_address(address).is_loopback:
+                    raise ValueError(f"plaintext is allowed on loopback only, not on {address}")
+        if self.on_missing_certificate not in ("bounce", "defer"):
+            raise ValueError("on_missing_certificate must be 'bounce' or 'defer'")
+
+    def files(self) -> list[str]:
+        """Every file the gateway reads: certificates, keys, trust store."""
+        paths = [self.trust, self.tls_cert, self.tls_key, self.reinject_ca]
+        for domain in (*self.tenants.values(), *self.partners.values()):
+            paths += [domain.cert, domain.key]
+        return [p for p in paths if p]
+
+    def plan(self, sender: str, recipient: str) -> Plan:
+        sender_domain = sender.rpartition("@")[2].lower()
+        domain = recipient.rpartition("@")[2].lower()
+        tenant = self.tenants.get(sender_domain)
+        local = domain in self.tenants
+        partner = self.partners.get(domain, Domain())
+        sign_as = None
+        if tenant and tenant.cert and "always" in (tenant.sign, partner.sign):
+            sign_as = sender_domain
+        if local:
+            return Plan(local=True, sign_as=sign_as)
+        need = max(STRENGTH[tenant.encrypt if tenant else "never"], STRENGTH[partner.encrypt])
+        cert = partner.cert if partner.cert and Path(partner.cert).is_file() else None
+        if need == STRENGTH["required"] and cert is None:
+            code = "550 5.7.1" if self.on_missing_certificate == "bounce" else "450 4.7.1"
+            return Plan(local=False, refuse=f"{code} <{recipient}>: encryption to {domain} is "
+                        "required but no certificate for it is known; not sent in clear")
+        return Plan(local=False, sign_as=sign_as, encrypt_to=cert if need else None)

@@ -1,0 +1,268 @@
+"""The S/MIME gateway over real SMTP on loopback, interoperating with `openssl smime`."""
+
+from __future__ import annotations
+
+import datetime
+import smtplib
+import socket
+import ssl
+import subprocess
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from mailstack.secrets import issue
+from smimegw.gateway import Gateway
+from smimegw.policy import Config, Domain
+
+PEM = serialization.Encoding.PEM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway CA with S/MIME certificates for tenants a.test, b.test and partner p.test."""
+    base = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    (base / "ca.pem").write_bytes(ca.public_bytes(PEM))
+    files = {"ca": str(base / "ca.pem")}
+    for domain in ("a.test", "b.test", "p.test"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = issue(ca, ca_key, key, [domain], "smime")
+        (base / f"{domain}.pem").write_bytes(cert.public_bytes(PEM))
+        (base / f"{domain}.key").write_bytes(key.private_bytes(
+            PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        files[domain] = (str(base / f"{domain}.pem"), str(base / f"{domain}.key"))
+    return files
+
+
+class Sink:
+    """Postfix's re-injection listeners, played by aiosmtpd: keeps what arrives."""
+
+    def __init__(self, reply: str = "250 OK"):
+        self.messages: list[tuple[int, str, list[str], bytes]] = []
+        self.reply = reply
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply.startswith("250"):
+            self.messages.append((server.port, envelope.mail_from, envelope.rcpt_tos,
+                                  envelope.content.replace(b"\r\n", b"\n")))
+        return self.reply
+
+
+class PortSMTP(SMTP):
+    def __init__(self, handler, port, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.port = port
+
+
+def start(handler, port, **kwargs) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.factory = lambda: PortSMTP(handler, port, **kwargs)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def lab(pki):
+    """Gateway on loopback (plaintext allowed there) between client and two sinks."""
+    sink = Sink()
+    inbound, outbound, gateway_port = free_port(), free_port(), free_port()
+
+    def make(**overrides):
+        settings = dict(
+            hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
+            reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+            outbound_port=outbound, reinject_ca=None,
+            tenants={"a.test": Domain("always", "opportunistic", *pki["a.test"]),
+                     "b.test": Domain("always", "never", *pki["b.test"])},
+            partners={"p.test": Domain("always", "required", pki["p.test"][0]),
+                      "nocert.test": Domain("never", "required", None)})
+        settings.update(overrides)
+        config = Config(**settings)
+        config.check()
+        return config
+
+    state = {"controllers": [start(sink, inbound), start(sink, outbound)]}
+
+    def run(**overrides):
+        gateway = start(Gateway(make(**overrides)), gateway_port)
+        state["controllers"].append(gateway)
+        return gateway_port
+
+    yield run, sink, inbound, outbound
+    for controller in state["controllers"]:
+        controller.stop()
+
+
+def send(port, sender, recipients, data: bytes):
+    """smtplib sends bytes as they are: give it CRLF line ends, as SMTP requires."""
+    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        return client.sendmail(sender, recipients, data)
+
+
+def plain(sender="alice@a.test", to="x@p.test", subject="hello") -> bytes:
+    return (f"From: {sender}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{subject}@t>\n"
+            "Content-Type: text/plain; charset=utf-8\n\nSecret text.\n").encode()
+
+
+def openssl(*args, data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(["openssl", *args], input=data, capture_output=True)
+
+
+def test_outbound_is_signed_by_the_tenant_and_encrypted_to_the_partner(lab, pki, tmp_path):
+    run, sink, _, outbound = lab
+    send(run(), "alice@a.test", ["x@p.test"], plain())
+    ((port, _, rcpts, data),) = sink.messages
+    assert port == outbound and rcpts == ["x@p.test"]
+    assert b"Secret text" not in data and b"application/pkcs7-mime" in data
+    assert b"Subject: hello" in data  # transport headers stay readable
+    opened = openssl("smime", "-decrypt", "-recip", pki["p.test"][0], "-inkey", pki["p.test"][1], data=data)
+    assert opened.returncode == 0, opened.stderr
+    signer = tmp_path / "signer.pem"
+    verified = openssl("smime", "-verify", "-CAfile", pki["ca"], "-signer", str(signer), data=opened.stdout)
+    assert verified.returncode == 0, verified.stderr
+    assert b"Secret text." in verified.stdout
+    cert = x509.load_pem_x509_certificate(signer.read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=a.test"
+
+
+def test_inbound_from_openssl_is_decrypted_and_verified(lab, pki):
+    run, sink, inbound, _ = lab
+    entity = b"Content-Type: text/plain\n\nFrom the partner.\n"
+    signed = openssl("smime", "-sign", "-signer", pki["p.test"][0], "-inkey", pki["p.test"][1],
+                     "-md", "sha256", data=entity).stdout
+    encrypted = openssl("smime", "-encrypt", "-aes256", "-from", "bob@p.test", "-to", "u@a.test",
+                        "-subject", "for you", pki["a.test"][0], data=signed).stdout
+    assert b"From the partner" not in encrypted
+    forged = b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=bank.test\n" + encrypted
+    send(run(), "bob@p.test", ["u@a.test"], forged)
+    ((port, _, _, data),) = sink.messages
+    assert port == inbound
+    assert b"From the partner." in data
+    results = [line for line in data.split(b"\n") if line.startswith(b"X-Mailstack-SMIME:")]
+    assert results == [b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=p.test"]
+
+
+def test_tenant_to_tenant_in_one_pass(lab):
+    run, sink, _, outbound = lab
+    send(run(), "alice@a.test", ["bert@b.test"], plain(to="bert@b.test"))
+    ((port, _, _, data),) = sink.messages
+    assert port == outbound  # back to Postfix once, never to the gateway again
+    assert data.count(b"X-Mailstack-SMIME-Pass:") == 1
+    assert b"Secret text." in data  # readable: local copies are never encrypted
+    assert b"X-Mailstack-SMIME: decrypted=no; signature=verified; signer=a.test" in data
+
+
+def test_recipients_with_different_policies_get_separate_copies(lab):
+    run, sink, _, _ = lab
+    send(run(), "alice@a.test", ["x@p.test", "bert@b.test", "y@plain.test"], plain())
+    copies = {tuple(r): d for _, _, r, d in sink.messages}
+    assert set(copies) == {("x@p.test",), ("bert@b.test",), ("y@plain.test",)}
+    assert b"enveloped-data" in copies[("x@p.test",)]
+    assert b"signature=verified" in copies[("bert@b.test",)]
+    # plain.test has no policy; a.test is opportunistic without a certificate: signed, clear
+    assert b"multipart/signed" in copies[("y@plain.test",)] and b"Secret text." in copies[("y@plain.test",)]
+
+
+@pytest.mark.parametrize("mode,code", [("bounce", 550), ("defer", 450)])
+def test_required_encryption_without_certificate_never_goes_out_in_clear(lab, mode, code):
+    run, sink, _, _ = lab
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+        send(run(on_missing_certificate=mode), "alice@a.test", ["z@nocert.test"], plain())
+    got, text = err.value.recipients["z@nocert.test"]
+    assert got == code and b"encryption to nocert.test is required" in text
+    assert sink.messages == []
+
+
+def test_a_refused_recipient_does_not_hold_back_the_others(lab):
+    run, sink, _, _ = lab
+    refused = send(run(), "alice@a.test", ["z@nocert.test", "x@p.test"], plain())
+    assert set(refused) == {"z@nocert.test"}
+    assert [r for _, _, r, _ in sink.messages] == [["x@p.test"]]
+
+
+def test_any_processing_error_is_a_temporary_failure(lab, pki, tmp_path):
+    broken = tmp_path / "broken.key"
+    broken.write_text("not a key")
+    run, sink, _, _ = lab
+    port = run(tenants={"a.test": Domain("always", "never", pki["a.test"][0], str(broken))})
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(port, "alice@a.test", ["x@elsewhere.test"], plain())
+    assert err.value.smtp_code == 451
+    assert sink.messages == []  # nothing passed on unprocessed
+
+
+@pytest.mark.parametrize("reply,code", [("550 5.1.1 no such user", 550), ("452 4.3.1 full", 452)])
+def test_reinjection_answers_reach_postfix(pki, reply, code):
+    sink = Sink(reply)
+    inbound, gateway_port = free_port(), free_port()
+    controllers = [start(sink, inbound)]
+    config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
+                    reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+                    outbound_port=inbound, reinject_ca=None)
+    controllers.append(start(Gateway(config), gateway_port))
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            send(gateway_port, "someone@elsewhere.test", ["u@a.test"], plain())
+        assert err.value.smtp_code == code
+    finally:
+        for c in controllers:
+            c.stop()
+
+
+def test_plaintext_only_on_loopback(pki):
+    with pytest.raises(ValueError, match="plaintext is allowed on loopback only"):
+        Config(hostname="gw", listen="192.0.2.10", port=1, trust=pki["ca"], reinject_host="m",
+               reinject_address="127.0.0.1", inbound_port=2, outbound_port=3, reinject_ca=None).check()
+
+
+def test_unknown_clients_are_refused(lab):
+    run, sink, _, _ = lab
+    with pytest.raises(smtplib.SMTPSenderRefused) as err:
+        send(run(clients=("192.0.2.1",)), "alice@a.test", ["x@p.test"], plain())
+    assert err.value.smtp_code == 554
+
+
+def test_starttls_is_required_when_tls_is_configured(pki, tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw")])) \
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw")])).public_key(key.public_key()) \
+        .serial_number(2).not_valid_before(datetime.datetime(2020, 1, 1)) \
+        .not_valid_after(datetime.datetime(2099, 1, 1)).sign(key, hashes.SHA256())
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    port = free_port()
+    config = Config(hostname="gw", listen="127.0.0.1", port=port, trust=pki["ca"], reinject_host="m",
+                    reinject_address="127.0.0.1", inbound_port=1, outbound_port=1, reinject_ca=None,
+                    tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"))
+    controller = start(Gateway(config), port, tls_context=context, require_starttls=True)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo()
+            code, text = client.mail("alice@a.test")
+            assert code == 530 and b"STARTTLS" in text
+    finally:
+        controller.stop()

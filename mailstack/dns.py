@@ -92,8 +92,16 @@ def domain_records(inv: Inventory, domain: Domain) -> list[Record]:
     return records
 
 
+def reverse_name(address: str) -> tuple[str, str]:
+    """(zone, name) of an address's PTR record: /24 zones for IPv4, /64 for IPv6."""
+    name = ipaddress.ip_address(address).reverse_pointer
+    labels = name.split(".")
+    return ".".join(labels[1:] if len(labels) == 6 else labels[16:]), name
+
+
 def zones(inv: Inventory) -> dict[str, list[Record]]:
-    """Records grouped by zone: the platform domain and every mail domain."""
+    """Records grouped by zone: the platform domain, every mail domain, and the reverse
+    zones of the hosts' addresses (publish those, or ask the network's owner to)."""
     result: dict[str, list[Record]] = {inv.platform["domain"]: []}
     for domain in inv.domains:
         result.setdefault(domain.name, []).extend(domain_records(inv, domain))
@@ -101,6 +109,9 @@ def zones(inv: Inventory) -> dict[str, list[Record]]:
         zone = _zone_of(host.fqdn, result)
         if zone:
             result[zone] += _address_records(host.fqdn, [host])
+    for host in inv.hosts:
+        zone, name = reverse_name(host.address)
+        result.setdefault(zone, []).append(Record(name, "PTR", f"{host.fqdn}."))
     return {zone: sorted(set(records)) for zone, records in result.items()}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import ssl
 
 from aiosmtpd.smtp import SMTP
@@ -13,7 +15,21 @@ from smimegw.gateway import Gateway
 from smimegw.policy import Config
 
 
-async def serve(config: Config) -> None:
+def listen(config: Config) -> socket.socket:
+    sock = socket.create_server((config.listen, config.port), reuse_port=False, backlog=128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def fork_workers(count: int) -> None:
+    """Pre-fork: every worker accepts on the one socket (the GIL caps a process at a
+    core; S/MIME work is CPU-bound). systemd stops them all with the unit's cgroup."""
+    for _ in range(count - 1):
+        if os.fork() == 0:
+            return
+
+
+async def serve(config: Config, sock: socket.socket) -> None:
     tls = None
     if config.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -26,9 +42,9 @@ async def serve(config: Config) -> None:
                     require_starttls=tls is not None, data_size_limit=64 * 1024 * 1024,
                     ident="mailstack S/MIME gateway")
 
-    server = await asyncio.get_running_loop().create_server(factory, config.listen, config.port)
-    logging.getLogger("smimegw").info("listening on %s:%d (%s)", config.listen, config.port,
-                                      "STARTTLS required" if tls else "plaintext, loopback only")
+    server = await asyncio.get_running_loop().create_server(factory, sock=sock)
+    logging.getLogger("smimegw").info("pid %d listening on %s:%d (%s)", os.getpid(), config.listen,
+                                      config.port, "STARTTLS required" if tls else "plaintext, loopback only")
     async with server:
         await server.serve_forever()
 
@@ -36,6 +52,8 @@ async def serve(config: Config) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="smimegw", description=__doc__)
     parser.add_argument("config", help="JSON configuration rendered by the mailstack smime deploy")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes sharing the listener (default: one per CPU)")
     parser.add_argument("--check", action="store_true",
                         help="check the configuration and that every file in it is readable, then exit")
     args = parser.parse_args()
@@ -47,7 +65,9 @@ def main() -> None:
                 pass
         print(f"{args.config}: ok, {len(config.tenants)} tenants, {len(config.partners)} partners")
         return
-    asyncio.run(serve(config))
+    sock = listen(config)
+    fork_workers(max(1, args.workers))
+    asyncio.run(serve(config, sock))
 
 
 if __name__ == "__main__":

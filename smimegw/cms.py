@@ -6,7 +6,12 @@ import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 OPENSSL = os.environ.get("SMIMEGW_OPENSSL", "openssl")
 CIPHER = "-aes-256-cbc"  # what every S/MIME client decrypts
@@ -27,9 +32,24 @@ async def _openssl(args: list[str], data: bytes) -> bytes:
     return out
 
 
+@lru_cache(maxsize=256)
+def _signer(cert: str, key: str):
+    """A tenant's certificate and key, read once (files stay 0600, readable by us only)."""
+    with open(cert, "rb") as c, open(key, "rb") as k:
+        return x509.load_pem_x509_certificate(c.read()), serialization.load_pem_private_key(k.read(), None)
+
+
 async def sign(entity: bytes, cert: str, key: str) -> bytes:
-    """Clear-signed multipart/signed (SHA-256) of a MIME entity."""
-    return await _openssl(["-sign", "-signer", cert, "-inkey", key, "-md", "sha256"], entity)
+    """Clear-signed multipart/signed (SHA-256) of a MIME entity; in-process, since
+    signing is the one step `cryptography` does here without a process per message."""
+    certificate, private_key = _signer(cert, key)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(entity).add_signer(certificate, private_key, hashes.SHA256())
+    try:
+        signed = await asyncio.to_thread(builder.sign, serialization.Encoding.SMIME,
+                                         [pkcs7.PKCS7Options.DetachedSignature])
+    except ValueError as err:
+        raise CMSError(f"signing failed: {err}") from None
+    return signed.replace(b"\r\n", b"\n")
 
 
 async def encrypt(entity: bytes, certs: list[str]) -> bytes:

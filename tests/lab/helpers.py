@@ -59,14 +59,14 @@ class NamedContext:
 
 
 def imap_find(host: str, server_name: str, ca_file: str, user: str, subject: str,
-              mailbox: str = "INBOX", timeout: float = 60) -> bytes | None:
-    """Wait for a message with `subject` and return it raw, or None."""
+              mailbox: str = "INBOX", timeout: float = 60, criteria: str = "SUBJECT") -> bytes | None:
+    """Wait for a message with `subject` (or `criteria` matching it) and return it raw, or None."""
     deadline = time.monotonic() + timeout
     while True:
         with imaplib.IMAP4_SSL(host, 993, ssl_context=_imap_context(ca_file, server_name)) as imap:
             imap.login(user, PASSWORD)
             imap.select(f'"{mailbox}"', readonly=True)
-            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+            _, found = imap.search(None, criteria, f'"{subject}"')
             ids = found[0].split()
             if ids:
                 _, data = imap.fetch(ids[-1], "(RFC822)")

@@ -79,6 +79,7 @@ def test_lab_dns_serves_the_generated_records(inv, nameserver, fqdn, addr):
 
 def test_hosts_resolve_lab_names_and_refuse_the_rest(mail):
     assert mail.run("getent hosts ext.lab.test").stdout.split()[0] == "10.77.0.20"
+    assert mail.run("getent hosts 10.77.0.20").stdout.split()[1] == "ext.lab.test"  # PTR
     # names outside the lab get an immediate answer, never a hang
     result = mail.run("timeout 5 getent hosts example.com")
     assert result.rc == 2  # not found (REFUSED by unbound), not 124 (timeout)

@@ -30,6 +30,7 @@ def test_records_follow_the_inventory(tmp_path):
     assert by_name(one, "imap.one.example", "A") == ["192.0.2.1"]
     assert by_name(one, "_submissions._tcp.one.example", "SRV") == ["0 1 465 smtp.one.example."]
     assert by_name(zones(inv)["t.example"], "mx1.t.example", "A") == ["192.0.2.1"]
+    assert by_name(zones(inv)["2.0.192.in-addr.arpa"], "1.2.0.192.in-addr.arpa", "PTR") == ["mx1.t.example."]
 
 
 def test_dkim_record_publishes_the_generated_key(tmp_path):

@@ -1,0 +1,122 @@
+"""The S/MIME gateway in the platform: real submission, real partners, real openssl."""
+
+import re
+import smtplib
+import subprocess
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import pytest
+from helpers import imap_find, message, named_context, submit
+from labenv import INVENTORY
+
+from mailstack.secrets import domain_certificate, lab_ca
+
+
+def cms(*args: str, data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(["openssl", "cms", *args], input=data, capture_output=True, timeout=60)
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    return [m.decode() for m in re.findall(rb"(?mi)^" + name.encode() + rb": (.*?)\r?$", raw)]
+
+
+@pytest.fixture(scope="module")
+def gateway_up(mail):
+    assert mail.service("mailstack-smime").is_running
+
+
+def test_outbound_to_partner_is_encrypted_and_signed(addr, fqdn, ca_file, tag, gateway_up, rspamd_ready,
+                                                     tmp_path):
+    submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
+           message("alice@example.test", "carol@ext.test", tag, body=f"Confidential {tag}\n"))
+    raw = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag)
+    assert raw is not None, "nothing reached ext"
+    assert f"Confidential {tag}".encode() not in raw  # not in clear on the way
+    assert b"application/pkcs7-mime" in raw and b"enveloped-data" in raw
+    partner_cert, partner_key = domain_certificate(INVENTORY, "ext.test")
+    opened = cms("-decrypt", "-recip", str(partner_cert), "-inkey", str(partner_key), data=raw)
+    assert opened.returncode == 0, opened.stderr
+    signer = tmp_path / "signer.pem"
+    verified = cms("-verify", "-CAfile", str(lab_ca(INVENTORY)[0]), "-signer", str(signer), data=opened.stdout)
+    assert verified.returncode == 0, verified.stderr
+    assert f"Confidential {tag}".encode() in verified.stdout
+    tenant_cert = domain_certificate(INVENTORY, "example.test")[0].read_bytes()
+    assert signer.read_bytes().strip() in tenant_cert  # signed with tenant A's certificate
+
+
+def test_mail_between_tenants_takes_exactly_one_gateway_pass(mail, addr, fqdn, ca_file, tag, gateway_up,
+                                                             rspamd_ready):
+    submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
+           message("alice@example.test", "dave@tenant-b.test", tag, body=f"Between tenants {tag}\n"))
+    raw = imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", tag)
+    assert raw is not None
+    assert f"Between tenants {tag}".encode() in raw  # stored readable for the user
+    assert header_values(raw, "X-Mailstack-SMIME") == [
+        "decrypted=no; signature=verified; signer=example.test"]
+    passes = header_values(raw, "X-Mailstack-SMIME-Pass")
+    assert len(passes) == 1, passes
+    pass_id = passes[0].split()[-1]
+    log = mail.check_output("journalctl -u mailstack-smime --no-pager -o cat")
+    assert len(re.findall(rf"pass={pass_id} .* done", log)) == 1
+    assert len(re.findall(r"X-Mailstack-SMIME-Pass", raw.decode(errors="replace"))) == 1
+
+
+def test_partner_mail_encrypted_to_tenant_is_read_decrypted(addr, fqdn, ca_file, tag, gateway_up, rspamd_ready):
+    partner_cert, partner_key = domain_certificate(INVENTORY, "ext.test")
+    tenant_cert = domain_certificate(INVENTORY, "example.test")[0]
+    entity = f"Content-Type: text/plain; charset=utf-8\n\nFrom the partner {tag}\n".encode()
+    signed = cms("-sign", "-signer", str(partner_cert), "-inkey", str(partner_key), "-md", "sha256",
+                 data=entity).stdout
+    encrypted = cms("-encrypt", "-aes-256-cbc", "-from", "carol@ext.test", "-to", "alice@example.test",
+                    "-subject", tag, str(tenant_cert), data=signed).stdout
+    assert encrypted and f"From the partner {tag}".encode() not in encrypted
+    forged = (b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=bank.test\n"
+              + f"Date: {format_datetime(datetime.now(UTC))}\n".encode()
+              + f"Message-ID: <{tag}@ext.test>\n".encode() + encrypted)
+    with smtplib.SMTP(addr["ext"], 587, timeout=30) as client:  # carol's own provider
+        client.starttls(context=named_context(ca_file, fqdn["ext"]))
+        client.login("carol@ext.test", "correct horse lab")
+        client.sendmail("carol@ext.test", ["alice@example.test"], forged.replace(b"\n", b"\r\n"))
+    raw = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag)
+    assert raw is not None
+    assert f"From the partner {tag}".encode() in raw
+    assert header_values(raw, "X-Mailstack-SMIME") == ["decrypted=yes; signature=verified; signer=ext.test"]
+
+
+def test_required_encryption_without_certificate_is_bounced_not_sent(mail, addr, fqdn, ca_file, tag,
+                                                                      gateway_up):
+    submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
+           message("alice@example.test", "someone@nocert.test", tag))
+    bounce = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, timeout=90,
+                       criteria="TEXT")
+    assert bounce is not None, "the sender was not told"
+    assert b"Undelivered Mail Returned to Sender" in bounce
+    assert b"encryption to nocert.test is required but no certificate" in b" ".join(bounce.split())
+    log = mail.check_output("journalctl -u postfix@- --no-pager -o cat")
+    assert not re.search(r"to=<someone@nocert\.test>.*status=sent", log)
+
+
+def test_the_hop_to_the_gateway_is_tls_only(mail, addr):
+    with smtplib.SMTP(addr["mail"], 10025, timeout=30) as client:
+        client.ehlo()
+        code, text = client.mail("alice@example.test")
+    assert code == 530 and b"STARTTLS" in text
+    log = mail.check_output("journalctl SYSLOG_IDENTIFIER=postfix/smime/smtp --no-pager -o cat")
+    assert "Verified TLS connection established to mail.lab.test" in log
+
+
+def test_gateway_down_means_mail_waits_then_goes(mail, addr, fqdn, ca_file, tag, gateway_up, rspamd_ready):
+    mail.check_output("systemctl stop mailstack-smime")
+    try:
+        submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
+               message("alice@example.test", "dave@tenant-b.test", tag))
+        waiting = mail.check_output(
+            "for i in $(seq 60); do postqueue -j | grep -q 'dave@tenant-b.test' && break; sleep 1; done;"
+            " postqueue -j")
+        assert "dave@tenant-b.test" in waiting and "10025" in waiting
+        assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", tag, timeout=3) is None
+    finally:
+        mail.check_output("systemctl start mailstack-smime")
+    mail.check_output("for i in $(seq 30); do ss -ltn | grep -q ':10025 ' && break; sleep 1; done; postqueue -f")
+    assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", tag, timeout=120) is not None

@@ -370,6 +370,21 @@ def _semantic_problems(data: dict, pos: _Positions) -> list[Problem]:
                                             f"{target!r} is in a local domain but is neither a user "
                                             "nor an alias"))
 
+    smime = data["smime"]
+    gateways = [h["name"] for h in hosts if "smime" in h["roles"] and not h["outside"]]
+    mtas = [h["name"] for h in hosts if {"mx", "submission"} & set(h["roles"]) and not h["outside"]]
+    if smime["plaintext_loopback"] and any(name not in gateways[:1] for name in mtas):
+        problems.append(pos.problem(("smime", "plaintext_loopback"), "plaintext needs the gateway on "
+                                    "the same host as every MX and submission host; mail would cross "
+                                    "the network in clear"))
+    outside = {h["name"] for h in hosts if h["outside"]}
+    own = {d["name"] for d in domains if not set(d["mx"]) <= outside}
+    for i, partner in enumerate(smime["partners"]):
+        if partner["domain"] in own:
+            problems.append(pos.problem(("smime", "partners", i, "domain"), f"{partner['domain']!r} is "
+                                        "one of the platform's own domains; set its policy under "
+                                        "domains[].smime instead"))
+
     tls = data["tls"]
     if tls["source"] == "files":
         covered = {f["host"] for f in tls["files"]}

@@ -151,6 +151,21 @@ def test_tab_indentation_is_a_syntax_error_with_line():
     assert found.startswith("inv.yml:9 (top level): YAML syntax error")
 
 
+def test_smime_partner_cannot_be_an_own_domain():
+    text = VALID + "smime:\n  partners:\n    - {domain: two.example}\n"
+    assert problems(text) == [f"inv.yml:{line_of(text, '{domain: two.example}')} smime.partners[0].domain: "
+                              "'two.example' is one of the platform's own domains; set its policy under "
+                              "domains[].smime instead"]
+
+
+def test_plaintext_to_the_gateway_only_on_one_host():
+    text = VALID.replace("roles: [dns]", "roles: [dns, smime]") + "smime:\n  plaintext_loopback: true\n"
+    (found,) = problems(text)
+    assert f"inv.yml:{line_of(text, 'plaintext_loopback')} smime.plaintext_loopback: plaintext needs" in found
+    same_host = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
+    check_text(same_host + "smime:\n  plaintext_loopback: true\n", "inv.yml")
+
+
 def test_every_problem_is_reported_at_once():
     text = (VALID.replace("policy: none", "policy: rejct")
                  .replace("address: 192.0.2.2", "address: 192.0.2.300")

@@ -45,20 +45,15 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def lab_ca(inv: Inventory) -> tuple[Path, Path]:
-    """The platform CA (certificate, key), created on first use."""
-    directory = secrets_dir(inv) / "ca"
-    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
+def new_ca(common_name: str, days: int = CA_DAYS):
+    """A fresh CA: (certificate, private key)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                         f"mailstack {inv.platform['name']} CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
+        .not_valid_after(_now() + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False,
@@ -67,6 +62,16 @@ def lab_ca(inv: Inventory) -> tuple[Path, Path]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
+    return cert, key
+
+
+def lab_ca(inv: Inventory) -> tuple[Path, Path]:
+    """The platform CA (certificate, key), created on first use."""
+    directory = secrets_dir(inv) / "ca"
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    cert, key = new_ca(f"mailstack {inv.platform['name']} CA")
     _write_private(key_path, _pem_key(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import ssl
 
@@ -23,10 +25,21 @@ def listen(config: Config) -> socket.socket:
 
 def fork_workers(count: int) -> None:
     """Pre-fork: every worker accepts on the one socket (the GIL caps a process at a
-    core; S/MIME work is CPU-bound). systemd stops them all with the unit's cgroup."""
+    core; S/MIME work is CPU-bound). Stopping the first process stops them all."""
+    children = []
     for _ in range(count - 1):
-        if os.fork() == 0:
+        pid = os.fork()
+        if pid == 0:
             return
+        children.append(pid)
+
+    def stop(signum, frame):
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 async def serve(config: Config, sock: socket.socket) -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from mailstack.secrets import issue
+from mailstack.secrets import issue, new_ca
 from smimegw.gateway import Gateway
 from smimegw.policy import Config, Domain
 
@@ -33,15 +33,7 @@ def free_port() -> int:
 def pki(tmp_path_factory):
     """A throwaway CA with S/MIME certificates for tenants a.test, b.test and partner p.test."""
     base = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca, ca_key = new_ca("test CA", days=2)
     (base / "ca.pem").write_bytes(ca.public_bytes(PEM))
     files = {"ca": str(base / "ca.pem")}
     for domain in ("a.test", "b.test", "p.test"):

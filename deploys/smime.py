@@ -58,14 +58,16 @@ def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
     inv = inventory()
     tenants, partners, installs = {}, {}, []
     for domain in inv.domains:
-        if not smime_enabled(domain):
+        if _outside_domain(domain.name):
             continue
-        cert, key = _certificate(domain.name, domain.smime, need_key=True)
-        tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"],
-                                "cert": f"{ETC}/tenants/{domain.name}.pem",
-                                "key": f"{ETC}/tenants/{domain.name}.key"}
-        installs += [(cert, tenants[domain.name]["cert"], "0644"),
-                     (key, tenants[domain.name]["key"], "0600")]
+        # every own domain is local to the gateway; only S/MIME tenants get certificates
+        tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"]}
+        if smime_enabled(domain):
+            cert, key = _certificate(domain.name, domain.smime, need_key=True)
+            tenants[domain.name].update(cert=f"{ETC}/tenants/{domain.name}.pem",
+                                        key=f"{ETC}/tenants/{domain.name}.key")
+            installs += [(cert, tenants[domain.name]["cert"], "0644"),
+                         (key, tenants[domain.name]["key"], "0600")]
     for partner in inv.smime["partners"]:
         name = partner["domain"]
         cert = partner.get("certificate")

@@ -34,15 +34,14 @@ def smime_enabled(domain) -> bool:
     return domain.smime["sign"] != "never" or domain.smime["encrypt"] != "never"
 
 
-def _certificate(domain: str, policy, need_key: bool) -> tuple[str | None, str | None]:
-    """(certificate, key) on the control machine: the inventory's files, else the lab CA's."""
+def _certificate(domain: str, policy) -> tuple[str, str]:
+    """A tenant's (certificate, key) on the control machine: the inventory's files, else
+    the lab CA's."""
     inv = inventory()
-    if "certificate" in policy:
-        return policy["certificate"], policy.get("key")
+    if "certificate" in policy and "key" in policy:
+        return policy["certificate"], policy["key"]
     if inv.tls["source"] != "lab-ca":
-        if need_key:
-            raise DeployError(f"S/MIME tenant {domain} needs smime.certificate and smime.key")
-        return None, None
+        raise DeployError(f"S/MIME tenant {domain} needs smime.certificate and smime.key")
     cert, key = domain_certificate(inv, domain)
     return str(cert), str(key)
 
@@ -63,7 +62,7 @@ def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
         # every own domain is local to the gateway; only S/MIME tenants get certificates
         tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"]}
         if smime_enabled(domain):
-            cert, key = _certificate(domain.name, domain.smime, need_key=True)
+            cert, key = _certificate(domain.name, domain.smime)
             tenants[domain.name].update(cert=f"{ETC}/tenants/{domain.name}.pem",
                                         key=f"{ETC}/tenants/{domain.name}.key")
             installs += [(cert, tenants[domain.name]["cert"], "0644"),

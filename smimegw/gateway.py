@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import smtplib
 import ssl
+import time
 import uuid
 from collections import defaultdict
 
@@ -16,6 +18,8 @@ from smimegw.policy import Config, Plan
 
 log = logging.getLogger("smimegw")
 RESULT = b"X-Mailstack-SMIME"
+MAX_IDLE = 5.0  # seconds a re-injection connection may wait for reuse
+MAX_KEPT = 4  # re-injection connections kept open per listener and worker
 TRACE = b"X-Mailstack-SMIME-Pass"
 
 
@@ -45,6 +49,7 @@ class Gateway:
 
     def __init__(self, config: Config):
         self.config = config
+        self._idle: dict[int, queue.SimpleQueue] = {}  # port -> open re-injection connections
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         peer = session.peer[0] if session.peer else ""
@@ -136,21 +141,67 @@ class Gateway:
         return "; ".join(parts).encode()
 
     def reinject(self, port: int, sender: str, recipients: tuple[str, ...], data: bytes) -> None:
+        """Hand one copy back to Postfix, over a kept-open (TLS) connection when there is one."""
+        client, reused = self._connection(port)
+        try:
+            refused = client.sendmail(sender, list(recipients), data.replace(b"\n", b"\r\n"))
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused) as err:
+            client.close()
+            stale = isinstance(err, smtplib.SMTPServerDisconnected) or err.smtp_code == 421
+            if reused and stale:  # the server timed the kept connection out: open a new one
+                return self.reinject(port, sender, recipients, data)
+            if isinstance(err, smtplib.SMTPSenderRefused):
+                raise ReinjectError(err.smtp_code, err.smtp_error.decode(errors="replace")) from None
+            raise
+        except smtplib.SMTPRecipientsRefused as err:
+            self._release(port, client)
+            code, text = next(iter(err.recipients.values()))
+            raise ReinjectError(code, text.decode(errors="replace")) from None
+        except smtplib.SMTPResponseException as err:
+            client.close()
+            raise ReinjectError(err.smtp_code, err.smtp_error.decode(errors="replace")) from None
+        except BaseException:
+            client.close()
+            raise
+        self._release(port, client)
+        if refused:  # partial refusal: defer all, Postfix retries (duplicates beat loss)
+            raise ReinjectError(451, f"4.3.0 re-injection refused {sorted(refused)}")
+
+    def _connection(self, port: int) -> tuple[smtplib.SMTP, bool]:
+        idle = self._idle.setdefault(port, queue.SimpleQueue())
+        while True:
+            try:
+                since, client = idle.get_nowait()
+            except queue.Empty:
+                break
+            if time.monotonic() - since < MAX_IDLE:
+                return client, True
+            client.close()
         config = self.config
-        with smtplib.SMTP(config.reinject_address, port, local_hostname=config.hostname, timeout=120) as client:
+        client = smtplib.SMTP(config.reinject_address, port, local_hostname=config.hostname, timeout=120)
+        try:
             if config.reinject_ca:
                 context = ssl.create_default_context(cafile=config.reinject_ca)
                 client.starttls(context=_Named(context, config.reinject_host))
             client.ehlo()
-            try:
-                refused = client.sendmail(sender, list(recipients), data.replace(b"\n", b"\r\n"))
-            except smtplib.SMTPRecipientsRefused as err:
-                code, text = next(iter(err.recipients.values()))
-                raise ReinjectError(code, text.decode(errors="replace")) from None
-            except smtplib.SMTPResponseException as err:
-                raise ReinjectError(err.smtp_code, err.smtp_error.decode(errors="replace")) from None
-            if refused:  # partial refusal: defer all, Postfix retries (duplicates beat loss)
-                raise ReinjectError(451, f"4.3.0 re-injection refused {sorted(refused)}")
+        except BaseException:
+            client.close()
+            raise
+        return client, False
+
+    def _release(self, port: int, client: smtplib.SMTP) -> None:
+        """Keep a few connections open for the next copies; Postfix would time out idle
+        ones (faster under load), so they are reused only for MAX_IDLE seconds."""
+        idle = self._idle[port]
+        try:
+            if idle.qsize() >= MAX_KEPT:
+                client.quit()
+                return
+            client.rset()
+        except smtplib.SMTPException:
+            client.close()
+            return
+        idle.put((time.monotonic(), client))
 
 
 class _Named:

@@ -51,9 +51,11 @@ class Sink:
 
     def __init__(self, reply: str = "250 OK"):
         self.messages: list[tuple[int, str, list[str], bytes]] = []
+        self.peers: list[tuple] = []
         self.reply = reply
 
     async def handle_DATA(self, server, session, envelope):
+        self.peers.append(session.peer)
         if self.reply.startswith("250"):
             self.messages.append((server.port, envelope.mail_from, envelope.rcpt_tos,
                                   envelope.content.replace(b"\r\n", b"\n")))
@@ -100,6 +102,12 @@ def lab(pki):
         state["controllers"].append(gateway)
         return gateway_port
 
+    def restart_sink():
+        """Postfix restarts: connections kept open to it die."""
+        state["controllers"].pop(0).stop()
+        state["controllers"].append(start(sink, inbound))
+
+    run.restart_sink = restart_sink
     yield run, sink, inbound, outbound
     for controller in state["controllers"]:
         controller.stop()
@@ -258,3 +266,14 @@ def test_starttls_is_required_when_tls_is_configured(pki, tmp_path):
             assert code == 530 and b"STARTTLS" in text
     finally:
         controller.stop()
+
+
+def test_reinjection_reuses_connections_and_survives_a_dropped_one(lab):
+    run, sink, inbound, _ = lab
+    port = run()
+    for i in range(3):
+        send(port, "someone@elsewhere.test", ["u@a.test"], plain(subject=f"m{i}"))
+    assert len(sink.messages) == 3 and len(set(sink.peers)) == 1  # one kept-open connection
+    run.restart_sink()
+    send(port, "someone@elsewhere.test", ["u@a.test"], plain(subject="after"))
+    assert [m[3].split(b"Subject: ")[1].split(b"\n")[0] for m in sink.messages][-1] == b"after"

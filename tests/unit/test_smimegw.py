@@ -277,3 +277,35 @@ def test_reinjection_reuses_connections_and_survives_a_dropped_one(lab):
     run.restart_sink()
     send(port, "someone@elsewhere.test", ["u@a.test"], plain(subject="after"))
     assert [m[3].split(b"Subject: ")[1].split(b"\n")[0] for m in sink.messages][-1] == b"after"
+
+
+class TimingOutSink(Sink):
+    """Answers 421 to the first MAIL on a connection it has already used, as Postfix's
+    smtpd does when a kept connection sat idle past its timeout."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.timed_out = set(), 0
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        if session.peer in self.seen and not self.timed_out:
+            self.timed_out += 1
+            return "421 4.4.2 mta.test Error: timeout exceeded"
+        self.seen.add(session.peer)
+        envelope.mail_from = address
+        return "250 OK"
+
+
+def test_a_kept_connection_the_server_timed_out_is_replaced(pki):
+    sink, inbound, gateway_port = TimingOutSink(), free_port(), free_port()
+    config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
+                    reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+                    outbound_port=inbound, reinject_ca=None)
+    controllers = [start(sink, inbound), start(Gateway(config), gateway_port)]
+    try:
+        for i in range(2):
+            send(gateway_port, "someone@elsewhere.test", ["u@a.test"], plain(subject=f"m{i}"))
+    finally:
+        for c in controllers:
+            c.stop()
+    assert sink.timed_out == 1 and len(sink.messages) == 2 and len(set(sink.peers)) == 2

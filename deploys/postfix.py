@@ -60,6 +60,58 @@ def maps() -> dict[str, str]:
     }
 
 
+SUBMISSION = ("smtpd_sasl_auth_enable=yes", "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+              "smtpd_sender_restrictions=reject_non_fqdn_sender,reject_authenticated_sender_login_mismatch",
+              "smtpd_recipient_restrictions=", "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+              "milter_macro_daemon_name=ORIGINATING")
+GATEWAY_ONLY = ("content_filter=", "smtpd_client_restrictions=permit_mynetworks,reject", "smtpd_helo_restrictions=",
+                "smtpd_sender_restrictions=", "smtpd_recipient_restrictions=permit_mynetworks,reject",
+                "smtpd_relay_restrictions=permit_mynetworks,reject")
+NO_CHECKS = "no_unknown_recipient_checks,no_header_body_checks,no_address_mappings"
+
+
+def services(smime_settings: dict) -> list[dict]:
+    """The master.cf listeners this host needs beyond Postfix's internal services."""
+    me = this_host()
+    result = []
+    if "mx" in me.roles and inventory().postfix["postscreen"]:
+        result += [{"line": "smtp      inet  n       -       n       -       1       postscreen"},
+                   {"line": "smtpd     pass  -       -       n       -       -       smtpd"},
+                   {"line": "dnsblog   unix  -       -       n       -       0       dnsblog"},
+                   {"line": "tlsproxy  unix  -       -       n       -       0       tlsproxy"}]
+    elif "mx" in me.roles:
+        result.append({"line": "smtp      inet  n       -       n       -       -       smtpd"})
+    if "submission" in me.roles:
+        # with the S/MIME gateway, rspamd sees submitted mail when it comes back (10027)
+        via_gateway = ([f"content_filter=smime:{smime_settings['smime_nexthop']}", "smtpd_milters="]
+                       if smime_settings["smime"] else [])
+        result += [
+            {"line": "submission inet n       -       n       -       -       smtpd",
+             "options": ["syslog_name=postfix/submission", "smtpd_tls_security_level=encrypt",
+                         "smtpd_tls_auth_only=yes", *SUBMISSION, *via_gateway]},
+            {"line": "submissions inet n      -       n       -       -       smtpd",
+             "options": ["syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes", *SUBMISSION,
+                         *via_gateway]},
+        ]
+    if smime_settings["smime"]:
+        s = smime_settings
+        returning = [f"mynetworks={s['smime_clients']}", f"smtpd_tls_security_level={s['smime_return_tls_level']}",
+                     *GATEWAY_ONLY]
+        result += [
+            {"line": "smime     unix  -       -       n       -       10      smtp",
+             "options": ["syslog_name=postfix/smime", f"smtp_tls_security_level={s['smime_tls_level']}",
+                         "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.CA}",
+                         "smtp_host_lookup=native", "smtp_send_xforward_command=no"]},
+            {"line": f"{s['smime_return_inbound']} inet n - n - - smtpd",
+             "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",
+                         "smtpd_milters=", *returning]},
+            {"line": f"{s['smime_return_outbound']} inet n - n - - smtpd",
+             "options": ["syslog_name=postfix/smime-outbound", f"receive_override_options={NO_CHECKS}",
+                         "milter_macro_daemon_name=ORIGINATING", *returning]},
+        ]
+    return [{"options": [], **service} for service in result]
+
+
 def smime_nexthop() -> str | None:
     """Where this host's Postfix hands mail to the S/MIME gateway, if it uses one."""
     gateway = smime.gateway_host()
@@ -106,15 +158,12 @@ def deploy() -> None:
         "fqdn": me.fqdn,
         "platform_domain": inv.platform["domain"],
         "maps": MAPS,
-        "mx": "mx" in me.roles,
-        "submission": "submission" in me.roles,
-        "postscreen": settings["postscreen"],
         "message_size_limit": settings["message_size_limit"],
         "relay_host": settings.get("relay_host", ""),
         "milters": f"inet:{milter}:{rspamd.MILTER_PORT}" if milter else "",
         "milter_default_action": inv.rspamd["milter_default_action"],
         # the lab resolver refuses the root zone: skip Postfix's DNSSEC probe of it
         "dnssec_probe": "" if inv.hosts_with("dns") else "ns:.",
-        **smime_context(),
+        "services": services(smime_context()),
     }
     configure_service("postfix", items, context, check="postfix check")

@@ -33,13 +33,6 @@ def milter_address(host) -> str | None:
     return "127.0.0.1" if "filter" in host.roles else filters[0].address
 
 
-def platform_domains():
-    """Domains the platform itself serves (not those of `outside` lab hosts)."""
-    inv = inventory()
-    return [d for d in inv.domains
-            if any(not inv.host(name).outside for name in (*d.mx, *d.submission))]
-
-
 def _lists(kind: str) -> dict[str, list[str]]:
     """allow/deny data of every domain, split by what rspamd matches on."""
     lists = [getattr(d, kind) for d in inventory().domains]
@@ -69,7 +62,7 @@ def deploy() -> None:
     inv, me = inventory(), this_host()
     settings = inv.rspamd
     signing = []
-    for domain in platform_domains():
+    for domain in inv.own_domains():
         if domain.dkim["enabled"]:
             key = dkim_key(inv, domain.name, domain.dkim["selector"], domain.dkim["bits"])
             dest = f"{DKIM_DIR}/{domain.name}.{domain.dkim['selector']}.key"

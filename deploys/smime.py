@@ -46,19 +46,13 @@ def _certificate(domain: str, policy) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def _outside_domain(name: str) -> bool:
-    inv = inventory()
-    return any(d.name == name and all(inv.host(h).outside for h in d.mx) for d in inv.domains)
-
-
 def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
     """Tenants and partners as the gateway sees them, and the files to install
     (local source, remote path, mode)."""
     inv = inventory()
     tenants, partners, installs = {}, {}, []
-    for domain in inv.domains:
-        if _outside_domain(domain.name):
-            continue
+    own = {d.name for d in inv.own_domains()}
+    for domain in inv.own_domains():
         # every own domain is local to the gateway; only S/MIME tenants get certificates
         tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"]}
         if smime_enabled(domain):
@@ -70,7 +64,8 @@ def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
     for partner in inv.smime["partners"]:
         name = partner["domain"]
         cert = partner.get("certificate")
-        if cert is None and _outside_domain(name) and inv.tls["source"] == "lab-ca":
+        lab_outside = name not in own and name in {d.name for d in inv.domains}
+        if cert is None and lab_outside and inv.tls["source"] == "lab-ca":
             cert = str(domain_certificate(inv, name)[0])
         entry = {"sign": partner["sign"], "encrypt": partner["encrypt"], "cert": None}
         if cert:

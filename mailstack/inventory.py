@@ -511,6 +511,11 @@ class Inventory:
     def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
 
+    def own_domains(self) -> tuple[Domain, ...]:
+        """The platform's domains: all but those whose MX hosts all play the outside world."""
+        outside = {h.name for h in self.hosts if h.outside}
+        return tuple(d for d in self.domains if not set(d.mx) <= outside)
+
     def __getattr__(self, name: str) -> Mapping:
         components = object.__getattribute__(self, "components")
         if name in components:

@@ -76,15 +76,6 @@ def imap_find(host: str, server_name: str, ca_file: str, user: str, subject: str
         time.sleep(1)
 
 
-def imap_count(host: str, server_name: str, ca_file: str, user: str, subject: str,
-               mailbox: str = "INBOX") -> int:
-    with imaplib.IMAP4_SSL(host, 993, ssl_context=_imap_context(ca_file, server_name)) as imap:
-        imap.login(user, PASSWORD)
-        imap.select(f'"{mailbox}"', readonly=True)
-        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-        return len(found[0].split())
-
-
 def _imap_context(ca_file: str, server_name: str):
     return named_context(ca_file, server_name)
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from unitdata import ROOT, VALID
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
@@ -56,10 +55,3 @@ def test_invalid_inventory_stops_pyinfra_before_any_connection(tmp_path):
     assert f"{bad}:16 domains[0].dmarc.policy: 'rejct' is not one of" in proc.stderr
     assert "Connected" not in proc.stdout
 
-
-@pytest.mark.parametrize("module", ["base", "tls", "dns", "rspamd", "dovecot", "postfix"])
-def test_every_deploy_declares_its_packages(module):
-    import importlib
-
-    deploy = importlib.import_module(f"deploys.{module}")
-    assert deploy.PACKAGES and all(isinstance(p, str) for p in deploy.PACKAGES)

@@ -7,16 +7,18 @@ from pyinfra.operations import apt, files, server
 
 from deploys.common import ConfigFile, configure_service, install, inventory, template, text, this_host
 from mailstack.dns import zones
+from mailstack.firewall import openings
 
-PACKAGES = ("unbound", "openssl", "ca-certificates", "systemd-timesyncd")
+PACKAGES = ("unbound", "openssl", "ca-certificates", "systemd-timesyncd", "nftables")
 
 
 def resolver_context() -> dict:
-    """unbound settings: with a lab `dns` host, resolve only the platform's zones
-    through it and refuse everything else; otherwise a validating recursive resolver."""
+    """unbound settings: in a lab (`platform.lab`), resolve only the platform's zones
+    through its `dns` host and refuse everything else; otherwise a validating recursive
+    resolver, whatever hosts the inventory has."""
     inv = inventory()
     nameservers = inv.hosts_with("dns")
-    isolated = bool(nameservers)
+    isolated = bool(inv.platform["lab"] and nameservers)
     return {
         "module_config": "iterator" if isolated else "validator iterator",
         "refuse_everything_else": isolated,
@@ -48,6 +50,9 @@ def deploy() -> None:
     server.shell(name="Apply sysctl settings (not inside containers)",
                  commands=["systemd-detect-virt -cq || sysctl -q -p /etc/sysctl.d/60-mailstack.conf"],
                  _if=sysctl.did_change)
+
+    configure_service("nftables", [ConfigFile("/etc/nftables.conf", template="base/nftables.conf.j2", mode="0755")],
+                      {"rules": [o.rule() for o in openings(inventory(), me)]}, check="nft -c -f /etc/nftables.conf")
 
     context = resolver_context()
     files.file(name="No self-updating trust anchor (network at start)",

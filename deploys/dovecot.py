@@ -7,12 +7,12 @@ from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files, server
 
 from deploys import tls
-from deploys.common import ConfigFile, configure_service, install, inventory, template, this_host
+from deploys.common import ConfigFile, configure_service, guard, install, inventory, template, this_host
 
 PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve")
 VMAIL_UID = 5000
 ETC = "/etc/dovecot/mailstack"
-SECRET = {"mode": "0640", "user": "root", "group": "dovecot"}
+SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}
 # passdb-%s: which users may log in over each protocol ("smtp" = Postfix SASL)
 PROTOCOL_SWITCH = {"imap": "imap", "pop3": "pop3", "smtp": None}
 
@@ -25,7 +25,7 @@ def hosted_domains():
 def passdb(protocol_switch: str | None) -> str:
     """passwd-file lines of enabled users allowed to use one protocol."""
     domains = {d.name: d for d in hosted_domains()}
-    lines = [f"{u.address}:{u.password}::::::" for u in inventory().users
+    lines = [f"{guard(u.address)}:{guard(u.password)}::::::" for u in inventory().users
              if u.enabled and u.domain in domains
              and (protocol_switch is None or getattr(domains[u.domain], protocol_switch))]
     return "\n".join(lines)

@@ -9,19 +9,33 @@ rspamd cannot be reached mail is deferred (4xx), never accepted unscanned.
 
 from __future__ import annotations
 
+import re
+
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
 from deploys import rspamd, smime, tls
-from deploys.common import ConfigFile, configure_service, install, inventory, this_host
+from deploys.common import ConfigFile, configure_service, guard, install, inventory, this_host
 
 PACKAGES = ("postfix",)
 MAPS = "/etc/postfix/mailstack"
 LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 
 
+
 def table(rows) -> str:
-    return "\n".join(f"{key} {value}" for key, value in rows)
+    return "\n".join(f"{guard(key)} {guard(value)}" for key, value in rows)
+
+
+def header_rules(*patterns: str) -> str:
+    """A regexp: table that drops every header matching one of `patterns`."""
+    return "\n".join(f"/{guard(p)}/ IGNORE" for p in patterns)
+
+
+def own_authserv_ids() -> str:
+    """Authentication-Results that claim to come from one of the platform's hosts."""
+    names = "|".join(re.escape(h.fqdn) for h in inventory().hosts if not h.outside)
+    return rf"^Authentication-Results:\s*({names})\b"
 
 
 def maps() -> dict[str, str]:
@@ -35,18 +49,9 @@ def maps() -> dict[str, str]:
         target = ("lmtp:unix:private/dovecot-lmtp" if store == me.name
                   else f"lmtp:inet:[{inv.host(store).fqdn}]:24")
         transport.append((domain.name, target))
-    logins: dict[str, set[str]] = {}
     submit_domains = {d.name for d in inv.domains if me.name in d.submission}
-    local_users = {u.address for u in inv.users}
-    for user in inv.users:
-        if user.domain in submit_domains:
-            for address in (user.address, *user.send_as):
-                logins.setdefault(address, set()).add(user.address)
-    for alias in inv.aliases:
-        for target in alias.to:
-            if target in local_users and alias.domain in submit_domains:
-                logins.setdefault(alias.address, set()).add(target)
-    nexthop = smime_nexthop()
+    nexthop = smime_nexthop("port")
+    strip = inv.postfix["strip_internal_headers"]
     return {
         "smime-recipients": table((d.name, f"FILTER smime:{nexthop}") for d in mx_domains
                                   if nexthop and smime.smime_enabled(d)),
@@ -55,15 +60,24 @@ def maps() -> dict[str, str]:
                            for u in inv.users if u.domain in mx_names),
         "aliases": table((a.address, ",".join(a.to)) for a in inv.aliases if a.domain in mx_names),
         "transport": table(transport),
-        "senders": table((a, ",".join(sorted(u))) for a, u in sorted(logins.items())),
+        "senders": table((a, ",".join(u)) for a, u in inv.senders(submit_domains).items()),
+        "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
         "local-aliases": table((name, inv.platform["postmaster"]) for name in LOCAL_ALIASES),
+        # every entry path: headers only the platform writes, and claims in its name
+        "header-checks": header_rules("^X-Mailstack-", own_authserv_ids()),
+        "submission-header-checks": header_rules("^X-Mailstack-", own_authserv_ids(),
+                                                 *(["^Received:", "^X-Originating-IP:"] if strip else [])),
+        "outbound-header-checks": header_rules("^X-Mailstack-", own_authserv_ids(), "^X-Spam-Status:")
+        if strip else "",
     }
 
 
 SUBMISSION = ("smtpd_sasl_auth_enable=yes", "smtpd_client_restrictions=permit_sasl_authenticated,reject",
-              "smtpd_sender_restrictions=reject_non_fqdn_sender,reject_authenticated_sender_login_mismatch",
+              "smtpd_helo_restrictions=",
+              f"smtpd_sender_restrictions=check_sender_access,texthash:{MAPS}/submission-null-sender,"
+              "reject_non_fqdn_sender,reject_authenticated_sender_login_mismatch",
               "smtpd_recipient_restrictions=", "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
-              "milter_macro_daemon_name=ORIGINATING")
+              "cleanup_service_name=submission-cleanup")
 GATEWAY_ONLY = ("content_filter=", "smtpd_client_restrictions=permit_mynetworks,reject", "smtpd_helo_restrictions=",
                 "smtpd_sender_restrictions=", "smtpd_recipient_restrictions=permit_mynetworks,reject",
                 "smtpd_relay_restrictions=permit_mynetworks,reject")
@@ -82,10 +96,14 @@ def services(smime_settings: dict) -> list[dict]:
     elif "mx" in me.roles:
         result.append({"line": "smtp      inet  n       -       n       -       -       smtpd"})
     if "submission" in me.roles:
-        # with the S/MIME gateway, rspamd sees submitted mail when it comes back (10027)
-        via_gateway = ([f"content_filter=smime:{smime_settings['smime_nexthop']}", "smtpd_milters="]
-                       if smime_settings["smime"] else [])
+        # rspamd checks submitted mail here (header From bound to the login); with the
+        # S/MIME gateway it signs DKIM only when the mail comes back (10027), after S/MIME
+        via_gateway = ([f"content_filter=smime:{smime_settings['smime_submission_nexthop']}",
+                        f"milter_macro_daemon_name={rspamd.SUBMISSION_VIA_GATEWAY}"]
+                       if smime_settings["smime"] else ["milter_macro_daemon_name=ORIGINATING"])
         result += [
+            {"line": "submission-cleanup unix n - n - 0 cleanup",
+             "options": [f"header_checks=regexp:{MAPS}/submission-header-checks"]},
             {"line": "submission inet n       -       n       -       -       smtpd",
              "options": ["syslog_name=postfix/submission", "smtpd_tls_security_level=encrypt",
                          "smtpd_tls_auth_only=yes", *SUBMISSION, *via_gateway]},
@@ -101,7 +119,7 @@ def services(smime_settings: dict) -> list[dict]:
             {"line": "smime     unix  -       -       n       -       10      smtp",
              "options": ["syslog_name=postfix/smime", f"smtp_tls_security_level={s['smime_tls_level']}",
                          "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.CA}",
-                         "smtp_host_lookup=native", "smtp_send_xforward_command=no"]},
+                         "smtp_host_lookup=native", "smtp_send_xforward_command=no", "smtp_header_checks="]},
             {"line": f"{s['smime_return_inbound']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",
                          "smtpd_milters=", *returning]},
@@ -112,20 +130,21 @@ def services(smime_settings: dict) -> list[dict]:
     return [{"options": [], **service} for service in result]
 
 
-def smime_nexthop() -> str | None:
-    """Where this host's Postfix hands mail to the S/MIME gateway, if it uses one."""
+def smime_nexthop(listener: str) -> str | None:
+    """Where this host's Postfix hands mail to the S/MIME gateway, if it uses one:
+    `listener` "port" for mail from outside, "submission_port" for submitted mail."""
     gateway = smime.gateway_host()
     if gateway is None or this_host().outside:
         return None
     settings = inventory().smime
     name = "127.0.0.1" if settings["plaintext_loopback"] else gateway.fqdn
-    return f"[{name}]:{settings['port']}"
+    return f"[{name}]:{settings[listener]}"
 
 
 def smime_context() -> dict:
     """master.cf settings of the gateway hops: out over TLS, back on two listeners that
     only the gateway may use (inbound: already scanned; outbound: rspamd signs there)."""
-    nexthop = smime_nexthop()
+    nexthop = smime_nexthop("port")
     if nexthop is None:
         return {"smime": False}
     inv, me = inventory(), this_host()
@@ -135,6 +154,7 @@ def smime_context() -> dict:
     return {
         "smime": True,
         "smime_nexthop": nexthop,
+        "smime_submission_nexthop": smime_nexthop("submission_port"),
         "smime_tls_level": "none" if loopback else "secure",
         "smime_return_tls_level": "none" if loopback else "encrypt",
         "smime_return_inbound": f"{listen}:{settings['reinject_port']}",
@@ -162,8 +182,10 @@ def deploy() -> None:
         "relay_host": settings.get("relay_host", ""),
         "milters": f"inet:{milter}:{rspamd.MILTER_PORT}" if milter else "",
         "milter_default_action": inv.rspamd["milter_default_action"],
-        # the lab resolver refuses the root zone: skip Postfix's DNSSEC probe of it
-        "dnssec_probe": "" if inv.hosts_with("dns") else "ns:.",
+        # the lab's isolated resolver refuses the root zone: skip Postfix's DNSSEC probe of it
+        "dnssec_probe": "" if inv.platform["lab"] else "ns:.",
+        "outbound_header_checks": f"regexp:{MAPS}/outbound-header-checks" if settings["strip_internal_headers"]
+        else "",
         "services": services(smime_context()),
     }
     configure_service("postfix", items, context, check="postfix check")

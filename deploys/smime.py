@@ -13,7 +13,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from deploys import tls
-from deploys.common import ConfigFile, configure_service, install, inventory, this_host
+from deploys.common import ConfigFile, configure_service, install, inventory, put_secret, this_host
 from mailstack.secrets import domain_certificate
 
 PACKAGES = ("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl")
@@ -90,6 +90,11 @@ def config() -> dict:
         "hostname": me.fqdn,
         "listen": "127.0.0.1" if loopback else me.address,
         "port": settings["port"],
+        "submission_port": settings["submission_port"],
+        "max_message_size": inv.postfix["message_size_limit"],
+        "max_mime_depth": settings["max_mime_depth"],
+        "max_mime_parts": settings["max_mime_parts"],
+        "openssl_timeout": settings["openssl_timeout"],
         "trust": TRUST,
         "tls_cert": None if loopback else f"{ETC}/tls/cert.pem",
         "tls_key": None if loopback else f"{ETC}/tls/key.pem",
@@ -120,7 +125,8 @@ def deploy() -> None:
     _, _, installs = domains()
     cert, key, _ = tls.local_files()
     installs += [(str(cert), f"{ETC}/tls/cert.pem", "0644"), (str(key), f"{ETC}/tls/key.pem", "0600")]
-    keys = [files.put(name=f"Install {dest}", src=src, dest=dest, user=USER, group=USER, mode=mode)
+    keys = [put_secret(f"Install {dest}", dest, src=src, user=USER, group=USER, mode=mode) if mode == "0600"
+            else files.put(name=f"Install {dest}", src=src, dest=dest, user=USER, group=USER, mode=mode)
             for src, dest, mode in installs]
     items = [ConfigFile(f"{ETC}/config.json", content=json.dumps(config(), indent=2, sort_keys=True),
                         mode="0640", group=USER),

@@ -13,7 +13,7 @@ from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from deploys.common import install, inventory, this_host
+from deploys.common import install, inventory, put_secret, this_host
 from mailstack.dns import service_names
 from mailstack.secrets import host_certificate, lab_ca
 
@@ -59,7 +59,7 @@ def deploy() -> None:
     cert, key, ca = local_files()
     files.directory(name=TLS_DIR, path=TLS_DIR, mode="0755")
     files.put(name="Host certificate", src=str(cert), dest=CERT, mode="0644")
-    files.put(name="Host key", src=str(key), dest=KEY, mode="0600")
+    put_secret("Host key", KEY, src=key)
     if ca is not None:
         files.put(name="Platform CA certificate", src=str(ca), dest=CA, mode="0644")
         trust = files.put(name="Trust the platform CA", src=str(ca),

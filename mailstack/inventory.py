@@ -396,19 +396,100 @@ def _semantic_problems(data: dict, pos: _Positions) -> list[Problem]:
         if entry["host"] not in roles_of:
             problems.append(pos.problem(("tls", "files", i, "host"),
                                         f"host {entry['host']!r} is not defined under hosts"))
-    if tls["source"] == "acme" and "acme_email" not in tls:
-        problems.append(pos.problem(("tls", "source"), "ACME needs tls.acme_email"))
+    problems += _send_as_problems(data, pos)
+    problems += _lab_only_problems(data, pos)
+    problems += _topology_problems(data, pos)
+    return problems
 
-    needed_artifacts = {"auth": ("nauthilus", data["nauthilus"]["artifact"])}
-    if data["s3"]["provider"] == "seaweedfs":
-        needed_artifacts["storage"] = ("s3", data["s3"]["artifact"])
-    for i, host in enumerate(hosts):
-        for role in host["roles"]:
-            section, name = needed_artifacts.get(role, (None, None))
-            if section and name not in data["artifacts"]:
-                problems.append(pos.problem(("hosts", i, "roles"), f"role {role!r} needs "
-                                            f"artifacts.{name} (version, url, sha256; named by "
-                                            f"{section}.artifact), which is not defined"))
+
+def _send_as_problems(data: dict, pos: _Positions) -> list[Problem]:
+    """send_as may only grant addresses of the user's own tenant."""
+    problems = []
+    tenant_of = {d["name"]: d.get("tenant", d["name"]) for d in data["domains"]}
+    for i, user in enumerate(data["users"]):
+        tenant = tenant_of.get(user["address"].split("@")[1].lower())
+        for j, address in enumerate(user["send_as"]):
+            domain = address.split("@")[1]
+            if tenant_of.get(domain) != tenant:
+                problems.append(pos.problem(("users", i, "send_as", j), f"{address!r} is not an address of "
+                                            f"tenant {tenant!r}; send_as may only grant addresses of the "
+                                            "user's own tenant"))
+    return problems
+
+
+def _lab_only_problems(data: dict, pos: _Positions) -> list[Problem]:
+    """Settings a throwaway lab needs and a production platform must never have."""
+    if data["platform"]["lab"]:
+        return []
+    problems = []
+    for i, host in enumerate(data["hosts"]):
+        if host["outside"]:
+            problems.append(pos.problem(("hosts", i, "outside"), "only a lab (platform.lab: true) may have "
+                                        "hosts that play the outside world"))
+        if "dns" in host["roles"]:
+            problems.append(pos.problem(("hosts", i, "roles"), "the 'dns' role serves a lab's zones; publish "
+                                        "production DNS from `mailstack dns` (or set platform.lab: true)"))
+        if not host["ssh"]["verify_host_key"]:
+            problems.append(pos.problem(("hosts", i, "ssh", "verify_host_key"), "host keys are always "
+                                        "verified outside a lab: put the host's key into a known_hosts file "
+                                        "(ssh.known_hosts) instead of turning the check off"))
+    return problems
+
+
+def _topology_problems(data: dict, pos: _Positions) -> list[Problem]:
+    """Splits of roles across hosts that the deploys do not build yet (issue 13)."""
+    problems = []
+    hosts = {h["name"]: h for h in data["hosts"]}
+    filters = [h for h in data["hosts"] if "filter" in h["roles"] and not h["outside"]]
+    for i, host in enumerate(data["hosts"]):
+        roles = set(host["roles"])
+        if host["outside"]:
+            continue
+        if "submission" in roles and "mailbox" not in roles:
+            problems.append(pos.problem(("hosts", i, "roles"), "a 'submission' host without 'mailbox' needs "
+                                        "SASL from a remote Dovecot, which is not implemented yet (issue 13)"))
+        if filters and {"mx", "submission"} & roles and "filter" not in roles:
+            problems.append(pos.problem(("hosts", i, "roles"), "Postfix here would reach rspamd on another "
+                                        "host, which is not implemented yet (issue 13): add 'filter'"))
+    for i, domain in enumerate(data["domains"]):
+        if all(hosts.get(m, {}).get("outside") for m in domain["mx"]):
+            continue
+        store = _mailbox_hosts(domain, data["hosts"])
+        for j, mx in enumerate(domain["mx"]):
+            if store and mx not in store:
+                problems.append(pos.problem(("domains", i, "mx", j), f"MX host {mx!r} would deliver to the "
+                                            f"mailbox host {store[0]!r} over the network, which is not "
+                                            "implemented yet (issue 13): make it the domain's mailbox host"))
+    return problems
+
+
+def _planned_problems(data: Any, pos: _Positions) -> list[Problem]:
+    """Settings the schema marks `x-planned`: accepted by no deploy yet, so refused
+    rather than silently ignored (an operator must not believe they protect anything)."""
+    problems: list[Problem] = []
+
+    def walk(node: dict, value: Any, path: PathT) -> None:
+        node = _resolve(node)
+        if isinstance(value, dict):
+            props, extra = node.get("properties", {}), node.get("additionalProperties")
+            for key, item in value.items():
+                sub = props.get(key, extra if isinstance(extra, dict) else None)
+                if sub is None:
+                    continue
+                planned = _resolve(sub).get("x-planned")
+                if planned:
+                    problems.append(pos.problem((*path, key), f"{key!r} is not implemented yet "
+                                                f"(planned: {planned}); remove it"))
+                else:
+                    walk(sub, item, (*path, key))
+        elif isinstance(value, list) and isinstance(node.get("items"), dict):
+            for i, item in enumerate(value):
+                walk(node["items"], item, (*path, i))
+        elif isinstance(value, str) and value in node.get("x-planned-values", {}):
+            problems.append(pos.problem(path, f"{value!r} is not implemented yet "
+                                        f"(planned: {node['x-planned-values'][value]})"))
+
+    walk(schema(), data, ())
     return problems
 
 
@@ -516,6 +597,21 @@ class Inventory:
         outside = {h.name for h in self.hosts if h.outside}
         return tuple(d for d in self.domains if not set(d.mx) <= outside)
 
+    def senders(self, domains: set[str] | None = None) -> dict[str, tuple[str, ...]]:
+        """Who may send as whom: each address -> the logins that may use it (its own user,
+        the users an alias reaches, `send_as` grants), for users of `domains` (default: all)."""
+        logins: dict[str, set[str]] = {}
+        users = {u.address for u in self.users if domains is None or u.domain in domains}
+        for user in self.users:
+            if user.address in users:
+                for address in (user.address, *user.send_as):
+                    logins.setdefault(address, set()).add(user.address)
+        for alias in self.aliases:
+            for target in alias.to:
+                if target in users and (domains is None or alias.domain in domains):
+                    logins.setdefault(alias.address, set()).add(target)
+        return {address: tuple(sorted(who)) for address, who in sorted(logins.items())}
+
     def __getattr__(self, name: str) -> Mapping:
         components = object.__getattribute__(self, "components")
         if name in components:
@@ -553,6 +649,9 @@ def check_text(text: str, file: str) -> Inventory:
     if data is None:
         raise InventoryInvalid([Problem(file, 1, "(top level)", "the inventory is empty")])
     problems += _schema_problems(data, pos)
+    if problems:
+        raise InventoryInvalid(problems)
+    problems = _planned_problems(data, pos)
     if problems:
         raise InventoryInvalid(problems)
     apply_defaults(schema(), data)

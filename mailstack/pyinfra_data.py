@@ -28,7 +28,12 @@ def host_data(inventory: Inventory, host: Host) -> dict:
         data.update(fake_delay=0, fake_responses={"uname -s": "Linux", "command -v useradd": "/usr/sbin/useradd"})
     if "key" in host.ssh:
         data["ssh_key"] = os.path.expanduser(host.ssh["key"])
-    if not host.ssh["verify_host_key"]:
+    if host.ssh["verify_host_key"]:
+        # strict: pyinfra's own default (accept-new) would trust a first-seen key
+        data["ssh_strict_host_key_checking"] = "yes"
+        if "known_hosts" in host.ssh:
+            data["ssh_known_hosts_file"] = os.path.expanduser(host.ssh["known_hosts"])
+    else:  # only a lab may say so (mailstack check): its hosts get new keys on every boot
         data["ssh_known_hosts_file"] = "/dev/null"
         data["ssh_strict_host_key_checking"] = "off"
     return data

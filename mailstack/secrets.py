@@ -152,6 +152,15 @@ def dkim_key(inv: Inventory, domain: str, selector: str, bits: int) -> Path:
     return path
 
 
+def password(inv: Inventory, name: str) -> str:
+    """A random service password (Redis, rspamd controller), generated once and kept
+    with the other secrets; never printed."""
+    path = secrets_dir(inv) / "passwords" / name
+    if not path.exists():
+        _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=") + b"\n")
+    return path.read_text().strip()
+
+
 def dkim_public_record(key_path: Path) -> str:
     """The TXT value that publishes the public half of a DKIM key."""
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)

@@ -17,10 +17,17 @@ from smimegw.gateway import Gateway
 from smimegw.policy import Config
 
 
-def listen(config: Config) -> socket.socket:
-    sock = socket.create_server((config.listen, config.port), reuse_port=False, backlog=128)
-    sock.set_inheritable(True)
-    return sock
+def listen(config: Config) -> list[tuple[socket.socket, bool]]:
+    """The inbound listener and, if configured, the submission listener: (socket, submitted)."""
+    ports = [(config.port, False)]
+    if config.submission_port:
+        ports.append((config.submission_port, True))
+    sockets = []
+    for port, submitted in ports:
+        sock = socket.create_server((config.listen, port), reuse_port=False, backlog=128)
+        sock.set_inheritable(True)
+        sockets.append((sock, submitted))
+    return sockets
 
 
 def fork_workers(count: int) -> None:
@@ -42,24 +49,26 @@ def fork_workers(count: int) -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-async def serve(config: Config, sock: socket.socket) -> None:
+async def serve(config: Config, sockets: list[tuple[socket.socket, bool]]) -> None:
     tls = None
     if config.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(config.tls_cert, config.tls_key)
-    handler = Gateway(config)
+    servers = []
+    for sock, submitted in sockets:
+        handler = Gateway(config, submitted=submitted)
 
-    def factory():
-        return SMTP(handler, hostname=config.hostname, tls_context=tls,
-                    require_starttls=tls is not None, data_size_limit=64 * 1024 * 1024,
-                    ident="mailstack S/MIME gateway")
+        def factory(handler=handler):
+            return SMTP(handler, hostname=config.hostname, tls_context=tls,
+                        require_starttls=tls is not None, data_size_limit=config.max_message_size,
+                        ident="mailstack S/MIME gateway")
 
-    server = await asyncio.get_running_loop().create_server(factory, sock=sock)
-    logging.getLogger("smimegw").info("pid %d listening on %s:%d (%s)", os.getpid(), config.listen,
-                                      config.port, "STARTTLS required" if tls else "plaintext, loopback only")
-    async with server:
-        await server.serve_forever()
+        servers.append(await asyncio.get_running_loop().create_server(factory, sock=sock))
+        logging.getLogger("smimegw").info(
+            "pid %d listening on %s:%d for %s mail (%s)", os.getpid(), config.listen, sock.getsockname()[1],
+            "submitted" if submitted else "inbound", "STARTTLS required" if tls else "plaintext, loopback only")
+    await asyncio.gather(*(server.serve_forever() for server in servers))
 
 
 def main() -> None:
@@ -78,9 +87,9 @@ def main() -> None:
                 pass
         print(f"{args.config}: ok, {len(config.tenants)} tenants, {len(config.partners)} partners")
         return
-    sock = listen(config)
+    sockets = listen(config)
     fork_workers(max(1, args.workers))
-    asyncio.run(serve(config, sock))
+    asyncio.run(serve(config, sockets))
 
 
 if __name__ == "__main__":

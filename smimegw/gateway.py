@@ -21,6 +21,7 @@ RESULT = b"X-Mailstack-SMIME"
 MAX_IDLE = 5.0  # seconds a re-injection connection may wait for reuse
 MAX_KEPT = 4  # re-injection connections kept open per listener and worker
 TRACE = b"X-Mailstack-SMIME-Pass"
+INTERNAL = b"X-Mailstack-"  # headers only the platform writes: dropped from what comes in
 
 
 class ReinjectError(Exception):
@@ -44,11 +45,15 @@ def signer_domain(pem: bytes) -> str:
 
 
 class Gateway:
-    """aiosmtpd handler: policy at RCPT (refusals go to Postfix per recipient), all
-    processing at DATA; any error there is a 4xx, so Postfix keeps the mail queued."""
+    """aiosmtpd handler for one listener: `submitted` says whether it is the submission
+    listener (mail of authenticated users) or the inbound one (mail from outside).
+    Policy at RCPT (refusals go to Postfix per recipient), all processing at DATA; a
+    structure over the limits is refused (5xx), any other error is a 4xx, so Postfix
+    keeps the mail queued."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, submitted: bool = False):
         self.config = config
+        self.submitted = submitted
         self._idle: dict[int, queue.SimpleQueue] = {}  # port -> open re-injection connections
 
     async def handle_MAIL(self, server, session, envelope, address, options):
@@ -60,7 +65,7 @@ class Gateway:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, options):
-        plan = self.config.plan(envelope.mail_from or "", address)
+        plan = self.config.plan(envelope.mail_from or "", address, self.submitted)
         if plan.refuse:
             log.warning("from=<%s> to=<%s> refused: %s", envelope.mail_from, address, plan.refuse)
             return plan.refuse
@@ -73,6 +78,9 @@ class Gateway:
             copies = await self.process(envelope, pass_id)
             for (port, recipients), data in copies.items():
                 await asyncio.to_thread(self.reinject, port, envelope.mail_from, recipients, data)
+        except mime.MimeLimit as err:
+            log.warning("pass=%s refused: %s", pass_id, err)
+            return f"554 5.6.0 {err}; the S/MIME gateway does not process it"
         except ReinjectError as err:
             log.warning("pass=%s reinjection refused: %s", pass_id, err)
             code = err.code if 400 <= err.code < 600 else 451
@@ -80,59 +88,58 @@ class Gateway:
         except Exception as err:  # never pass a message on unprocessed: defer it
             log.exception("pass=%s failed: %s", pass_id, err)
             return "451 4.3.0 S/MIME gateway error, try again later"
-        log.info("pass=%s from=<%s> to=%s copies=%d done", pass_id, envelope.mail_from,
+        log.info("pass=%s %s from=<%s> to=%s copies=%d done", pass_id,
+                 "submission" if self.submitted else "inbound", envelope.mail_from,
                  ",".join(envelope.rcpt_tos), len(copies))
         return "250 2.0.0 OK processed"
 
     async def process(self, envelope, pass_id: str) -> dict[tuple[int, tuple[str, ...]], bytes]:
+        config = self.config
         transport, entity = mime.split(mime.normalize(envelope.original_content or envelope.content))
-        transport = mime.drop(transport, RESULT)
+        mime.check_structure(entity, config.max_mime_depth, config.max_mime_parts)
+        transport = mime.drop(transport, INTERNAL)
         sender = envelope.mail_from or ""
         plans: dict[Plan, list[str]] = defaultdict(list)
         for rcpt in envelope.rcpt_tos:
-            plans[self.config.plan(sender, rcpt)].append(rcpt)
-        local_domains = {r.rpartition("@")[2].lower() for p, rs in plans.items() if p.local for r in rs}
-        entity, decrypted = await self.decrypt(entity, local_domains)
-        outbound = sender.rpartition("@")[2].lower() in self.config.tenants
-        port = self.config.outbound_port if outbound else self.config.inbound_port
-        trace = TRACE + f": {self.config.hostname} {pass_id}".encode()
+            plans[config.plan(sender, rcpt, self.submitted)].append(rcpt)
+        port = config.outbound_port if self.submitted else config.inbound_port
+        trace = TRACE + f": {config.hostname} {pass_id}".encode()
         copies = {}
         for plan, recipients in plans.items():
-            body, headers = entity, [trace, *transport]
+            body, headers, decrypted = entity, [trace, *transport], False
+            if plan.decrypt_for:
+                body, decrypted = await self.decrypt(body, plan.decrypt_for)
             if plan.sign_as and not mime.is_encrypted(body):
-                tenant = self.config.tenants[plan.sign_as]
-                body = await cms.sign(body, tenant.cert, tenant.key)
+                tenant = config.tenants[plan.sign_as]
+                body = await cms.sign(body, tenant.cert, tenant.key, config.openssl_timeout)
             if plan.local:
                 headers.insert(0, RESULT + b": " + await self.describe(body, decrypted))
             elif plan.encrypt_to and not mime.is_encrypted(body):
-                body = await cms.encrypt(body, [plan.encrypt_to])
+                body = await cms.encrypt(body, [plan.encrypt_to], config.openssl_timeout)
             copies[(port, tuple(recipients))] = mime.join(headers, body)
-            log.info("pass=%s to=%s local=%s signed=%s encrypted=%s", pass_id, ",".join(recipients),
-                     plan.local, plan.sign_as or "-", bool(plan.encrypt_to))
+            log.info("pass=%s to=%s local=%s signed=%s encrypted=%s decrypted=%s", pass_id,
+                     ",".join(recipients), plan.local, plan.sign_as or "-", bool(plan.encrypt_to), decrypted)
         return copies
 
-    async def decrypt(self, entity: bytes, domains: set[str]) -> tuple[bytes, bool]:
-        """Open mail encrypted to one of our tenants (recipients' domains first)."""
+    async def decrypt(self, entity: bytes, domain: str) -> tuple[bytes, bool]:
+        """Open mail encrypted to the local recipient's domain, with that domain's key only."""
         if not mime.is_encrypted(entity):
             return entity, False
-        candidates = sorted(domains) + sorted(set(self.config.tenants) - domains)
-        for domain in candidates:
-            tenant = self.config.tenants[domain]
-            if not (tenant.cert and tenant.key):
-                continue
-            try:
-                message = mime.join([], entity)
-                return mime.split(mime.normalize(await cms.decrypt(message, tenant.cert, tenant.key)))[1], True
-            except cms.CMSError:
-                continue
-        return entity, False
+        tenant = self.config.tenants[domain]
+        try:
+            opened = await cms.decrypt(mime.join([], entity), tenant.cert, tenant.key, self.config.openssl_timeout)
+        except cms.CMSError:  # not for this domain (or damaged): delivered as it came
+            return entity, False
+        inner = mime.split(mime.normalize(opened))[1]
+        mime.check_structure(inner, self.config.max_mime_depth, self.config.max_mime_parts)
+        return inner, True
 
     async def describe(self, entity: bytes, decrypted: bool) -> bytes:
         parts = [f"decrypted={'yes' if decrypted else 'no'}"]
         if mime.is_encrypted(entity):
-            parts.append("encrypted=not-for-this-platform")
+            parts.append("encrypted=not-for-this-recipient")
         elif mime.is_signed(entity):
-            result = await cms.verify(mime.join([], entity), self.config.trust)
+            result = await cms.verify(mime.join([], entity), self.config.trust, self.config.openssl_timeout)
             signer = signer_domain(result.signer_pem)
             parts.append(f"signature=verified; signer={signer}" if result.ok
                          else f"signature=INVALID; signer={signer}; reason={result.reason[:120]}")

@@ -43,16 +43,64 @@ def join(transport: list[bytes], entity: bytes) -> bytes:
     return b"\n".join([*transport, b"MIME-Version: 1.0", *content]) + b"\n\n" + body
 
 
-def drop(transport: list[bytes], name: bytes) -> list[bytes]:
-    prefix = name.lower() + b":"
+def drop(transport: list[bytes], prefix: bytes) -> list[bytes]:
+    """Transport headers without those whose name starts with `prefix` (any case)."""
+    prefix = prefix.lower()
     return [b for b in transport if not b.lower().startswith(prefix)]
 
 
-def content_type(entity: bytes) -> bytes:
+def _content_type(entity: bytes) -> bytes:
+    """The Content-Type value, unfolded, case kept (boundaries are case-sensitive)."""
     for block in _header_blocks(entity.split(b"\n\n", 1)[0]):
         if block.lower().startswith(b"content-type:"):
-            return re.sub(rb"\s+", b" ", block[13:]).strip().lower()
+            return re.sub(rb"\s+", b" ", block[13:]).strip()
     return b"text/plain"
+
+
+def content_type(entity: bytes) -> bytes:
+    return _content_type(entity).lower()
+
+
+class MimeLimit(ValueError):
+    """The MIME structure is deeper or has more parts than the gateway accepts."""
+
+
+BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+
+
+def _children(entity: bytes) -> list[bytes]:
+    """The parts of a multipart entity, or the message inside message/rfc822."""
+    kind = _content_type(entity)
+    body = entity.partition(b"\n\n")[2]
+    if kind.lower().startswith(b"message/rfc822"):
+        return [body]
+    if not kind.lower().startswith(b"multipart/"):
+        return []
+    match = BOUNDARY.search(kind)
+    if not match:
+        return []
+    delimiter = b"\n--" + (match.group(1) or match.group(2))
+    parts = []
+    for piece in (b"\n" + body).split(delimiter)[1:]:
+        if piece.startswith(b"--"):  # the closing delimiter: the rest is epilogue
+            break
+        parts.append(piece.partition(b"\n")[2])
+    return parts
+
+
+def check_structure(entity: bytes, max_depth: int, max_parts: int) -> int:
+    """Count the entity's MIME parts; raise MimeLimit past `max_depth` nesting levels or
+    `max_parts` parts. Iterative, so hostile nesting cannot exhaust the stack."""
+    pending, count = [(entity, 0)], 0
+    while pending:
+        part, depth = pending.pop()
+        count += 1
+        if count > max_parts:
+            raise MimeLimit(f"more than {max_parts} MIME parts")
+        if depth > max_depth:
+            raise MimeLimit(f"MIME parts nested more than {max_depth} levels deep")
+        pending.extend((child, depth + 1) for child in _children(part))
+    return count
 
 
 def is_encrypted(entity: bytes) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import smtplib
 import socket
 import ssl
@@ -97,8 +98,9 @@ def lab(pki):
 
     state = {"controllers": [start(sink, inbound), start(sink, outbound)]}
 
-    def run(**overrides):
-        gateway = start(Gateway(make(**overrides)), gateway_port)
+    def run(submitted=False, **overrides):
+        """Start the gateway's submission listener (`submitted`) or its inbound one."""
+        gateway = start(Gateway(make(**overrides), submitted=submitted), gateway_port)
         state["controllers"].append(gateway)
         return gateway_port
 
@@ -131,7 +133,7 @@ def openssl(*args, data: bytes) -> subprocess.CompletedProcess:
 
 def test_outbound_is_signed_by_the_tenant_and_encrypted_to_the_partner(lab, pki, tmp_path):
     run, sink, _, outbound = lab
-    send(run(), "alice@a.test", ["x@p.test"], plain())
+    send(run(submitted=True), "alice@a.test", ["x@p.test"], plain())
     ((port, _, rcpts, data),) = sink.messages
     assert port == outbound and rcpts == ["x@p.test"]
     assert b"Secret text" not in data and b"application/pkcs7-mime" in data
@@ -165,7 +167,7 @@ def test_inbound_from_openssl_is_decrypted_and_verified(lab, pki):
 
 def test_tenant_to_tenant_in_one_pass(lab):
     run, sink, _, outbound = lab
-    send(run(), "alice@a.test", ["bert@b.test"], plain(to="bert@b.test"))
+    send(run(submitted=True), "alice@a.test", ["bert@b.test"], plain(to="bert@b.test"))
     ((port, _, _, data),) = sink.messages
     assert port == outbound  # back to Postfix once, never to the gateway again
     assert data.count(b"X-Mailstack-SMIME-Pass:") == 1
@@ -175,7 +177,7 @@ def test_tenant_to_tenant_in_one_pass(lab):
 
 def test_recipients_with_different_policies_get_separate_copies(lab):
     run, sink, _, _ = lab
-    send(run(), "alice@a.test", ["x@p.test", "bert@b.test", "y@plain.test"], plain())
+    send(run(submitted=True), "alice@a.test", ["x@p.test", "bert@b.test", "y@plain.test"], plain())
     copies = {tuple(r): d for _, _, r, d in sink.messages}
     assert set(copies) == {("x@p.test",), ("bert@b.test",), ("y@plain.test",)}
     assert b"enveloped-data" in copies[("x@p.test",)]
@@ -188,7 +190,7 @@ def test_recipients_with_different_policies_get_separate_copies(lab):
 def test_required_encryption_without_certificate_never_goes_out_in_clear(lab, mode, code):
     run, sink, _, _ = lab
     with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
-        send(run(on_missing_certificate=mode), "alice@a.test", ["z@nocert.test"], plain())
+        send(run(submitted=True, on_missing_certificate=mode), "alice@a.test", ["z@nocert.test"], plain())
     got, text = err.value.recipients["z@nocert.test"]
     assert got == code and b"encryption to nocert.test is required" in text
     assert sink.messages == []
@@ -196,7 +198,7 @@ def test_required_encryption_without_certificate_never_goes_out_in_clear(lab, mo
 
 def test_a_refused_recipient_does_not_hold_back_the_others(lab):
     run, sink, _, _ = lab
-    refused = send(run(), "alice@a.test", ["z@nocert.test", "x@p.test"], plain())
+    refused = send(run(submitted=True), "alice@a.test", ["z@nocert.test", "x@p.test"], plain())
     assert set(refused) == {"z@nocert.test"}
     assert [r for _, _, r, _ in sink.messages] == [["x@p.test"]]
 
@@ -205,7 +207,7 @@ def test_any_processing_error_is_a_temporary_failure(lab, pki, tmp_path):
     broken = tmp_path / "broken.key"
     broken.write_text("not a key")
     run, sink, _, _ = lab
-    port = run(tenants={"a.test": Domain("always", "never", pki["a.test"][0], str(broken))})
+    port = run(submitted=True, tenants={"a.test": Domain("always", "never", pki["a.test"][0], str(broken))})
     with pytest.raises(smtplib.SMTPDataError) as err:
         send(port, "alice@a.test", ["x@elsewhere.test"], plain())
     assert err.value.smtp_code == 451
@@ -309,3 +311,139 @@ def test_a_kept_connection_the_server_timed_out_is_replaced(pki):
         for c in controllers:
             c.stop()
     assert sink.timed_out == 1 and len(sink.messages) == 2 and len(set(sink.peers)) == 2
+
+
+# --- the attacker's side: nothing decided by addresses, nothing decrypted on the way out ---
+
+def encrypted_to(pki, domain: str, text: str, subject: str = "x") -> bytes:
+    entity = f"Content-Type: text/plain\n\n{text}\n".encode()
+    return openssl("smime", "-encrypt", "-aes256", "-subject", subject, pki[domain][0], data=entity).stdout
+
+
+def test_submitted_mail_encrypted_to_another_tenant_is_never_opened_for_outside(lab, pki):
+    """A b.test user sends a.test's ciphertext to a partner: the gateway must not be the
+    oracle that decrypts it with a.test's key and re-encrypts it for the partner."""
+    run, sink, _, _ = lab
+    send(run(submitted=True), "bert@b.test", ["x@p.test"], encrypted_to(pki, "a.test", "a.test secret"))
+    ((_, _, _, data),) = sink.messages
+    assert b"a.test secret" not in data
+    partner = openssl("smime", "-decrypt", "-recip", pki["p.test"][0], "-inkey", pki["p.test"][1], data=data)
+    assert partner.returncode != 0  # the partner cannot read it ...
+    owner = openssl("smime", "-decrypt", "-recip", pki["a.test"][0], "-inkey", pki["a.test"][1], data=data)
+    assert owner.returncode == 0 and b"a.test secret" in owner.stdout  # ... it is the untouched original
+
+
+def test_local_recipients_are_decrypted_only_with_their_own_domain_key(lab, pki):
+    run, sink, _, _ = lab
+    send(run(), "someone@outside.test", ["bert@b.test", "ann@a.test"],
+         encrypted_to(pki, "a.test", "for a.test only"))
+    copies = {tuple(r): d for _, _, r, d in sink.messages}
+    assert b"for a.test only" not in copies[("bert@b.test",)]
+    assert b"X-Mailstack-SMIME: decrypted=no; encrypted=not-for-this-recipient" in copies[("bert@b.test",)]
+    assert b"for a.test only" in copies[("ann@a.test",)]
+
+
+def test_inbound_mail_with_a_tenant_sender_is_never_signed(lab):
+    """Port 25 mail claiming MAIL FROM a tenant goes back unsigned, on the inbound path."""
+    run, sink, inbound, _ = lab
+    port = run()
+    send(port, "ceo@a.test", ["bert@b.test", "friend@forward.test"], plain(sender="ceo@a.test"))
+    copies = {tuple(r): (p, d) for p, _, r, d in sink.messages}
+    local_port, local = copies[("bert@b.test",)]
+    assert local_port == inbound and b"multipart/signed" not in local
+    assert b"X-Mailstack-SMIME: decrypted=no; signature=none" in local
+    forward_port, forwarded = copies[("friend@forward.test",)]
+    assert forward_port == inbound and b"Secret text." in forwarded and b"pkcs7" not in forwarded
+
+
+def test_every_internal_header_that_comes_in_is_dropped(lab):
+    run, sink, _, _ = lab
+    forged = (b"X-Mailstack-SMIME-Pass: gw.test 0000\nX-Mailstack-Anything: yes\n"
+              b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=bank.test\n" + plain(to="u@a.test"))
+    send(run(), "someone@outside.test", ["u@a.test"], forged)
+    ((_, _, _, data),) = sink.messages
+    assert b"bank.test" not in data and b"X-Mailstack-Anything" not in data and b"gw.test 0000" not in data
+    assert data.count(b"X-Mailstack-SMIME-Pass:") == 1
+
+
+def nested(depth: int) -> bytes:
+    """A message whose multiparts nest `depth` levels deep."""
+    entity = b"Content-Type: text/plain\n\ninnermost\n"
+    for level in range(depth):
+        entity = (f'Content-Type: multipart/mixed; boundary="b{level}"\n\n--b{level}\n'.encode()
+                  + entity + f"\n--b{level}--\n".encode())
+    return b"From: x@outside.test\nSubject: deep\n" + entity
+
+
+def many_parts(count: int) -> bytes:
+    parts = b"".join(b"--B\nContent-Type: text/plain\n\npart\n" for _ in range(count))
+    return b"From: x@outside.test\nContent-Type: multipart/mixed; boundary=B\n\n" + parts + b"--B--\n"
+
+
+@pytest.mark.parametrize("data,why", [(nested(40), b"nested more than 16"), (many_parts(600), b"more than 500")])
+def test_hostile_mime_structure_is_refused_and_the_worker_survives(lab, data, why):
+    run, sink, _, _ = lab
+    port = run()
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(port, "x@outside.test", ["u@a.test"], data)
+    assert err.value.smtp_code == 554 and why in err.value.smtp_error
+    send(port, "x@outside.test", ["u@a.test"], nested(5))  # the same worker goes on
+    assert len(sink.messages) == 1
+
+
+def test_a_hung_openssl_is_killed_and_the_mail_deferred(lab, pki, tmp_path, monkeypatch):
+    from smimegw import cms
+    hung = tmp_path / "openssl"
+    hung.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\nexec sleep 60\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(cms, "OPENSSL", str(hung))
+    run, sink, _, _ = lab
+    port = run(openssl_timeout=1.0)
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(port, "x@outside.test", ["u@a.test"], encrypted_to(pki, "a.test", "slow"))
+    assert err.value.smtp_code == 451 and sink.messages == []
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed, not left behind
+
+
+# --- hostile MIME fed straight to the parser ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from smimegw import mime  # noqa: E402
+
+LINES = st.sampled_from([
+    b"Content-Type: multipart/mixed; boundary=B", b'Content-Type: multipart/alternative; boundary="b c"',
+    b"Content-Type: message/rfc822", b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data",
+    b"Content-Type: multipart/signed; protocol=application/pkcs7-signature; boundary=S",
+    b"--B", b"--B--", b"--b c", b"--S", b"", b" folded", b"\tfolded", b"MIME-Version: 1.0", b"X: y",
+    b"Content-Type:", b"boundary=", b"\r", b"\x00", b"--",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(LINES, st.binary(max_size=40)), max_size=120))
+def test_the_mime_parser_survives_hostile_input(lines):
+    data = b"\n".join(lines)
+    transport, entity = mime.split(mime.normalize(data))
+    assert entity.count(b"\n\n") >= 1  # always an entity with a header block
+    mime.join(transport, entity)
+    mime.content_type(entity), mime.is_encrypted(entity), mime.is_signed(entity)
+    try:
+        count = mime.check_structure(entity, max_depth=8, max_parts=50)
+    except mime.MimeLimit:
+        return
+    assert 1 <= count <= 50
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=300))
+def test_nesting_is_counted_exactly_and_never_overflows_the_stack(depth):
+    entity = mime.split(nested(depth))[1]
+    if depth <= 16:
+        assert mime.check_structure(entity, 16, 1000) == depth + 1
+    else:
+        with pytest.raises(mime.MimeLimit):
+            mime.check_structure(entity, 16, 1000)

@@ -16,7 +16,7 @@ VALID = textwrap.dedent("""\
         roles: [mx, submission, mailbox, filter]
       - name: other
         address: 192.0.2.2
-        roles: [dns]
+        roles: [smime]
     domains:
       - name: one.example
         mx: [mx1]

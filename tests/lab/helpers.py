@@ -32,8 +32,9 @@ def message(sender: str, recipient: str, subject: str, body: str = "Hello from t
 
 
 def submit(host: str, server_name: str, ca_file: str, user: str, msg: EmailMessage,
-           password: str = PASSWORD, port: int = 587) -> None:
-    """Submit as an authenticated user on 587 (STARTTLS) or 465 (implicit TLS)."""
+           password: str = PASSWORD, port: int = 587, from_addr: str | None = None) -> None:
+    """Submit as an authenticated user on 587 (STARTTLS) or 465 (implicit TLS);
+    `from_addr` overrides the envelope sender ("" for a null sender)."""
     context = NamedContext(tls_context(ca_file), server_name)
     if port == 465:
         client = smtplib.SMTP_SSL(host, 465, context=context, timeout=30,
@@ -44,7 +45,7 @@ def submit(host: str, server_name: str, ca_file: str, user: str, msg: EmailMessa
     with client:
         client.ehlo()
         client.login(user, password)
-        client.send_message(msg)
+        client.send_message(msg, from_addr=from_addr)
 
 
 class NamedContext:

@@ -31,7 +31,15 @@ def _type(node: dict) -> str:
 def _rows(path: str, node: dict) -> list[str]:
     node = _resolve(node)
     default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
-    description = node.get("description", "").replace("|", "\\|")
+    description = node.get("description", "")
+    if "x-planned" in node:
+        description = (f"**Not implemented yet** (planned: {node['x-planned']}; `mailstack check` refuses it). "
+                       + description)
+    planned_values = {**node.get("x-planned-values", {}),
+                      **_resolve(node.get("items", {})).get("x-planned-values", {})}
+    for value, why in planned_values.items():
+        description += f" `{value}`: not implemented yet ({why})."
+    description = description.replace("|", "\\|")
     rows = [f"| `{path}` | {_type(node)} | {default} | {description} |"] if path else []
     for key, sub in node.get("properties", {}).items():
         rows += _rows(f"{path}.{key}" if path else key, sub)

@@ -191,3 +191,36 @@ def test_schema_documents_every_property():
                 walk(sub, f"{path}[{i}]")
     walk(schema(), "")
     json.dumps(schema())
+
+
+def test_lab_only_settings_are_refused_in_production():
+    text = (VALID.replace("roles: [smime]", "roles: [dns]")
+            .replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    outside: true\n"))
+    found = problems(text)
+    assert any("hosts[1].outside: only a lab (platform.lab: true) may have hosts" in p for p in found), found
+    assert any("hosts[1].roles: the 'dns' role serves a lab's zones" in p for p in found), found
+    lab = text.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
+    check_text(lab, "inv.yml")
+
+
+def test_dnssec_validation_stays_on_outside_the_lab(monkeypatch):
+    from deploys import base
+    production = check_text(VALID, "inv.yml")
+    monkeypatch.setattr(base, "inventory", lambda: production)
+    assert base.resolver_context()["module_config"] == "validator iterator"
+    lab = check_text(VALID.replace("roles: [smime]", "roles: [dns]").replace(
+        "  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n"), "inv.yml")
+    monkeypatch.setattr(base, "inventory", lambda: lab)
+    context = base.resolver_context()
+    assert context["module_config"] == "iterator" and context["refuse_everything_else"]
+
+
+@pytest.mark.parametrize("mutation,expected", [
+    (("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, filter]\n  - {name: store, address: "
+      "192.0.2.9, roles: [mailbox]}"), "hosts[0].roles: a 'submission' host without 'mailbox' needs SASL"),
+    (("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox]\n  - {name: f, address: "
+      "192.0.2.9, roles: [filter]}"), "hosts[0].roles: Postfix here would reach rspamd on another host"),
+])
+def test_topologies_the_deploys_do_not_build_yet_are_refused(mutation, expected):
+    found = problems(VALID.replace(*mutation))
+    assert any(expected in p for p in found), found

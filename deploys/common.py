@@ -55,6 +55,11 @@ def guard(value, where: str = "a rendered file"):
     return value
 
 
+def table(rows) -> str:
+    """A lookup table of "key value" lines (Postfix maps, rspamd maps); every cell guarded."""
+    return "\n".join(f"{guard(key)} {guard(value)}" for key, value in rows)
+
+
 @dataclass(frozen=True)
 class ConfigFile:
     """One file of a service: a template under templates/ or literal content. A

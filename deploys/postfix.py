@@ -15,16 +15,11 @@ from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
 from deploys import rspamd, smime, tls
-from deploys.common import ConfigFile, configure_service, guard, install, inventory, this_host
+from deploys.common import ConfigFile, configure_service, guard, install, inventory, table, this_host
 
 PACKAGES = ("postfix",)
 MAPS = "/etc/postfix/mailstack"
 LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
-
-
-
-def table(rows) -> str:
-    return "\n".join(f"{guard(key)} {guard(value)}" for key, value in rows)
 
 
 def header_rules(*patterns: str) -> str:
@@ -52,6 +47,7 @@ def maps() -> dict[str, str]:
     submit_domains = {d.name for d in inv.domains if me.name in d.submission}
     nexthop = smime_nexthop("port")
     strip = inv.postfix["strip_internal_headers"]
+    ours = ("^X-Mailstack-", own_authserv_ids())  # headers only the platform writes, or claims in its name
     return {
         "smime-recipients": table((d.name, f"FILTER smime:{nexthop}") for d in mx_domains
                                   if nexthop and smime.smime_enabled(d)),
@@ -63,12 +59,9 @@ def maps() -> dict[str, str]:
         "senders": table((a, ",".join(u)) for a, u in inv.senders(submit_domains).items()),
         "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
         "local-aliases": table((name, inv.platform["postmaster"]) for name in LOCAL_ALIASES),
-        # every entry path: headers only the platform writes, and claims in its name
-        "header-checks": header_rules("^X-Mailstack-", own_authserv_ids()),
-        "submission-header-checks": header_rules("^X-Mailstack-", own_authserv_ids(),
-                                                 *(["^Received:", "^X-Originating-IP:"] if strip else [])),
-        "outbound-header-checks": header_rules("^X-Mailstack-", own_authserv_ids(), "^X-Spam-Status:")
-        if strip else "",
+        "header-checks": header_rules(*ours),  # every way in
+        "submission-header-checks": header_rules(*ours, *(["^Received:", "^X-Originating-IP:"] if strip else [])),
+        "outbound-header-checks": header_rules(*ours, "^X-Spam-Status:") if strip else "",
     }
 
 

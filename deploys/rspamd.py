@@ -9,7 +9,7 @@ import json
 from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys.common import ConfigFile, configure_service, guard, install, inventory, put_secret, this_host
+from deploys.common import ConfigFile, configure_service, guard, install, inventory, put_secret, table, this_host
 from mailstack.secrets import dkim_key, password
 
 PACKAGES = ("rspamd", "redis-server")
@@ -87,8 +87,8 @@ def deploy() -> None:
     for kind in ("allow", "deny"):
         for what, values in _lists(kind).items():
             items.append(ConfigFile(f"{MAPS_DIR}/{kind}_{what}.map", content="\n".join(guard(values))))
-    items.append(ConfigFile(f"{MAPS_DIR}/senders.map", content="\n".join(
-        f"{guard(address)} {guard(','.join(logins))}" for address, logins in inv.senders().items())))
+    items.append(ConfigFile(f"{MAPS_DIR}/senders.map",
+                            content=table((address, ",".join(logins)) for address, logins in inv.senders().items())))
     context = {
         "proxy_bind": "127.0.0.1" if all(milter_address(h) in (None, "127.0.0.1")
                                           for h in inv.hosts_with("mx")) else me.address,
@@ -111,7 +111,7 @@ def deploy() -> None:
     configure_service("redis-server", [
         ConfigFile(REDIS_INCLUDE, template="rspamd/redis-server.conf.j2", secret=True, group="redis", mode="0640"),
     ], context, extra_changes=(include,))
-    files.file(name="No controller settings left in local.d (override.d has them)",
-               path=f"{ETC}/local.d/worker-controller.inc", present=False)
+    stale = files.file(name="No controller settings left in local.d (override.d has them)",
+                       path=f"{ETC}/local.d/worker-controller.inc", present=False)
     configure_service("rspamd", items, context, check="rspamadm configtest -q",
-                      extra_changes=tuple(keys))
+                      extra_changes=(*keys, stale))

@@ -46,9 +46,9 @@ def _certificate(domain: str, policy) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
+def domains() -> tuple[dict, dict, list[tuple[str, str, bool]]]:
     """Tenants and partners as the gateway sees them, and the files to install
-    (local source, remote path, mode)."""
+    (local source, remote path, private)."""
     inv = inventory()
     tenants, partners, installs = {}, {}, []
     own = {d.name for d in inv.own_domains()}
@@ -59,8 +59,8 @@ def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
             cert, key = _certificate(domain.name, domain.smime)
             tenants[domain.name].update(cert=f"{ETC}/tenants/{domain.name}.pem",
                                         key=f"{ETC}/tenants/{domain.name}.key")
-            installs += [(cert, tenants[domain.name]["cert"], "0644"),
-                         (key, tenants[domain.name]["key"], "0600")]
+            installs += [(cert, tenants[domain.name]["cert"], False),
+                         (key, tenants[domain.name]["key"], True)]
     for partner in inv.smime["partners"]:
         name = partner["domain"]
         cert = partner.get("certificate")
@@ -70,7 +70,7 @@ def domains() -> tuple[dict, dict, list[tuple[str, str, str]]]:
         entry = {"sign": partner["sign"], "encrypt": partner["encrypt"], "cert": None}
         if cert:
             entry["cert"] = f"{ETC}/partners/{name}.pem"
-            installs.append((cert, entry["cert"], "0644"))
+            installs.append((cert, entry["cert"], False))
         partners[name] = entry
     return tenants, partners, installs
 
@@ -124,10 +124,10 @@ def deploy() -> None:
                       mode="0644") for f in sorted(SOURCE.glob("*.py"))]
     _, _, installs = domains()
     cert, key, _ = tls.local_files()
-    installs += [(str(cert), f"{ETC}/tls/cert.pem", "0644"), (str(key), f"{ETC}/tls/key.pem", "0600")]
-    keys = [put_secret(f"Install {dest}", dest, src=src, user=USER, group=USER, mode=mode) if mode == "0600"
-            else files.put(name=f"Install {dest}", src=src, dest=dest, user=USER, group=USER, mode=mode)
-            for src, dest, mode in installs]
+    installs += [(str(cert), f"{ETC}/tls/cert.pem", False), (str(key), f"{ETC}/tls/key.pem", True)]
+    keys = [put_secret(f"Install {dest}", dest, src=src, user=USER, group=USER) if private
+            else files.put(name=f"Install {dest}", src=src, dest=dest, user=USER, group=USER, mode="0644")
+            for src, dest, private in installs]
     items = [ConfigFile(f"{ETC}/config.json", content=json.dumps(config(), indent=2, sort_keys=True),
                         mode="0640", group=USER),
              ConfigFile("/etc/systemd/system/mailstack-smime.service", template="smime/mailstack-smime.service.j2")]

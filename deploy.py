@@ -1,11 +1,15 @@
-"""pyinfra entry point: apply this host's roles, in order, through the dispatch table."""
+"""pyinfra entry point: apply this host's components, in order, from its plan."""
 
 from pyinfra import host, logger
+from pyinfra.operations import apt
 
-from deploys import deploys_for
+from deploys import COMPONENTS, apply, served_roles
 
-runs, missing = deploys_for(host.data.mailstack_host.roles)
-for role in missing:
+plan = host.data.mailstack_plan
+for role in sorted(set(plan.roles) - served_roles()):
     logger.warning(f"{host.name}: role {role!r} has no deploy yet; nothing was done for it")
-for run in runs:
-    run()
+apt.update(name="Refresh package lists (daily)", cache_time=86400)
+# every host walks the same list, so operations line up across hosts in one order
+for component in host.loop(COMPONENTS):
+    if component in plan.components:
+        apply(component, plan)

@@ -1,7 +1,7 @@
 """pyinfra inventory: the validated mailstack inventory named by $MAILSTACK_INVENTORY.
 
-Groups are roles; each host's data is its slice of the model (`mailstack_host`) plus
-the whole platform (`mailstack`). An invalid inventory stops pyinfra before it
+Groups are roles; each host's data is its plan (`mailstack_plan`), computed once for
+the whole platform. An invalid inventory stops pyinfra before it
 connects anywhere (exit 2, every problem listed).
 """
 
@@ -9,6 +9,7 @@ import os
 import sys
 
 from mailstack.inventory import InventoryInvalid, load
+from mailstack.plan import plans
 from mailstack.pyinfra_data import host_data, pyinfra_name
 
 _path = os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")
@@ -19,7 +20,8 @@ except InventoryInvalid as _err:
     print(f"{_path}: invalid inventory; nothing was deployed", file=sys.stderr)
     sys.exit(2)
 
-all = ([(pyinfra_name(h), host_data(_inventory, h)) for h in _inventory.hosts], {})  # noqa: A001
+_plans = plans(_inventory)
+all = ([(pyinfra_name(h), host_data(_inventory, h, _plans[h.name])) for h in _inventory.hosts], {})  # noqa: A001
 
 for _role in sorted({r for h in _inventory.hosts for r in h.roles}):
     globals()[_role] = [pyinfra_name(h) for h in _inventory.hosts_with(_role)]

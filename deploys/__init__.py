@@ -1,35 +1,48 @@
-"""The dispatch table: which deploys a host's roles call, in the order they run.
+"""The components, in the order they are applied, and how one is applied to a host.
 
-Every host gets `base` and `tls`; the rest follow its roles. A role that no deploy
-serves yet is reported by deploy.py, never skipped silently.
+Every host gets `base` and `tls`; the rest follow its roles. Everything that lists
+components (the lab image, the firewall, the tests' expectations) reads COMPONENTS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from pyinfra import host
+from pyinfra.api import deploy
 
 from deploys import base, dns, dovecot, postfix, rspamd, smime, tls
+from deploys.ops import apply as apply_service
+from deploys.ops import packages
+from mailstack.component import Component
 
-# (deploy, roles it serves; None = every host), in order of application
-STEPS: tuple[tuple[object, frozenset[str] | None], ...] = (
-    (base, None),
-    (tls, None),
-    (dns, frozenset({"dns"})),
-    (rspamd, frozenset({"filter"})),
-    (dovecot, frozenset({"mailbox"})),
-    (smime, frozenset({"smime"})),
-    (postfix, frozenset({"mx", "submission"})),
-)
+COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (base, tls, dns, rspamd, dovecot,
+                                                                            smime, postfix))
 
 
-def deploys_for(roles: Iterable[str]) -> tuple[list[Callable[[], None]], list[str]]:
-    """The deploy functions for a host with `roles`, and the roles none of them serves."""
-    roles = set(roles)
-    runs = [module.deploy for module, serves in STEPS if serves is None or serves & roles]
-    served = set().union(*(serves for _, serves in STEPS if serves))
-    return runs, sorted(roles - served)
+def served_roles() -> set[str]:
+    return set().union(*(c.roles for c in COMPONENTS if c.roles))
 
 
 def image_packages() -> tuple[str, ...]:
-    """Every Debian package some deploy installs: the lab image carries them all."""
-    return tuple(sorted({p for module, _ in STEPS for p in module.PACKAGES}))
+    """Every Debian package some component installs: the lab image carries them all."""
+    return tuple(sorted({p for c in COMPONENTS for p in c.packages}))
+
+
+def image_disabled_units() -> tuple[str, ...]:
+    """Units the lab image ships disabled: they start once their component configured them."""
+    return tuple(sorted({f"{u}.service" for c in COMPONENTS for u in c.units} |
+                        {u for c in COMPONENTS for u in c.disabled_units}))
+
+
+def apply(component: Component, plan) -> None:
+    """The stages of one component on one host: install (packages, users, directories),
+    configure (render its files; the checker runs on change), activate (restart on
+    change, then enabled and running)."""
+    @deploy(f"mailstack {component.name}")
+    def stages() -> None:
+        packages(component.name, component.packages)
+        if component.install:
+            component.install(plan)
+        for service in host.loop(component.configure(plan) if component.configure else ()):
+            apply_service(service)
+
+    stages()

@@ -1,66 +1,71 @@
-"""Every host: packages, names, time zone, sysctl, and a local unbound resolver."""
+"""Every host: names, time zone, kernel settings, the host firewall, and a local
+unbound resolver."""
 
 from __future__ import annotations
 
-from pyinfra.api import deploy as pyinfra_deploy
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 
-from deploys.common import ConfigFile, configure_service, install, inventory, template, text, this_host
-from mailstack.dns import zones
-from mailstack.firewall import openings
+from mailstack.component import Component, File, Service
+from mailstack.plan import HostPlan
 
-PACKAGES = ("unbound", "openssl", "ca-certificates", "systemd-timesyncd", "nftables")
+SYSCTL = {"net.ipv4.tcp_syncookies": 1, "net.core.somaxconn": 1024, "net.ipv4.tcp_fin_timeout": 30,
+          "fs.file-max": 1048576}
+SYSCTL_FILE = "/etc/sysctl.d/60-mailstack.conf"
 
 
-def resolver_context() -> dict:
-    """unbound settings: in a lab (`platform.lab`), resolve only the platform's zones
-    through its `dns` host and refuse everything else; otherwise a validating recursive
-    resolver, whatever hosts the inventory has."""
-    inv = inventory()
-    nameservers = inv.hosts_with("dns")
-    isolated = bool(inv.platform["lab"] and nameservers)
+def resolver_context(plan: HostPlan) -> dict:
+    """unbound settings: an isolated lab resolver answers only the platform's zones from
+    its `dns` hosts and refuses everything else; otherwise it resolves and validates
+    with a static trust anchor kept current by the dns-root-data package."""
+    resolver = plan.resolver
     return {
-        "module_config": "iterator" if isolated else "validator iterator",
-        "refuse_everything_else": isolated,
-        "stub_zones": sorted(zones(inv)) if isolated else [],
-        "stub_addresses": [h.address for h in nameservers],
-        # a static anchor kept current by the dns-root-data package: no network at start
-        "trust_anchor_file": "" if isolated else "/usr/share/dns/root.key",
+        "module_config": "iterator" if resolver.isolated else "validator iterator",
+        "refuse_everything_else": resolver.isolated,
+        "stub_zones": resolver.zones,
+        "stub_addresses": resolver.nameservers,
+        "trust_anchor_file": "" if resolver.isolated else "/usr/share/dns/root.key",
     }
 
 
-@pyinfra_deploy("mailstack base")
-def deploy() -> None:
-    me = this_host()
-    apt.update(name="Refresh package lists (daily)", cache_time=86400)
-    install("base", PACKAGES)
-
-    names = [
-        files.put(name="Host name", src=text(me.name), dest="/etc/hostname"),
-        files.template(name="/etc/hosts", src=template("base/hosts.j2"), dest="/etc/hosts",
-                       address=me.address, fqdn=me.fqdn, short_name=me.name),
-        files.put(name="/etc/mailname", src=text(me.fqdn), dest="/etc/mailname"),
+def configure(plan: HostPlan) -> list[Service]:
+    me = plan.host
+    return [
+        Service(None, (
+            File.template("/etc/hosts", "base/hosts.j2", {"address": me.address, "fqdn": me.fqdn,
+                                                         "short_name": me.name}),
+            File.text("/etc/mailname", me.fqdn),
+            File.text("/etc/timezone", "Etc/UTC"),
+        )),
+        Service("nftables", (File.template("/etc/nftables.conf", "base/nftables.conf.j2",
+                                           {"rules": [o.rule() for o in plan.openings]}, mode="0755"),),
+                check="nft -c -f /etc/nftables.conf"),
+        Service("unbound", (
+            File.template("/etc/unbound/unbound.conf.d/mailstack.conf", "base/unbound.conf.j2",
+                          resolver_context(plan)),
+            File.template("/etc/default/unbound", "base/unbound.default.j2", {}),
+        ), check="unbound-checkconf"),
+        # after unbound runs: the host resolves through it from here on
+        Service(None, (File.text("/etc/resolv.conf", "nameserver 127.0.0.1\noptions edns0"),)),
     ]
-    server.shell(name="Apply the host name", commands=["hostname -F /etc/hostname"],
-                 _if=names[0].did_change)
+
+
+def install(plan: HostPlan) -> None:
+    server.hostname(name="Host name", hostname=plan.name)
     files.link(name="Time zone UTC", path="/etc/localtime", target="/usr/share/zoneinfo/Etc/UTC")
-    files.put(name="/etc/timezone", src=text("Etc/UTC"), dest="/etc/timezone")
-    sysctl = files.template(name="sysctl settings", src=template("base/sysctl.conf.j2"),
-                            dest="/etc/sysctl.d/60-mailstack.conf")
-    server.shell(name="Apply sysctl settings (not inside containers)",
-                 commands=["systemd-detect-virt -cq || sysctl -q -p /etc/sysctl.d/60-mailstack.conf"],
-                 _if=sysctl.did_change)
-
-    configure_service("nftables", [ConfigFile("/etc/nftables.conf", template="base/nftables.conf.j2", mode="0755")],
-                      {"rules": [o.rule() for o in openings(inventory(), me)]}, check="nft -c -f /etc/nftables.conf")
-
-    context = resolver_context()
+    if plan.tune_kernel:  # a container shares its kernel with the lab machine
+        for key, value in SYSCTL.items():
+            server.sysctl(name=f"sysctl {key}", key=key, value=value, persist=True, persist_file=SYSCTL_FILE)
     files.file(name="No self-updating trust anchor (network at start)",
                path="/etc/unbound/unbound.conf.d/root-auto-trust-anchor-file.conf", present=False)
-    configure_service("unbound", [
-        ConfigFile("/etc/unbound/unbound.conf.d/mailstack.conf", template="base/unbound.conf.j2"),
-        ConfigFile("/etc/default/unbound", template="base/unbound.default.j2"),
-    ], context, check="unbound-checkconf")
-    files.put(name="Use the local resolver", src=text("nameserver 127.0.0.1\noptions edns0"),
-              dest="/etc/resolv.conf")
 
+
+COMPONENT = Component(
+    name="base",
+    roles=None,
+    packages=("unbound", "openssl", "ca-certificates", "systemd-timesyncd", "nftables"),
+    units=("unbound", "nftables"),
+    disabled_units=("unbound-resolvconf.service",),
+    local=(("127.0.0.1", 53),),
+    install=install,
+    configure=configure,
+)

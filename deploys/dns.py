@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
-from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys.common import ConfigFile, configure_service, install, inventory, this_host
+from mailstack.component import Component, File, Opening, Service
 from mailstack.dns import zone_file, zones
+from mailstack.plan import HostPlan
 
-PACKAGES = ("nsd",)
 ZONES_DIR = "/etc/nsd/zones"
 
 
-@pyinfra_deploy("mailstack dns")
-def deploy() -> None:
-    install("nsd", PACKAGES)
-    inv, me = inventory(), this_host()
-    all_zones = zones(inv)
-    items = [ConfigFile(f"{ZONES_DIR}/{zone}.zone", content=zone_file(inv, zone, records, me))
-             for zone, records in all_zones.items()]
-    items.insert(0, ConfigFile("/etc/nsd/nsd.conf", template="dns/nsd.conf.j2"))
+def configure(plan: HostPlan) -> list[Service]:
+    all_zones = zones(plan.inv)
     checks = ["nsd-checkconf /etc/nsd/nsd.conf"]
     checks += [f"nsd-checkzone {zone} {ZONES_DIR}/{zone}.zone >/dev/null" for zone in all_zones]
+    return [Service("nsd", (
+        File.template("/etc/nsd/nsd.conf", "dns/nsd.conf.j2", {"address": plan.host.address,
+                                                                "zones": sorted(all_zones), "zones_dir": ZONES_DIR}),
+        *(File.text(f"{ZONES_DIR}/{zone}.zone", zone_file(plan.inv, zone, records, plan.host))
+          for zone, records in all_zones.items()),
+    ), check=" && ".join(checks))]
+
+
+def install(plan: HostPlan) -> None:
     files.directory(name=ZONES_DIR, path=ZONES_DIR, mode="0755")
-    configure_service("nsd", items, {"address": me.address, "zones": sorted(all_zones),
-                                     "zones_dir": ZONES_DIR}, check=" && ".join(checks))
+
+
+def openings(plan: HostPlan) -> list[Opening]:
+    """The lab's zones, for every lab host and the tests (`mailstack check` keeps `dns` in labs)."""
+    return [Opening(53, proto, "dns: the lab's zones", bind=plan.host.address) for proto in ("tcp", "udp")]
+
+
+COMPONENT = Component(
+    name="dns",
+    roles=frozenset({"dns"}),
+    packages=("nsd",),
+    units=("nsd",),
+    openings=openings,
+    install=install,
+    configure=configure,
+)

@@ -3,74 +3,88 @@ Sieve, users from the inventory (hashed passwords) and the SASL socket for Postf
 
 from __future__ import annotations
 
-from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files, server
 
 from deploys import tls
-from deploys.common import ConfigFile, configure_service, guard, install, inventory, template, this_host
+from mailstack.component import Component, File, Opening, Service, guard
+from mailstack.plan import HostPlan
 
-PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve")
 VMAIL_UID = 5000
 ETC = "/etc/dovecot/mailstack"
 SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}
-# passdb-%s: which users may log in over each protocol ("smtp" = Postfix SASL)
-PROTOCOL_SWITCH = {"imap": "imap", "pop3": "pop3", "smtp": None}
+POP3_STARTTLS_PORT = 110
+# passdb-<name>: who may log in where. Dovecot picks the file by service (%s) and, for
+# POP3 on port 110, adds "-starttls": each domain decides for its own users.
+PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
+           "pop3-starttls": lambda d: d.pop3 and d.pop3_starttls, "smtp": lambda d: True}
 
 
-def hosted_domains():
-    me = this_host()
-    return [d for d in inventory().domains if me.name in d.mailbox]
+def passdb(plan: HostPlan, allowed) -> str:
+    """passwd-file lines of the enabled users whose domain `allowed` this way in."""
+    domains = {d.name: d for d in plan.mailbox_domains}
+    return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::" for u in plan.inv.users
+                     if u.enabled and u.domain in domains and allowed(domains[u.domain]))
 
 
-def passdb(protocol_switch: str | None) -> str:
-    """passwd-file lines of enabled users allowed to use one protocol."""
-    domains = {d.name: d for d in hosted_domains()}
-    lines = [f"{guard(u.address)}:{guard(u.password)}::::::" for u in inventory().users
-             if u.enabled and u.domain in domains
-             and (protocol_switch is None or getattr(domains[u.domain], protocol_switch))]
-    return "\n".join(lines)
-
-
-def userdb() -> str:
-    domains = {d.name for d in hosted_domains()}
+def userdb(plan: HostPlan) -> str:
+    domains = {d.name for d in plan.mailbox_domains}
     return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}"
-                     for u in inventory().users if u.domain in domains)
+                     for u in plan.inv.users if u.domain in domains)
 
 
-@pyinfra_deploy("mailstack dovecot")
-def deploy() -> None:
-    install("Dovecot", PACKAGES)
-    inv = inventory()
+def pop3_starttls(plan: HostPlan) -> bool:
+    return any(d.pop3 and d.pop3_starttls for d in plan.mailbox_domains)
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    inv, settings = plan.inv, plan.inv.dovecot
+    context = {
+        **tls.context(plan),
+        "etc": ETC,
+        "vmail_uid": VMAIL_UID,
+        "mail_location": {"maildir": "maildir:~/Maildir", "mdbox": "mdbox:~/mdbox"}[settings["mail_format"]],
+        "autoexpunge_trash": settings["autoexpunge_trash"],
+        "autoexpunge_junk": settings["autoexpunge_junk"],
+        "max_user_connections": settings["max_user_connections"],
+        "pop3_plain_port": POP3_STARTTLS_PORT if pop3_starttls(plan) else 0,
+        "pop3_starttls_port": POP3_STARTTLS_PORT,
+        "protocols": "imap pop3 lmtp",
+        "postmaster": inv.platform["postmaster"],
+        "postfix_here": plan.is_mta,
+    }
+    return [
+        Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2", {}),),
+                on_change=f"sievec {ETC}/spam-to-junk.sieve"),
+        Service("dovecot", (
+            File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
+            File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
+            *(File.text(f"{ETC}/passdb-{name}", passdb(plan, allowed), **SECRET) for name, allowed in PASSDBS.items()),
+        ), check="doveconf -n >/dev/null"),
+    ]
+
+
+def install(plan: HostPlan) -> None:
     server.group(name="vmail group", group="vmail", gid=VMAIL_UID)
     server.user(name="vmail user", user="vmail", uid=VMAIL_UID, group="vmail",
                 home="/var/vmail", shell="/usr/sbin/nologin", ensure_home=False)
-    files.directory(name="/var/vmail", path="/var/vmail", user="vmail", group="vmail",
-                    mode="0750")
+    files.directory(name="/var/vmail", path="/var/vmail", user="vmail", group="vmail", mode="0750")
     files.directory(name=ETC, path=ETC, mode="0755")
-    sieve = files.template(name="Global Sieve: spam into Junk", src=template("dovecot/spam-to-junk.sieve.j2"),
-                           dest=f"{ETC}/spam-to-junk.sieve")
-    server.shell(name="Compile the global Sieve script",
-                 commands=[f"sievec {ETC}/spam-to-junk.sieve"], _if=sieve.did_change)
 
-    pop3_starttls = any(d.pop3 and d.pop3_starttls for d in hosted_domains())
-    items = [ConfigFile("/etc/dovecot/dovecot.conf", template="dovecot/dovecot.conf.j2"),
-             ConfigFile(f"{ETC}/userdb", content=userdb(), **SECRET)]
-    items += [ConfigFile(f"{ETC}/passdb-{protocol}", content=passdb(switch), **SECRET)
-              for protocol, switch in PROTOCOL_SWITCH.items()]
-    dovecot = inv.dovecot
-    context = {
-        **tls.context(),
-        "etc": ETC,
-        "vmail_uid": VMAIL_UID,
-        "mail_location": {"maildir": "maildir:~/Maildir",
-                          "mdbox": "mdbox:~/mdbox"}[dovecot["mail_format"]],
-        "autoexpunge_trash": dovecot["autoexpunge_trash"],
-        "autoexpunge_junk": dovecot["autoexpunge_junk"],
-        "max_user_connections": dovecot["max_user_connections"],
-        "pop3_plain_port": 110 if pop3_starttls else 0,
-        "protocols": "imap pop3 lmtp",
-        "postmaster": inv.platform["postmaster"],
-        "postfix_here": bool({"mx", "submission"} & set(this_host().roles)),
-    }
-    configure_service("dovecot", items, context, check="doveconf -n >/dev/null")
 
+def openings(plan: HostPlan) -> list[Opening]:
+    if not pop3_starttls(plan):
+        return []
+    return [Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)")]
+
+
+COMPONENT = Component(
+    name="dovecot",
+    roles=frozenset({"mailbox"}),
+    packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve"),
+    units=("dovecot",),
+    public={"mailbox": ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3, implicit TLS"))},
+    section="dovecot",
+    openings=openings,
+    install=install,
+    configure=configure,
+)

@@ -9,15 +9,12 @@ rspamd cannot be reached mail is deferred (4xx), never accepted unscanned.
 
 from __future__ import annotations
 
-import re
-
-from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys import rspamd, smime, tls
-from deploys.common import ConfigFile, configure_service, guard, install, inventory, table, this_host
+from deploys import rspamd, tls
+from mailstack.component import Component, File, Opening, Service, guard, table
+from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
-PACKAGES = ("postfix",)
 MAPS = "/etc/postfix/mailstack"
 LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 
@@ -27,36 +24,23 @@ def header_rules(*patterns: str) -> str:
     return "\n".join(f"/{guard(p)}/ IGNORE" for p in patterns)
 
 
-def own_authserv_ids() -> str:
-    """Authentication-Results that claim to come from one of the platform's hosts."""
-    names = "|".join(re.escape(h.fqdn) for h in inventory().hosts if not h.outside)
-    return rf"^Authentication-Results:\s*({names})\b"
-
-
-def maps() -> dict[str, str]:
+def maps(plan: HostPlan) -> dict[str, str]:
     """The lookup tables (texthash) this host needs, by file name."""
-    inv, me = inventory(), this_host()
-    mx_domains = [d for d in inv.domains if me.name in d.mx]
-    mx_names = {d.name for d in mx_domains}
-    transport = []
-    for domain in mx_domains:
-        store = domain.mailbox[0]
-        target = ("lmtp:unix:private/dovecot-lmtp" if store == me.name
-                  else f"lmtp:inet:[{inv.host(store).fqdn}]:24")
-        transport.append((domain.name, target))
-    submit_domains = {d.name for d in inv.domains if me.name in d.submission}
-    nexthop = smime_nexthop("port")
+    inv = plan.inv
+    mx_names = {d.name for d in plan.mx_domains}
     strip = inv.postfix["strip_internal_headers"]
-    ours = ("^X-Mailstack-", own_authserv_ids())  # headers only the platform writes, or claims in its name
+    ours = ("^X-Mailstack-", own_authserv_ids(plan))  # headers only the platform writes, or claims in its name
+    to_gateway = plan.gateway.nexthop(inv.smime["port"]) if plan.gateway else None
     return {
-        "smime-recipients": table((d.name, f"FILTER smime:{nexthop}") for d in mx_domains
-                                  if nexthop and smime.smime_enabled(d)),
+        "smime-recipients": table((d.name, f"FILTER smime:{to_gateway}") for d in plan.mx_domains
+                                  if to_gateway and d.smime_enabled),
         "domains": table((d, "OK") for d in sorted(mx_names)),
         "mailboxes": table((u.address, f"{u.domain}/{u.address.split('@')[0]}/")
                            for u in inv.users if u.domain in mx_names),
         "aliases": table((a.address, ",".join(a.to)) for a in inv.aliases if a.domain in mx_names),
-        "transport": table(transport),
-        "senders": table((a, ",".join(u)) for a, u in inv.senders(submit_domains).items()),
+        "transport": table((d.name, plan.lmtp_target(d)) for d in plan.mx_domains),
+        "senders": table((a, ",".join(u)) for a, u in
+                         inv.senders({d.name for d in plan.submission_domains}).items()),
         "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
         "local-aliases": table((name, inv.platform["postmaster"]) for name in LOCAL_ALIASES),
         "header-checks": header_rules(*ours),  # every way in
@@ -77,23 +61,27 @@ GATEWAY_ONLY = ("content_filter=", "smtpd_client_restrictions=permit_mynetworks,
 NO_CHECKS = "no_unknown_recipient_checks,no_header_body_checks,no_address_mappings"
 
 
-def services(smime_settings: dict) -> list[dict]:
+def return_listen(plan: HostPlan) -> str:
+    """Where Postfix here takes mail back from the S/MIME gateway."""
+    return "127.0.0.1" if plan.gateway.plaintext else plan.host.address
+
+
+def services(plan: HostPlan) -> list[dict]:
     """The master.cf listeners this host needs beyond Postfix's internal services."""
-    me = this_host()
-    result = []
-    if "mx" in me.roles and inventory().postfix["postscreen"]:
+    inv, hop, result = plan.inv, plan.gateway, []
+    if "mx" in plan.roles and inv.postfix["postscreen"]:
         result += [{"line": "smtp      inet  n       -       n       -       1       postscreen"},
                    {"line": "smtpd     pass  -       -       n       -       -       smtpd"},
                    {"line": "dnsblog   unix  -       -       n       -       0       dnsblog"},
                    {"line": "tlsproxy  unix  -       -       n       -       0       tlsproxy"}]
-    elif "mx" in me.roles:
+    elif "mx" in plan.roles:
         result.append({"line": "smtp      inet  n       -       n       -       -       smtpd"})
-    if "submission" in me.roles:
+    if "submission" in plan.roles:
         # rspamd checks submitted mail here (header From bound to the login); with the
         # S/MIME gateway it signs DKIM only when the mail comes back (10027), after S/MIME
-        via_gateway = ([f"content_filter=smime:{smime_settings['smime_submission_nexthop']}",
+        via_gateway = ([f"content_filter=smime:{hop.nexthop(inv.smime['submission_port'])}",
                         f"milter_macro_daemon_name={rspamd.SUBMISSION_VIA_GATEWAY}"]
-                       if smime_settings["smime"] else ["milter_macro_daemon_name=ORIGINATING"])
+                       if hop else ["milter_macro_daemon_name=ORIGINATING"])
         result += [
             {"line": "submission-cleanup unix n - n - 0 cleanup",
              "options": [f"header_checks=regexp:{MAPS}/submission-header-checks"]},
@@ -104,81 +92,84 @@ def services(smime_settings: dict) -> list[dict]:
              "options": ["syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes", *SUBMISSION,
                          *via_gateway]},
         ]
-    if smime_settings["smime"]:
-        s = smime_settings
-        returning = [f"mynetworks={s['smime_clients']}", f"smtpd_tls_security_level={s['smime_return_tls_level']}",
-                     *GATEWAY_ONLY]
+    if hop:
+        listen = return_listen(plan)
+        returning = [f"mynetworks={'127.0.0.1' if hop.plaintext else hop.gateway.address}/32",
+                     f"smtpd_tls_security_level={'none' if hop.plaintext else 'encrypt'}", *GATEWAY_ONLY]
         result += [
             {"line": "smime     unix  -       -       n       -       10      smtp",
-             "options": ["syslog_name=postfix/smime", f"smtp_tls_security_level={s['smime_tls_level']}",
+             "options": ["syslog_name=postfix/smime",
+                         f"smtp_tls_security_level={'none' if hop.plaintext else 'secure'}",
                          "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.CA}",
                          "smtp_host_lookup=native", "smtp_send_xforward_command=no", "smtp_header_checks="]},
-            {"line": f"{s['smime_return_inbound']} inet n - n - - smtpd",
+            {"line": f"{listen}:{inv.smime['reinject_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",
                          "smtpd_milters=", *returning]},
-            {"line": f"{s['smime_return_outbound']} inet n - n - - smtpd",
+            {"line": f"{listen}:{inv.smime['reinject_outbound_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-outbound", f"receive_override_options={NO_CHECKS}",
                          "milter_macro_daemon_name=ORIGINATING", *returning]},
         ]
     return [{"options": [], **service} for service in result]
 
 
-def smime_nexthop(listener: str) -> str | None:
-    """Where this host's Postfix hands mail to the S/MIME gateway, if it uses one:
-    `listener` "port" for mail from outside, "submission_port" for submitted mail."""
-    gateway = smime.gateway_host()
-    if gateway is None or this_host().outside:
-        return None
-    settings = inventory().smime
-    name = "127.0.0.1" if settings["plaintext_loopback"] else gateway.fqdn
-    return f"[{name}]:{settings[listener]}"
-
-
-def smime_context() -> dict:
-    """master.cf settings of the gateway hops: out over TLS, back on two listeners that
-    only the gateway may use (inbound: already scanned; outbound: rspamd signs there)."""
-    nexthop = smime_nexthop("port")
-    if nexthop is None:
-        return {"smime": False}
-    inv, me = inventory(), this_host()
-    settings = inv.smime
-    loopback = settings["plaintext_loopback"]
-    listen = "127.0.0.1" if loopback else me.address
-    return {
-        "smime": True,
-        "smime_nexthop": nexthop,
-        "smime_submission_nexthop": smime_nexthop("submission_port"),
-        "smime_tls_level": "none" if loopback else "secure",
-        "smime_return_tls_level": "none" if loopback else "encrypt",
-        "smime_return_inbound": f"{listen}:{settings['reinject_port']}",
-        "smime_return_outbound": f"{listen}:{settings['reinject_outbound_port']}",
-        "smime_clients": "127.0.0.1/32" if loopback else f"{smime.gateway_host().address}/32",
-    }
-
-
-@pyinfra_deploy("mailstack postfix")
-def deploy() -> None:
-    install("Postfix", PACKAGES)
-    inv, me = inventory(), this_host()
-    settings = inv.postfix
-    files.directory(name=MAPS, path=MAPS, mode="0755")
-    items = [ConfigFile("/etc/postfix/main.cf", template="postfix/main.cf.j2"),
-             ConfigFile("/etc/postfix/master.cf", template="postfix/master.cf.j2")]
-    items += [ConfigFile(f"{MAPS}/{name}", content=content) for name, content in maps().items()]
-    milter = rspamd.milter_address(me)
+def configure(plan: HostPlan) -> list[Service]:
+    inv, settings = plan.inv, plan.inv.postfix
     context = {
-        **tls.context(),
-        "fqdn": me.fqdn,
+        **tls.context(plan),
+        "fqdn": plan.host.fqdn,
         "platform_domain": inv.platform["domain"],
         "maps": MAPS,
         "message_size_limit": settings["message_size_limit"],
         "relay_host": settings.get("relay_host", ""),
-        "milters": f"inet:{milter}:{rspamd.MILTER_PORT}" if milter else "",
+        "milters": f"inet:{plan.milter}:{MILTER_PORT}" if plan.milter else "",
         "milter_default_action": inv.rspamd["milter_default_action"],
-        # the lab's isolated resolver refuses the root zone: skip Postfix's DNSSEC probe of it
-        "dnssec_probe": "" if inv.platform["lab"] else "ns:.",
+        "dnssec_probe": plan.dnssec_probe,
         "outbound_header_checks": f"regexp:{MAPS}/outbound-header-checks" if settings["strip_internal_headers"]
         else "",
-        "services": services(smime_context()),
+        "services": services(plan),
     }
-    configure_service("postfix", items, context, check="postfix check")
+    return [Service("postfix", (
+        File.template("/etc/postfix/main.cf", "postfix/main.cf.j2", context),
+        File.template("/etc/postfix/master.cf", "postfix/master.cf.j2", context),
+        *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
+    ), check="postfix check")]
+
+
+def install(plan: HostPlan) -> None:
+    files.directory(name=MAPS, path=MAPS, mode="0755")
+
+
+def _return_ports(plan: HostPlan) -> tuple[int, int]:
+    return plan.inv.smime["reinject_port"], plan.inv.smime["reinject_outbound_port"]
+
+
+def openings(plan: HostPlan) -> list[Opening]:
+    """Postfix's two return listeners, for the S/MIME gateway when it runs elsewhere."""
+    hop = plan.gateway
+    if not hop or hop.gateway.name == plan.name:
+        return []
+    return [Opening(port, "tcp", "Postfix: mail back from the S/MIME gateway", (hop.gateway.address,),
+                    bind=return_listen(plan)) for port in _return_ports(plan)]
+
+
+def local(plan: HostPlan) -> set[tuple[str, int]]:
+    """The return listeners, when the gateway runs on this host."""
+    hop = plan.gateway
+    if not hop or hop.gateway.name != plan.name:
+        return set()
+    return {(return_listen(plan), port) for port in _return_ports(plan)}
+
+
+COMPONENT = Component(
+    name="postfix",
+    roles=frozenset({"mx", "submission"}),
+    packages=("postfix",),
+    units=("postfix",),
+    public={"mx": ((25, "SMTP from the Internet"),),
+            "submission": ((587, "submission, STARTTLS"), (465, "submission, implicit TLS"))},
+    local=local,
+    section="postfix",
+    openings=openings,
+    install=install,
+    configure=configure,
+)

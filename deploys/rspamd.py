@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 
-from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import files
 
-from deploys.common import ConfigFile, configure_service, guard, install, inventory, put_secret, table, this_host
+from mailstack.component import Component, File, Opening, Service, guard, table
+from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
-PACKAGES = ("rspamd", "redis-server")
-MILTER_PORT = 11332
 ETC = "/etc/rspamd"
 DKIM_DIR = "/var/lib/rspamd/dkim"
 MAPS_DIR = "/etc/rspamd/maps.d"
@@ -23,7 +21,7 @@ CONFIG = ("override.d/options.inc", "local.d/worker-proxy.inc", "local.d/worker-
           "local.d/actions.conf", "local.d/dkim_signing.conf", "local.d/arc.conf",
           "local.d/milter_headers.conf", "local.d/greylist.conf", "local.d/multimap.conf",
           "local.d/settings.conf")
-# files with a password: never shown by --diff, readable by rspamd only
+# files with a password: never shown, readable by rspamd only
 SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
 REDIS_INCLUDE = "/etc/redis/mailstack.conf"
 # MTA-Tag (Postfix's milter daemon name) of submitted mail on its way to the S/MIME
@@ -31,87 +29,102 @@ REDIS_INCLUDE = "/etc/redis/mailstack.conf"
 SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
 
 
-def milter_address(host) -> str | None:
-    """Where Postfix on `host` reaches rspamd: loopback when it filters itself,
-    else the first filter host; none for an `outside` host or without filters."""
-    filters = inventory().hosts_with("filter")
-    if host.outside or not filters:
-        return None
-    return "127.0.0.1" if "filter" in host.roles else filters[0].address
-
-
-def _lists(kind: str) -> dict[str, list[str]]:
+def _lists(plan: HostPlan, kind: str) -> dict[str, list[str]]:
     """allow/deny data of every domain, split by what rspamd matches on."""
-    lists = [getattr(d, kind) for d in inventory().domains]
+    lists = [getattr(d, kind) for d in plan.inv.domains]
     entries = [e for entry in lists for e in entry["senders"]]
-    ips = sorted({ip for entry in lists for ip in entry["ips"]})
     return {
         "addresses": sorted({e.lower() for e in entries if not e.startswith("@")}),
         "domains": sorted({e[1:].lower() for e in entries if e.startswith("@")}),
-        "ips": ips,
+        "ips": sorted({ip for entry in lists for ip in entry["ips"]}),
     }
 
 
-def _policies() -> list[dict]:
+def _policies(plan: HostPlan) -> list[dict]:
     """Per-domain actions for domains that do not reject spam at SMTP time:
     quarantine files it into Junk; a confirmed discard drops it (rspamd logs each)."""
-    reject_score = inventory().rspamd["reject_score"]
+    reject_score = plan.inv.rspamd["reject_score"]
     actions = {"quarantine": [("reject", "null")],
                "discard": [("reject", "null"), ("discard", reject_score)]}
     return [{"id": "domain_" + domain.name.replace(".", "_").replace("-", "_"),
              "domain": domain.name, "actions": actions[domain.inbound["spam"]]}
-            for domain in inventory().domains if domain.inbound["spam"] != "reject"]
+            for domain in plan.inv.domains if domain.inbound["spam"] != "reject"]
 
 
-@pyinfra_deploy("mailstack rspamd")
-def deploy() -> None:
-    install("rspamd", PACKAGES)
-    inv, me = inventory(), this_host()
-    settings = inv.rspamd
-    signing = []
-    for domain in inv.own_domains():
-        if domain.dkim["enabled"]:
-            key = dkim_key(inv, domain.name, domain.dkim["selector"], domain.dkim["bits"])
-            dest = f"{DKIM_DIR}/{domain.name}.{domain.dkim['selector']}.key"
-            signing.append({"name": domain.name, "selector": domain.dkim["selector"],
-                            "path": dest, "source": str(key)})
-    files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
-    files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
-    keys = [put_secret(f"DKIM key {s['name']}", s["path"], src=s["source"], group="_rspamd", mode="0640")
-            for s in signing]
+def _signing(plan: HostPlan) -> list[dict]:
+    """DKIM keys of the platform's own domains: (name, selector, path on the host, key here)."""
+    return [{"name": d.name, "selector": d.dkim["selector"], "path": f"{DKIM_DIR}/{d.name}.{d.dkim['selector']}.key",
+             "source": dkim_key(plan.inv, d.name, d.dkim["selector"], d.dkim["bits"])}
+            for d in plan.own_domains if d.dkim["enabled"]]
 
-    items = [ConfigFile(f"{ETC}/{name}", template=f"rspamd/{name.split('/')[1]}.j2") for name in CONFIG]
-    items += [ConfigFile(f"{ETC}/{name}", template=f"rspamd/{name.split('/')[1]}.j2", secret=True,
-                         group="_rspamd", mode="0640") for name in SECRET_CONFIG]
-    items.append(ConfigFile(f"{ETC}/rspamd.local.lua", template="rspamd/rspamd.local.lua.j2"))
-    for kind in ("allow", "deny"):
-        for what, values in _lists(kind).items():
-            items.append(ConfigFile(f"{MAPS_DIR}/{kind}_{what}.map", content="\n".join(guard(values))))
-    items.append(ConfigFile(f"{MAPS_DIR}/senders.map",
-                            content=table((address, ",".join(logins)) for address, logins in inv.senders().items())))
+
+def configure(plan: HostPlan) -> list[Service]:
+    inv, settings = plan.inv, plan.inv.rspamd
+    signing = _signing(plan)
     context = {
-        "proxy_bind": "127.0.0.1" if all(milter_address(h) in (None, "127.0.0.1")
-                                          for h in inv.hosts_with("mx")) else me.address,
+        "proxy_bind": plan.rspamd_bind,
         "milter_port": MILTER_PORT,
         "dns_timeout": settings["dns_timeout"],
         "reject_score": settings["reject_score"],
         "add_header_score": settings["add_header_score"],
         "arc_enabled": "true" if settings["arc"] else "false",
-        "signing": signing,
+        "signing": [{k: v for k, v in s.items() if k != "source"} for s in signing],
         "maps_dir": MAPS_DIR,
-        "policies": _policies(),
+        "policies": _policies(plan),
         # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
-        "sign_networks": json.dumps([h.address for h in inv.hosts_with("smime") if not h.outside]),
+        "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         "redis_password": password(inv, "redis"),
         "controller_password": password(inv, "rspamd-controller"),
     }
-    include = files.line(name="Redis reads mailstack's settings", path="/etc/redis/redis.conf",
-                         line=f"include {REDIS_INCLUDE}")
-    configure_service("redis-server", [
-        ConfigFile(REDIS_INCLUDE, template="rspamd/redis-server.conf.j2", secret=True, group="redis", mode="0640"),
-    ], context, extra_changes=(include,))
-    stale = files.file(name="No controller settings left in local.d (override.d has them)",
-                       path=f"{ETC}/local.d/worker-controller.inc", present=False)
-    configure_service("rspamd", items, context, check="rspamadm configtest -q",
-                      extra_changes=(*keys, stale))
+    secret = {"secret": True, "group": "_rspamd", "mode": "0640"}
+    lists = [File.text(f"{MAPS_DIR}/{kind}_{what}.map", "\n".join(guard(values)))
+             for kind in ("allow", "deny") for what, values in _lists(plan, kind).items()]
+    return [
+        Service("redis-server", (File.template(REDIS_INCLUDE, "rspamd/redis-server.conf.j2", context,
+                                               secret=True, group="redis", mode="0640"),)),
+        Service("rspamd", (
+            *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context) for name in CONFIG),
+            *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context, **secret)
+              for name in SECRET_CONFIG),
+            File.template(f"{ETC}/rspamd.local.lua", "rspamd/rspamd.local.lua.j2", context),
+            *lists,
+            File.text(f"{MAPS_DIR}/senders.map",
+                      table((address, ",".join(logins)) for address, logins in inv.senders().items())),
+            *(File.copy(s["path"], s["source"], secret=True, group="_rspamd", mode="0640") for s in signing),
+        ), check="rspamadm configtest -q"),
+    ]
+
+
+def install(plan: HostPlan) -> None:
+    files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
+    files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
+    files.line(name="Redis reads mailstack's settings", path="/etc/redis/redis.conf", line=f"include {REDIS_INCLUDE}")
+    files.file(name="No controller settings left in local.d (override.d has them)",
+               path=f"{ETC}/local.d/worker-controller.inc", present=False)
+
+
+def local(plan: HostPlan) -> set[tuple[str, int]]:
+    ports = {("127.0.0.1", 11333), ("127.0.0.1", 11334), ("127.0.0.1", 6379), ("::1", 6379)}
+    return ports | ({("127.0.0.1", MILTER_PORT)} if plan.rspamd_bind == "127.0.0.1" else set())
+
+
+def openings(plan: HostPlan) -> list[Opening]:
+    """The milter port, for Postfix hosts that use this filter from elsewhere."""
+    users = plan.peers(h for h in plan.inv.hosts if not h.outside and {"mx", "submission"} & set(h.roles))
+    if plan.rspamd_bind == "127.0.0.1" or not users:
+        return []
+    return [Opening(MILTER_PORT, "tcp", "filter: rspamd milter for Postfix", users, bind=plan.rspamd_bind)]
+
+
+COMPONENT = Component(
+    name="rspamd",
+    roles=frozenset({"filter"}),
+    packages=("rspamd", "redis-server"),
+    units=("rspamd", "redis-server"),
+    local=local,
+    section="rspamd",
+    openings=openings,
+    install=install,
+    configure=configure,
+)

@@ -6,89 +6,61 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyinfra import host as pyinfra_host
-from pyinfra.api import deploy as pyinfra_deploy
-from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import File
-from pyinfra.operations import files, server
+from pyinfra.operations import files, pip, server
 
 from deploys import tls
-from deploys.common import ConfigFile, configure_service, install, inventory, put_secret, this_host
+from mailstack.component import Component, File, Opening, Service
+from mailstack.inventory import Positions, Problem
+from mailstack.plan import HostPlan
 from mailstack.secrets import domain_certificate
 
-PACKAGES = ("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl")
 USER = "mailstack-smime"
 HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
 SOURCE = Path(__file__).resolve().parent.parent / "smimegw"
 TRUST = "/etc/ssl/certs/ca-certificates.crt"  # includes the platform CA (tls deploy)
+OWNED = {"user": USER, "group": USER}
 
 
-def gateway_host():
-    """The gateway Postfix uses: the first `smime` host of the platform, if any."""
-    hosts = [h for h in inventory().hosts_with("smime") if not h.outside]
-    return hosts[0] if hosts else None
-
-
-def smime_enabled(domain) -> bool:
-    return domain.smime["sign"] != "never" or domain.smime["encrypt"] != "never"
-
-
-def _certificate(domain: str, policy) -> tuple[str, str]:
+def _tenant_files(plan: HostPlan, domain) -> tuple[str | Path, str | Path]:
     """A tenant's (certificate, key) on the control machine: the inventory's files, else
-    the lab CA's."""
-    inv = inventory()
-    if "certificate" in policy and "key" in policy:
-        return policy["certificate"], policy["key"]
-    if inv.tls["source"] != "lab-ca":
-        raise DeployError(f"S/MIME tenant {domain} needs smime.certificate and smime.key")
-    cert, key = domain_certificate(inv, domain)
-    return str(cert), str(key)
+    the lab CA's (`mailstack check` refuses other sources without files)."""
+    if "certificate" in domain.smime and "key" in domain.smime:
+        return domain.smime["certificate"], domain.smime["key"]
+    return domain_certificate(plan.inv, domain.name)
 
 
-def domains() -> tuple[dict, dict, list[tuple[str, str, bool]]]:
-    """Tenants and partners as the gateway sees them, and the files to install
-    (local source, remote path, private)."""
-    inv = inventory()
-    tenants, partners, installs = {}, {}, []
-    own = {d.name for d in inv.own_domains()}
-    for domain in inv.own_domains():
+def tenants_and_partners(plan: HostPlan) -> tuple[dict, dict, list[File]]:
+    """Tenants and partners as the gateway sees them, and their certificate files."""
+    tenants, partners, installed = {}, {}, []
+    for domain in plan.own_domains:
         # every own domain is local to the gateway; only S/MIME tenants get certificates
         tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"]}
-        if smime_enabled(domain):
-            cert, key = _certificate(domain.name, domain.smime)
-            tenants[domain.name].update(cert=f"{ETC}/tenants/{domain.name}.pem",
-                                        key=f"{ETC}/tenants/{domain.name}.key")
-            installs += [(cert, tenants[domain.name]["cert"], False),
-                         (key, tenants[domain.name]["key"], True)]
-    for partner in inv.smime["partners"]:
+        if domain.smime_enabled:
+            cert, key = _tenant_files(plan, domain)
+            paths = {"cert": f"{ETC}/tenants/{domain.name}.pem", "key": f"{ETC}/tenants/{domain.name}.key"}
+            tenants[domain.name].update(paths)
+            installed += [File.copy(paths["cert"], cert, **OWNED),
+                          File.copy(paths["key"], key, mode="0600", secret=True, **OWNED)]
+    for partner in plan.inv.smime["partners"]:
         name = partner["domain"]
         cert = partner.get("certificate")
-        lab_outside = name not in own and name in {d.name for d in inv.domains}
-        if cert is None and lab_outside and inv.tls["source"] == "lab-ca":
-            cert = str(domain_certificate(inv, name)[0])
+        if name in plan.lab_partner_certificates:
+            cert = domain_certificate(plan.inv, name)[0]
         entry = {"sign": partner["sign"], "encrypt": partner["encrypt"], "cert": None}
         if cert:
             entry["cert"] = f"{ETC}/partners/{name}.pem"
-            installs.append((cert, entry["cert"], False))
+            installed.append(File.copy(entry["cert"], cert, **OWNED))
         partners[name] = entry
-    return tenants, partners, installs
+    return tenants, partners, installed
 
 
-def mta_addresses() -> list[str]:
-    """Postfix hosts that hand mail to the gateway."""
-    return sorted(h.address for h in inventory().hosts
-                  if not h.outside and {"mx", "submission"} & set(h.roles))
-
-
-def config() -> dict:
-    inv, me = inventory(), this_host()
-    settings = inv.smime
-    tenants, partners, _ = domains()
-    loopback = settings["plaintext_loopback"]
+def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
+    inv, hop, settings = plan.inv, plan.gateway, plan.inv.smime
+    plaintext = hop.plaintext
     return {
-        "hostname": me.fqdn,
-        "listen": "127.0.0.1" if loopback else me.address,
+        "hostname": plan.host.fqdn,
+        "listen": hop.gateway_listen,
         "port": settings["port"],
         "submission_port": settings["submission_port"],
         "max_message_size": inv.postfix["message_size_limit"],
@@ -96,12 +68,12 @@ def config() -> dict:
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
         "trust": TRUST,
-        "tls_cert": None if loopback else f"{ETC}/tls/cert.pem",
-        "tls_key": None if loopback else f"{ETC}/tls/key.pem",
-        "clients": ["127.0.0.1"] if loopback else mta_addresses(),
-        "reinject_host": me.fqdn,
-        "reinject_address": "127.0.0.1" if loopback else me.address,
-        "reinject_ca": None if loopback else tls.CA,
+        "tls_cert": None if plaintext else f"{ETC}/tls/cert.pem",
+        "tls_key": None if plaintext else f"{ETC}/tls/key.pem",
+        "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),
+        "reinject_host": plan.host.fqdn,
+        "reinject_address": hop.gateway_listen,
+        "reinject_ca": None if plaintext else tls.CA,
         "inbound_port": settings["reinject_port"],
         "outbound_port": settings["reinject_outbound_port"],
         "on_missing_certificate": settings["on_missing_certificate"],
@@ -110,28 +82,89 @@ def config() -> dict:
     }
 
 
-@pyinfra_deploy("mailstack smime")
-def deploy() -> None:
-    install("S/MIME gateway", PACKAGES)
+def configure(plan: HostPlan) -> list[Service]:
+    tenants, partners, certificates = tenants_and_partners(plan)
+    cert, key, _ = tls.local_files(plan)
+    return [Service("mailstack-smime", (
+        *(File.copy(f"{HOME}/smimegw/{f.name}", f) for f in sorted(SOURCE.glob("*.py"))),
+        *certificates,
+        File.copy(f"{ETC}/tls/cert.pem", cert, **OWNED),
+        File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNED),
+        File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners), indent=2, sort_keys=True),
+                  mode="0640", group=USER),
+        File.template("/etc/systemd/system/mailstack-smime.service", "smime/mailstack-smime.service.j2",
+                      {"service_user": USER, "home": HOME, "etc": ETC}),
+    ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
+             f"--check {ETC}/config.json >/dev/null")]
+
+
+def install(plan: HostPlan) -> None:
     server.user(name="Gateway user", user=USER, system=True, home=HOME, shell="/usr/sbin/nologin",
                 ensure_home=False)
     for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
         files.directory(name=path, path=path, user="root", group=USER, mode="0750")
-    if not pyinfra_host.get_fact(File, path=f"{HOME}/venv/pyvenv.cfg"):
-        server.shell(name="Gateway venv (Debian's aiosmtpd and cryptography)",
-                     commands=[f"python3 -m venv --system-site-packages --without-pip {HOME}/venv"])
-    code = [files.put(name=f"Gateway code {f.name}", src=str(f), dest=f"{HOME}/smimegw/{f.name}",
-                      mode="0644") for f in sorted(SOURCE.glob("*.py"))]
-    _, _, installs = domains()
-    cert, key, _ = tls.local_files()
-    installs += [(str(cert), f"{ETC}/tls/cert.pem", False), (str(key), f"{ETC}/tls/key.pem", True)]
-    keys = [put_secret(f"Install {dest}", dest, src=src, user=USER, group=USER) if private
-            else files.put(name=f"Install {dest}", src=src, dest=dest, user=USER, group=USER, mode="0644")
-            for src, dest, private in installs]
-    items = [ConfigFile(f"{ETC}/config.json", content=json.dumps(config(), indent=2, sort_keys=True),
-                        mode="0640", group=USER),
-             ConfigFile("/etc/systemd/system/mailstack-smime.service", template="smime/mailstack-smime.service.j2")]
-    configure_service("mailstack-smime", items, {"service_user": USER, "home": HOME, "etc": ETC},
-                      check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
-                            f"--check {ETC}/config.json >/dev/null",
-                      extra_changes=(*code, *keys))
+    pip.virtualenv(name="Gateway venv (Debian's aiosmtpd and cryptography)", path=f"{HOME}/venv",
+                   python="python3", venv=True, site_packages=True)
+
+
+def openings(plan: HostPlan) -> list[Opening]:
+    """Both listeners, for the Postfix hosts that use this gateway from elsewhere."""
+    mtas = plan.peers(h for h in plan.inv.hosts if h.address in plan.gateway.mta_addresses)
+    settings = plan.inv.smime
+    return [Opening(settings[port], "tcp", "smime: the S/MIME gateway for Postfix", mtas,
+                    bind=plan.gateway.gateway_listen) for port in ("port", "submission_port") if mtas]
+
+
+def local(plan: HostPlan) -> set[tuple[str, int]]:
+    """Both listeners, when Postfix runs on this host too."""
+    if plan.host.address not in plan.gateway.mta_addresses:
+        return set()
+    return {(plan.gateway.gateway_listen, plan.inv.smime[port]) for port in ("port", "submission_port")}
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """S/MIME needs a gateway; plaintext only on one host; partners are not our domains;
+    tenant keys come from the inventory unless the lab CA issues them."""
+    problems = []
+    hosts, smime = data["hosts"], data["smime"]
+    gateways = [h["name"] for h in hosts if "smime" in h["roles"] and not h["outside"]]
+    mtas = [h["name"] for h in hosts if {"mx", "submission"} & set(h["roles"]) and not h["outside"]]
+    outside = {h["name"] for h in hosts if h["outside"]}
+    own = {d["name"] for d in data["domains"] if not set(d["mx"]) <= outside}
+    for i, domain in enumerate(data["domains"]):
+        policy = domain["smime"]
+        if policy["sign"] == "never" and policy["encrypt"] == "never":
+            continue
+        if not any("smime" in h["roles"] for h in hosts):
+            problems.append(pos.problem(("domains", i, "smime"), "S/MIME is enabled but no host has the 'smime' role"))
+        elif domain["name"] in own and data["tls"]["source"] != "lab-ca" and not {"certificate", "key"} <= set(policy):
+            problems.append(pos.problem(("domains", i, "smime"), "an S/MIME tenant needs smime.certificate "
+                                        "and smime.key (only the lab CA issues them itself)"))
+    for i, host in enumerate(hosts):
+        if "smime" in host["roles"] and (host["outside"] or host["name"] not in gateways[:1]):
+            problems.append(pos.problem(("hosts", i, "roles"), "only one S/MIME gateway host of the platform "
+                                        "is supported yet (the first 'smime' host that is not outside)"))
+    if smime["plaintext_loopback"] and any(name not in gateways[:1] for name in mtas):
+        problems.append(pos.problem(("smime", "plaintext_loopback"), "plaintext needs the gateway on "
+                                    "the same host as every MX and submission host; mail would cross "
+                                    "the network in clear"))
+    for i, partner in enumerate(smime["partners"]):
+        if partner["domain"] in own:
+            problems.append(pos.problem(("smime", "partners", i, "domain"), f"{partner['domain']!r} is "
+                                        "one of the platform's own domains; set its policy under "
+                                        "domains[].smime instead"))
+    return problems
+
+
+COMPONENT = Component(
+    name="smime",
+    roles=frozenset({"smime"}),
+    packages=("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl"),
+    units=("mailstack-smime",),
+    local=local,
+    section="smime",
+    rules=(rules,),
+    openings=openings,
+    install=install,
+    configure=configure,
+)

@@ -1,23 +1,20 @@
 """Every host: its certificate and key, and trust in the platform CA.
 
 `lab-ca` issues from a CA kept in the secrets directory; `files` installs the
-operator's files; `acme` is reserved in the schema and refused here until built.
-"""
+operator's files (checked to exist by `mailstack check`)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from pyinfra.api import deploy as pyinfra_deploy
-from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
-from deploys.common import install, inventory, put_secret, this_host
-from mailstack.dns import service_names
+from mailstack.component import Component, File, Service
+from mailstack.inventory import Positions, Problem
+from mailstack.plan import HostPlan
 from mailstack.secrets import host_certificate, lab_ca
 
-PACKAGES = ("openssl", "ca-certificates")
 TLS_DIR = "/etc/mailstack/tls"
 CERT = f"{TLS_DIR}/cert.pem"
 KEY = f"{TLS_DIR}/key.pem"
@@ -28,41 +25,67 @@ CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 
 
-def local_files() -> tuple[Path, Path, Path | None]:
+def local_files(plan: HostPlan) -> tuple[Path, Path, Path | None]:
     """(certificate, key, CA) on the control machine for this host."""
-    inv, me = inventory(), this_host()
-    source = inv.tls["source"]
-    if source == "lab-ca":
-        cert, key = host_certificate(inv, me.name, service_names(inv, me))
+    inv = plan.inv
+    if inv.tls["source"] == "lab-ca":
+        cert, key = host_certificate(inv, plan.name, plan.certificate_names)
         return cert, key, lab_ca(inv)[0]
-    if source == "files":
-        entry = next(f for f in inv.tls["files"] if f["host"] == me.name)
-        return Path(entry["certificate"]).expanduser(), Path(entry["key"]).expanduser(), None
-    raise DeployError("tls.source 'acme' is not available yet; use 'lab-ca' or 'files'")
+    entry = next(f for f in inv.tls["files"] if f["host"] == plan.name)
+    return Path(entry["certificate"]).expanduser(), Path(entry["key"]).expanduser(), None
 
 
-def fingerprint() -> str:
-    """Changes whenever the certificate does: services embed it to restart on renewal."""
-    cert, _, _ = local_files()
-    return hashlib.sha256(cert.read_bytes()).hexdigest()[:16]
-
-
-def context() -> dict:
-    """TLS settings every service template uses."""
+def context(plan: HostPlan) -> dict:
+    """TLS settings every service template uses; the fingerprint changes with the
+    certificate, so services that embed it restart on renewal."""
+    cert, _, _ = local_files(plan)
     return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": CA, "tls_ciphers": CIPHERS,
-            "tls_min_version": inventory().tls["min_version"], "tls_fingerprint": fingerprint()}
+            "tls_min_version": plan.inv.tls["min_version"],
+            "tls_fingerprint": hashlib.sha256(cert.read_bytes()).hexdigest()[:16]}
 
 
-@pyinfra_deploy("mailstack tls")
-def deploy() -> None:
-    install("TLS", PACKAGES)
-    cert, key, ca = local_files()
-    files.directory(name=TLS_DIR, path=TLS_DIR, mode="0755")
-    files.put(name="Host certificate", src=str(cert), dest=CERT, mode="0644")
-    put_secret("Host key", KEY, src=key)
+def configure(plan: HostPlan) -> list[Service]:
+    cert, key, ca = local_files(plan)
+    services = [Service(None, (File.copy(CERT, cert), File.copy(KEY, key, mode="0600", secret=True)))]
     if ca is not None:
-        files.put(name="Platform CA certificate", src=str(ca), dest=CA, mode="0644")
-        trust = files.put(name="Trust the platform CA", src=str(ca),
-                          dest="/usr/local/share/ca-certificates/mailstack-ca.crt", mode="0644")
-        server.shell(name="Update the CA store", commands=["update-ca-certificates"],
-                     _if=trust.did_change)
+        services.append(Service(None, (File.copy(CA, ca),)))
+        services.append(Service(None, (File.copy("/usr/local/share/ca-certificates/mailstack-ca.crt", ca),),
+                                on_change="update-ca-certificates"))
+    return services
+
+
+def install(plan: HostPlan) -> None:
+    files.directory(name=TLS_DIR, path=TLS_DIR, mode="0755")
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """Every host has a certificate the deploy can read on this machine."""
+    problems = []
+    tls = data["tls"]
+    hosts = {h["name"] for h in data["hosts"]}
+    covered = {f["host"] for f in tls["files"]}
+    if tls["source"] == "files":
+        for i, host in enumerate(data["hosts"]):
+            if host["name"] not in covered:
+                problems.append(pos.problem(("hosts", i, "name"), "tls.source is 'files' but "
+                                            "tls.files has no certificate for this host"))
+    for i, entry in enumerate(tls["files"]):
+        if entry["host"] not in hosts:
+            problems.append(pos.problem(("tls", "files", i, "host"),
+                                        f"host {entry['host']!r} is not defined under hosts"))
+        for key in ("certificate", "key"):
+            if tls["source"] == "files" and not Path(entry[key]).expanduser().is_file():
+                problems.append(pos.problem(("tls", "files", i, key), f"{entry[key]} is not a file on this "
+                                            "machine; the deploy installs it from here"))
+    return problems
+
+
+COMPONENT = Component(
+    name="tls",
+    roles=None,
+    packages=("openssl", "ca-certificates"),
+    section="tls",
+    rules=(rules,),
+    install=install,
+    configure=configure,
+)

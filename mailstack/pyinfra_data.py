@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from mailstack.inventory import Host, Inventory
+from mailstack.plan import HostPlan
 
 
 def connector() -> str:
@@ -16,10 +17,9 @@ def pyinfra_name(host: Host) -> str:
     return f"@fake/{host.name}" if connector() == "fake" else host.name
 
 
-def host_data(inventory: Inventory, host: Host) -> dict:
+def host_data(inventory: Inventory, host: Host, plan: HostPlan) -> dict:
     data = {
-        "mailstack": inventory,
-        "mailstack_host": host,
+        "mailstack_plan": plan,
         "ssh_hostname": host.address,
         "ssh_user": host.ssh["user"],
         "ssh_port": host.ssh["port"],

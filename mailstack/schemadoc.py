@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mailstack.inventory import _resolve, schema
+from mailstack.inventory import resolve, schema
 
 HEADER = """# Inventory reference
 
@@ -22,21 +22,21 @@ def _type(node: dict) -> str:
         return " \\| ".join(f"`{json.dumps(v)}`" for v in node["enum"])
     kind = node.get("type", "")
     if kind == "array":
-        return f"list of {_type(_resolve(node['items']))}"
+        return f"list of {_type(resolve(node['items']))}"
     if "pattern" in node or "format" in node:
         return f"{kind} ({node.get('format', 'pattern')})"
     return kind
 
 
 def _rows(path: str, node: dict) -> list[str]:
-    node = _resolve(node)
+    node = resolve(node)
     default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
     description = node.get("description", "")
     if "x-planned" in node:
         description = (f"**Not implemented yet** (planned: {node['x-planned']}; `mailstack check` refuses it). "
                        + description)
     planned_values = {**node.get("x-planned-values", {}),
-                      **_resolve(node.get("items", {})).get("x-planned-values", {})}
+                      **resolve(node.get("items", {})).get("x-planned-values", {})}
     for value, why in planned_values.items():
         description += f" `{value}`: not implemented yet ({why})."
     description = description.replace("|", "\\|")
@@ -47,8 +47,8 @@ def _rows(path: str, node: dict) -> list[str]:
     if isinstance(extra, dict):
         rows += _rows(f"{path}.NAME", extra)
     items = node.get("items")
-    if isinstance(items, dict) and _resolve(items).get("type") == "object":
-        for key, sub in _resolve(items).get("properties", {}).items():
+    if isinstance(items, dict) and resolve(items).get("type") == "object":
+        for key, sub in resolve(items).get("properties", {}).items():
             rows += _rows(f"{path}[].{key}", sub)
     return rows
 

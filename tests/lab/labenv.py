@@ -8,10 +8,12 @@ from pathlib import Path
 
 from mailstack.inventory import load
 from mailstack.lab import STATE_DIR
+from mailstack.plan import plans
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = load(ROOT / os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml"))
 SSH_CONFIG = STATE_DIR / "ssh" / "config"
+PLANS = plans(INVENTORY)  # what each host is meant to run, as the deploys see it
 
 
 def ssh(name: str, command: str, stdin: bytes = b"") -> str:

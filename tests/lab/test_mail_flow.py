@@ -138,6 +138,20 @@ def test_pop3_on_110_needs_starttls_before_login(addr, fqdn, ca_file):
     client.quit()
 
 
+def test_pop3_on_110_is_a_per_domain_switch_too(addr, fqdn, ca_file):
+    """legacy.test allows POP3 but not on 110; example.test on the same host allows both."""
+    context = named_context(ca_file, fqdn["mail"])
+    client = poplib.POP3_SSL(addr["mail"], 995, context=context, timeout=30)
+    client.user("erin@legacy.test")
+    assert client.pass_(PASSWORD).startswith(b"+OK")
+    client.quit()
+    client = poplib.POP3(addr["mail"], 110, timeout=30)
+    client.stls(context=named_context(ca_file, fqdn["mail"]))
+    client.user("erin@legacy.test")
+    with pytest.raises(poplib.error_proto, match="ERR"):
+        client.pass_(PASSWORD)
+
+
 def test_gtube_is_refused_at_smtp_time(addr, tag, rspamd_ready):
     msg = message("carol@ext.test", "alice@example.test", tag, body=GTUBE + "\n")
     with smtp_from_test_machine(addr) as client, pytest.raises(smtplib.SMTPDataError) as err:

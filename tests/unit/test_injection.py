@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from pyinfra.api.exceptions import DeployError
 from unitdata import ROOT, VALID
 
-from deploys.common import guard
+from mailstack.component import UnsafeValue, guard
 from mailstack.inventory import check_text
+from mailstack.plan import plans
 from mailstack.pyinfra_data import host_data
 
 PASSWORD_LINE = '"{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef"'
@@ -96,7 +96,7 @@ def test_pyinfra_with_a_hostile_inventory_touches_no_host(tmp_path):
 
 @pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\0b", {"k": ["x", "y\nz"]}, ("ok", "bad\n")])
 def test_rendering_refuses_line_breaks_whatever_the_schema_says(value):
-    with pytest.raises(DeployError, match="line break or NUL"):
+    with pytest.raises(UnsafeValue, match="line break or NUL"):
         guard({"relay_host": value}, "/etc/postfix/main.cf")
 
 
@@ -107,7 +107,8 @@ def test_rendering_passes_ordinary_values():
 def test_ssh_host_keys_are_verified_strictly_outside_the_lab(tmp_path):
     text = VALID.replace("address: 192.0.2.2\n", f"address: 192.0.2.2\n    ssh: {{known_hosts: {tmp_path}/kh}}\n")
     inv = check_text(text, "inv.yml")
-    plain, pinned = (host_data(inv, h) for h in inv.hosts)
+    plan = plans(inv)
+    plain, pinned = (host_data(inv, h, plan[h.name]) for h in inv.hosts)
     assert plain["ssh_strict_host_key_checking"] == "yes"  # not pyinfra's accept-new
     assert "ssh_known_hosts_file" not in plain  # the user's own ~/.ssh/known_hosts
     assert pinned["ssh_strict_host_key_checking"] == "yes"
@@ -119,5 +120,5 @@ def test_only_a_lab_may_skip_host_key_checks():
                                    "  postmaster: postmaster@one.example\n  lab: true\n")
                      .replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n"),
                      "inv.yml")
-    data = host_data(lab, lab.host("other"))
+    data = host_data(lab, lab.host("other"), plans(lab)["other"])
     assert data["ssh_strict_host_key_checking"] == "off" and data["ssh_known_hosts_file"] == "/dev/null"

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from unitdata import ROOT, VALID
+from unitdata import ROOT, VALID, usable_example
 
 from mailstack.inventory import InventoryInvalid, check_text, load, schema
 
@@ -23,8 +23,8 @@ def problems(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_examples_validate(path):
-    inv = load(path)
+def test_examples_validate(path, tmp_path):
+    inv = load(usable_example(path.name, tmp_path))
     assert inv.hosts and inv.domains
     assert path.read_text().startswith(
         "# yaml-language-server: $schema=../schemas/inventory.schema.json\n")
@@ -163,6 +163,7 @@ def test_plaintext_to_the_gateway_only_on_one_host():
     (found,) = problems(text)
     assert f"inv.yml:{line_of(text, 'plaintext_loopback')} smime.plaintext_loopback: plaintext needs" in found
     same_host = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
+    same_host = same_host.replace("roles: [smime]", "roles: [mailbox]")
     check_text(same_host + "smime:\n  plaintext_loopback: true\n", "inv.yml")
 
 
@@ -203,18 +204,6 @@ def test_lab_only_settings_are_refused_in_production():
     check_text(lab, "inv.yml")
 
 
-def test_dnssec_validation_stays_on_outside_the_lab(monkeypatch):
-    from deploys import base
-    production = check_text(VALID, "inv.yml")
-    monkeypatch.setattr(base, "inventory", lambda: production)
-    assert base.resolver_context()["module_config"] == "validator iterator"
-    lab = check_text(VALID.replace("roles: [smime]", "roles: [dns]").replace(
-        "  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n"), "inv.yml")
-    monkeypatch.setattr(base, "inventory", lambda: lab)
-    context = base.resolver_context()
-    assert context["module_config"] == "iterator" and context["refuse_everything_else"]
-
-
 @pytest.mark.parametrize("mutation,expected", [
     (("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, filter]\n  - {name: store, address: "
       "192.0.2.9, roles: [mailbox]}"), "hosts[0].roles: a 'submission' host without 'mailbox' needs SASL"),
@@ -224,3 +213,16 @@ def test_dnssec_validation_stays_on_outside_the_lab(monkeypatch):
 def test_topologies_the_deploys_do_not_build_yet_are_refused(mutation, expected):
     found = problems(VALID.replace(*mutation))
     assert any(expected in p for p in found), found
+
+
+def test_operator_tls_files_must_exist_here():
+    text = (ROOT / "inventories" / "single-host.example.yml").read_text()
+    found = problems(text)
+    line = line_of(text, "certificate: /etc/mailstack/acme/mx1.crt")
+    assert f"inv.yml:{line} tls.files[0].certificate: /etc/mailstack/acme/mx1.crt is not a file on this machine" in found[0]
+
+
+def test_one_gateway_host_only_and_never_an_outside_one():
+    text = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
+    (found,) = problems(text)
+    assert f"inv.yml:{line_of(text, 'roles: [smime]')} hosts[1].roles: only one S/MIME gateway host" in found

@@ -1,0 +1,80 @@
+"""The pyinfra operations every component shares: install a set of rendered files in
+one round trip, check them with the daemon's own checker, then restart on change."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, operation
+from pyinfra.operations import apt, server, systemd
+
+from mailstack.component import File, Service
+
+STAGING = "/root/.mailstack-staging"  # root-only: files get their owner and mode here
+
+
+class FileStates(FactBase):
+    """Owner, group, mode and sha256 of many files at once (one command, not two facts
+    per file): {path: "user group mode sha256"}, or None for a missing file."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (f"for p in {quoted}; do if [ -f \"$p\" ]; then "
+                "printf '%s %s\\n' \"$(stat -c '%U %G %a' \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\"; "
+                "else echo missing; fi; done")
+
+    def process(self, output):
+        return list(output)
+
+
+def _state(file: File) -> str:
+    return f"{file.user} {file.group} {int(file.mode[-3:], 8):o} {hashlib.sha256(file.content).hexdigest()}"
+
+
+@operation()
+def install_files(files: tuple[File, ...]):
+    """Make `files` exactly as given: every changed file is uploaded into a root-only
+    directory, given its owner and mode there, then renamed into place (no moment with
+    the wrong owner or half a file; contents are never printed, so secrets stay secret)."""
+    if not files:
+        host.noop("no files")
+        return
+    found = host.get_fact(FileStates, paths=[f.path for f in files]) or ["missing"] * len(files)  # fake: none
+    changed = [f for f, state in zip(files, found, strict=True) if state != _state(f)]
+    if not changed:
+        host.noop(f"{len(files)} files are current")
+        return
+    yield f"install -d -m 0700 -o root -g root {STAGING}"
+    for file in changed:
+        staged = f"{STAGING}/{hashlib.sha256(file.path.encode()).hexdigest()[:16]}"
+        yield FileUploadCommand(io.BytesIO(file.content), staged)
+        yield (f"chown {shlex.quote(file.user)}:{shlex.quote(file.group)} {staged} && chmod {file.mode} {staged}"
+               f" && mv -f {staged} {shlex.quote(file.path)}")
+
+
+def packages(component: str, names: tuple[str, ...]) -> None:
+    """Debian packages (a no-op when present, as in the lab image)."""
+    if names:
+        apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
+
+
+def apply(service: Service, also_changed: tuple = ()) -> None:
+    """Install the service's files; when any changed (or one of `also_changed` did), run
+    its checker, then restart it (or run its on_change command). A unit always ends
+    enabled and running."""
+    what = service.unit or service.files[0].path
+    written = install_files(name=f"Files of {what}", files=service.files)
+    changed = written.did_change if not also_changed else (
+        lambda: written.did_change() or any(op.did_change() for op in also_changed))
+    if service.check:
+        server.shell(name=f"Check the {service.unit} configuration", commands=[service.check], _if=changed)
+    if service.on_change:
+        server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
+    if service.unit:
+        systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
+                        restarted=True, daemon_reload=True, _if=changed)
+        systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,
+                        enabled=True)

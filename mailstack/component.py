@@ -1,0 +1,147 @@
+"""What a component is: one declaration (roles, packages, units, ports, schema section,
+rules, stages) from which the dispatch order, the lab image, the firewall and the lab
+tests' expectations are all derived; and the files it renders, as plain data.
+
+Nothing here talks to a host: deploys/ turns a component's files into pyinfra operations.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyinfra.api.util import get_template
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+class UnsafeValue(ValueError):
+    """An inventory value that would add lines to a configuration file."""
+
+
+def guard(value, where: str = "a rendered file"):
+    """Refuse a value that could add lines to a configuration file, whatever the schema
+    let through: every inventory value passes here on its way into a file."""
+    if isinstance(value, str):
+        if any(c in value for c in "\n\r\0"):
+            raise UnsafeValue(f"refusing to write {value[:60]!r} into {where}: it contains a line break or NUL")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            guard(key, where)
+            guard(item, where)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            guard(item, where)
+    return value
+
+
+def table(rows) -> str:
+    """A lookup table of "key value" lines (Postfix maps, rspamd maps); every cell guarded."""
+    return "\n".join(f"{guard(key)} {guard(value)}" for key, value in rows)
+
+
+def render(template: str, context: Mapping, where: str) -> str:
+    """templates/<template> rendered with `context` (every value guarded first)."""
+    guard(context, where)
+    return get_template(str(TEMPLATES / template)).render(**context)
+
+
+@dataclass(frozen=True)
+class File:
+    """One file on a host, fully rendered. A `secret` file (keys, passwords) is never
+    shown and never readable by others, not even for a moment."""
+
+    path: str
+    content: bytes
+    mode: str = "0644"
+    user: str = "root"
+    group: str = "root"
+    secret: bool = False
+
+    @classmethod
+    def text(cls, path: str, text: str, **kwargs) -> File:
+        """A text file, newline-terminated (its values were guarded as it was built)."""
+        return cls(path, (text.rstrip("\n") + "\n").encode(), **kwargs)
+
+    @classmethod
+    def template(cls, path: str, template: str, context: Mapping, **kwargs) -> File:
+        return cls(path, render(template, context, path).encode(), **kwargs)
+
+    @classmethod
+    def copy(cls, path: str, source: str | Path, **kwargs) -> File:
+        """A file of the control machine (a key, a certificate, code)."""
+        return cls(path, Path(source).expanduser().read_bytes(), **kwargs)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.content.decode().splitlines()
+
+
+@dataclass(frozen=True)
+class Service:
+    """Files that belong together, the checker that validates them, and what applies
+    them: restarting `unit`, or `on_change` (a command) for files no daemon reads."""
+
+    unit: str | None
+    files: tuple[File, ...]
+    check: str | None = None
+    on_change: str | None = None
+
+    def file(self, path: str) -> File:
+        return next(f for f in self.files if f.path == path)
+
+
+@dataclass(frozen=True, order=True)
+class Opening:
+    """One inbound port and who may reach it (no sources: anyone); `bind` is the address
+    the daemon listens on (None: every address)."""
+
+    port: int
+    proto: str
+    why: str
+    sources: tuple[str, ...] = ()
+    bind: str | None = None
+
+    def rule(self) -> str:
+        """The nftables rule; sources are validated addresses from the inventory."""
+        match = ""
+        if self.sources:
+            families = {ipaddress.ip_address(s).version for s in self.sources}
+            if len(families) != 1:  # one rule per family keeps nft happy
+                raise ValueError("mixed address families in one opening")
+            family = "ip" if families == {4} else "ip6"
+            match = f"{family} saddr {{ {', '.join(self.sources)} }} "
+        return f"{match}{self.proto} dport {self.port} accept comment \"{self.why}\""
+
+
+@dataclass(frozen=True)
+class Component:
+    """A part of the platform, declared once.
+
+    roles: the host roles it serves (None: every host). packages: Debian packages it
+    installs (the lab image carries them). units: the daemons it keeps running (the lab
+    image ships them disabled until configured). public: ports open to anyone, per role.
+    local: (address, port) it listens on for this host's own use only (or a function of
+    the plan giving them); the firewall opens none of them. section: its inventory schema section.
+    rules: checks of the inventory (data, positions) -> problems. Stages, each given the
+    host's plan: `openings` (ports only some peers may reach), `install` (pyinfra
+    operations: users, directories), `configure` (the Services it renders, pure data).
+    """
+
+    name: str
+    roles: frozenset[str] | None
+    packages: tuple[str, ...] = ()
+    units: tuple[str, ...] = ()
+    disabled_units: tuple[str, ...] = ()  # units its packages ship that must not start
+    public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    local: tuple[tuple[str, int], ...] | Callable = ()
+    section: str | None = None
+    rules: tuple[Callable, ...] = ()
+    openings: Callable | None = None
+    install: Callable | None = None
+    configure: Callable | None = None
+
+    def serves(self, roles) -> bool:
+        return self.roles is None or bool(self.roles & set(roles))

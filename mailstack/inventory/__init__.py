@@ -1,0 +1,61 @@
+"""A mailstack inventory, from text to model.
+
+`load(path)` reads YAML keeping every line (source), validates it against the schema and
+fills in its defaults (schema), applies the platform's rules and each component's own
+(rules, deploys/<component>.py), and returns the read-only typed model (model). It
+raises `InventoryInvalid` carrying every problem at once, each with file, line and path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailstack.inventory.model import CORE_SECTIONS, Alias, Domain, Host, Inventory, User, model
+from mailstack.inventory.rules import platform_problems
+from mailstack.inventory.schema import apply_defaults, planned_problems, resolve, schema, schema_problems
+from mailstack.inventory.source import InventoryInvalid, Positions, Problem, format_path, load_yaml
+
+__all__ = ["Alias", "Domain", "Host", "Inventory", "InventoryInvalid", "Positions", "Problem", "User",
+           "check_text", "format_path", "load", "resolve", "schema"]
+
+
+def component_sections() -> tuple[str, ...]:
+    """Top-level schema sections that belong to components (declared or planned)."""
+    return tuple(name for name in schema()["properties"] if name not in CORE_SECTIONS)
+
+
+def component_problems(data: dict, pos: Positions) -> list[Problem]:
+    """The rules each declared component brings with it."""
+    from deploys import COMPONENTS  # the declarations live with the deploys
+
+    return [problem for component in COMPONENTS for rule in component.rules for problem in rule(data, pos)]
+
+
+def check_text(text: str, file: str) -> Inventory:
+    """Validate inventory text; raise InventoryInvalid with every problem found."""
+    data, pos, problems = load_yaml(text, file)
+    if problems and data is None:
+        raise InventoryInvalid(problems)
+    if data is None:
+        raise InventoryInvalid([Problem(file, 1, "(top level)", "the inventory is empty")])
+    problems += schema_problems(data, pos)
+    if problems:
+        raise InventoryInvalid(problems)
+    problems = planned_problems(data, pos)
+    if problems:
+        raise InventoryInvalid(problems)
+    apply_defaults(schema(), data)
+    problems = platform_problems(data, pos) + component_problems(data, pos)
+    if problems:
+        raise InventoryInvalid(problems)
+    return model(data, file, component_sections())
+
+
+def load(path: str | Path) -> Inventory:
+    """Load and validate the inventory at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InventoryInvalid([Problem(str(path), 1, "(top level)", f"cannot read: {err}")]) from None
+    return check_text(text, str(path))

@@ -1,0 +1,198 @@
+"""Rules that hold for every platform, whatever its components: names and addresses
+unique, references resolve, tenants stay apart, lab-only settings stay in labs, and
+role splits the deploys do not build yet are refused. Each component brings its own
+rules (deploys/<component>.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+from mailstack.inventory.source import PathT, Positions, Problem, format_path
+
+# role -> (roles of which at least one must exist somewhere, why)
+ROLE_NEEDS = {
+    "submission": (("mailbox", "proxy"), "an authentication path (Dovecot SASL on a 'mailbox' or 'proxy' host)"),
+    "mx": (("mailbox", "proxy"), "somewhere to deliver to (a 'mailbox' or 'proxy' host)"),
+    "proxy": (("mailbox",), "mailbox backends (hosts with 'mailbox')"),
+    "sandbox": (("filter",), "rspamd to call it (a 'filter' host)"),
+}
+
+
+def _duplicates(values: list, where: list[PathT], pos: Positions, what: str) -> list[Problem]:
+    problems, first = [], {}
+    for value, path in zip(values, where, strict=True):
+        if value in first:
+            problems.append(pos.problem(path, f"{what} {value!r} is already used at "
+                                        f"{format_path(first[value])} (line {pos.line(first[value])})"))
+        else:
+            first[value] = path
+    return problems
+
+
+def mailbox_hosts(domain: dict, hosts: list[dict]) -> list[str]:
+    """Where a domain's mail is delivered: explicit, or derived from the roles."""
+    if "mailbox" in domain:
+        return list(domain["mailbox"])
+    store = {"mailbox", "proxy"}
+    roles = {h["name"]: set(h["roles"]) for h in hosts}
+    on_mx = [name for name in domain["mx"] if roles.get(name, set()) & store]
+    proxies = [h["name"] for h in hosts if "proxy" in h["roles"]]
+    return on_mx or proxies or [h["name"] for h in hosts if "mailbox" in h["roles"]]
+
+
+def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
+    """Where a domain's users submit mail: explicit, or derived from the roles."""
+    if "submission" in domain:
+        return list(domain["submission"])
+    submission = [h["name"] for h in hosts if "submission" in h["roles"]]
+    near = {*domain["mx"], *mailbox_hosts(domain, hosts)}
+    return [name for name in submission if name in near] or submission
+
+
+def platform_problems(data: dict, pos: Positions) -> list[Problem]:
+    problems: list[Problem] = []
+    hosts, domains = data["hosts"], data["domains"]
+    users, aliases = data["users"], data["aliases"]
+    roles_of = {h["name"]: set(h["roles"]) for h in hosts}
+    present = Counter(role for h in hosts for role in set(h["roles"]))
+
+    problems += _duplicates([h["name"] for h in hosts],
+                            [("hosts", i, "name") for i in range(len(hosts))], pos, "host name")
+    problems += _duplicates([str(ipaddress.ip_address(h["address"])) for h in hosts],
+                            [("hosts", i, "address") for i in range(len(hosts))], pos, "address")
+    for i, host in enumerate(hosts):
+        for role in host["roles"]:
+            needs, why = ROLE_NEEDS.get(role, ((), ""))
+            if needs and not any(present[n] for n in needs):
+                problems.append(pos.problem(("hosts", i, "roles"), f"role {role!r} needs {why}, "
+                                            "but no host has it"))
+
+    claimed: dict[str, PathT] = {}
+    for i, domain in enumerate(domains):
+        path = ("domains", i, "name")
+        if domain["name"] in claimed:
+            other = domains[claimed[domain["name"]][1]]
+            problems.append(pos.problem(path, f"domain {domain['name']!r} is already claimed by "
+                                        f"tenant {other.get('tenant', other['name'])!r} at "
+                                        f"{format_path(claimed[domain['name']])} "
+                                        f"(line {pos.line(claimed[domain['name']])})"))
+        else:
+            claimed[domain["name"]] = path
+        for j, mx in enumerate(domain["mx"]):
+            where = ("domains", i, "mx", j)
+            if mx not in roles_of:
+                problems.append(pos.problem(where, f"MX host {mx!r} is not defined under hosts"))
+            elif "mx" not in roles_of[mx]:
+                problems.append(pos.problem(where, f"MX host {mx!r} does not have the 'mx' role "
+                                            f"(its roles: {', '.join(sorted(roles_of[mx]))})"))
+        for j, name in enumerate(domain.get("mailbox", ())):
+            if not roles_of.get(name, set()) & {"mailbox", "proxy"}:
+                problems.append(pos.problem(("domains", i, "mailbox", j), f"host {name!r} is "
+                                            "not defined or has neither 'mailbox' nor 'proxy'"))
+        for j, name in enumerate(domain.get("submission", ())):
+            if "submission" not in roles_of.get(name, set()):
+                problems.append(pos.problem(("domains", i, "submission", j), f"host {name!r} is "
+                                            "not defined or has no 'submission' role"))
+        if "mailbox" not in domain and len(mailbox_hosts(domain, hosts)) > 1:
+            problems.append(pos.problem(("domains", i), "several mailbox hosts and no proxy could "
+                                        "hold this domain: say which in domains[].mailbox"))
+        inbound = domain["inbound"]
+        if inbound["spam"] == "discard" and not inbound["confirm_discard"]:
+            problems.append(pos.problem(("domains", i, "inbound", "spam"),
+                                        "'discard' drops spam without telling the sender; set "
+                                        "inbound.confirm_discard: true to choose it on purpose"))
+
+    local = set(claimed)
+    user_addresses = [u["address"].lower() for u in users]
+    problems += _duplicates(user_addresses, [("users", i, "address") for i in range(len(users))],
+                            pos, "user address")
+    for i, address in enumerate(user_addresses):
+        if address.split("@")[1] not in local:
+            problems.append(pos.problem(("users", i, "address"), f"domain "
+                                        f"{address.split('@')[1]!r} of this user is not listed under domains"))
+    alias_addresses = [a["address"].lower() for a in aliases]
+    problems += _duplicates(alias_addresses, [("aliases", i, "address") for i in range(len(aliases))],
+                            pos, "alias address")
+    known = set(user_addresses) | set(alias_addresses)
+    for i, alias in enumerate(aliases):
+        address = alias_addresses[i]
+        if address.split("@")[1] not in local:
+            problems.append(pos.problem(("aliases", i, "address"), f"domain "
+                                        f"{address.split('@')[1]!r} of this alias is not listed under domains"))
+        if address in user_addresses:
+            problems.append(pos.problem(("aliases", i, "address"),
+                                        f"{address!r} is both a user and an alias"))
+        for j, target in enumerate(alias["to"]):
+            target = target.lower()
+            if target.split("@")[1] in local and target not in known:
+                problems.append(pos.problem(("aliases", i, "to", j),
+                                            f"{target!r} is in a local domain but is neither a user "
+                                            "nor an alias"))
+
+    problems += _send_as_problems(data, pos)
+    problems += _lab_only_problems(data, pos)
+    problems += _topology_problems(data, pos)
+    return problems
+
+
+def _send_as_problems(data: dict, pos: Positions) -> list[Problem]:
+    """send_as may only grant addresses of the user's own tenant."""
+    problems = []
+    tenant_of = {d["name"]: d.get("tenant", d["name"]) for d in data["domains"]}
+    for i, user in enumerate(data["users"]):
+        tenant = tenant_of.get(user["address"].split("@")[1].lower())
+        for j, address in enumerate(user["send_as"]):
+            domain = address.split("@")[1]
+            if tenant_of.get(domain) != tenant:
+                problems.append(pos.problem(("users", i, "send_as", j), f"{address!r} is not an address of "
+                                            f"tenant {tenant!r}; send_as may only grant addresses of the "
+                                            "user's own tenant"))
+    return problems
+
+
+def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Settings a throwaway lab needs and a production platform must never have."""
+    if data["platform"]["lab"]:
+        return []
+    problems = []
+    for i, host in enumerate(data["hosts"]):
+        if host["outside"]:
+            problems.append(pos.problem(("hosts", i, "outside"), "only a lab (platform.lab: true) may have "
+                                        "hosts that play the outside world"))
+        if "dns" in host["roles"]:
+            problems.append(pos.problem(("hosts", i, "roles"), "the 'dns' role serves a lab's zones; publish "
+                                        "production DNS from `mailstack dns` (or set platform.lab: true)"))
+        if not host["ssh"]["verify_host_key"]:
+            problems.append(pos.problem(("hosts", i, "ssh", "verify_host_key"), "host keys are always "
+                                        "verified outside a lab: put the host's key into a known_hosts file "
+                                        "(ssh.known_hosts) instead of turning the check off"))
+    return problems
+
+
+def _topology_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Splits of roles across hosts that the deploys do not build yet (issue 13)."""
+    problems = []
+    hosts = {h["name"]: h for h in data["hosts"]}
+    filters = [h for h in data["hosts"] if "filter" in h["roles"] and not h["outside"]]
+    for i, host in enumerate(data["hosts"]):
+        roles = set(host["roles"])
+        if host["outside"]:
+            continue
+        if "submission" in roles and "mailbox" not in roles:
+            problems.append(pos.problem(("hosts", i, "roles"), "a 'submission' host without 'mailbox' needs "
+                                        "SASL from a remote Dovecot, which is not implemented yet (issue 13)"))
+        if filters and {"mx", "submission"} & roles and "filter" not in roles:
+            problems.append(pos.problem(("hosts", i, "roles"), "Postfix here would reach rspamd on another "
+                                        "host, which is not implemented yet (issue 13): add 'filter'"))
+    for i, domain in enumerate(data["domains"]):
+        if all(hosts.get(m, {}).get("outside") for m in domain["mx"]):
+            continue
+        store = mailbox_hosts(domain, data["hosts"])
+        for j, mx in enumerate(domain["mx"]):
+            if store and mx not in store:
+                problems.append(pos.problem(("domains", i, "mx", j), f"MX host {mx!r} would deliver to the "
+                                            f"mailbox host {store[0]!r} over the network, which is not "
+                                            "implemented yet (issue 13): make it the domain's mailbox host"))
+    return problems
+

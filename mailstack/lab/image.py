@@ -1,0 +1,112 @@
+"""The lab's root filesystem: Debian bookworm from debootstrap with every package the
+components install, their daemons disabled until deployed, cached as a tarball keyed
+by its package list."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from mailstack.lab.util import CACHE_DIR, LabError, log, run
+
+SUITE = "bookworm"
+IMAGE_RECIPE = "3"
+BOOTSTRAP_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
+    "ca-certificates", "apt-utils", "less", "procps",
+)
+PRESEED = "postfix postfix/main_mailer_type select No configuration\n"
+SSH_KEYGEN_UNIT = """[Unit]
+Description=Generate SSH host keys on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+
+def host_debian_mirror() -> str:
+    """The Debian archive this machine's own apt uses (never hard-coded here)."""
+    sources = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]
+    for path in sources:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if line.startswith("URIs:") and len(words) > 1 and not words[1].endswith("-security"):
+                return words[1]
+            if words[:1] == ["deb"] and not any(w.endswith("-security") for w in words):
+                return next(w for w in words[1:] if "://" in w)
+    raise LabError("cannot find the Debian mirror in /etc/apt/sources*; configure apt first")
+
+
+def image_path(packages: tuple[str, ...], disabled_units: tuple[str, ...]) -> Path:
+    digest = hashlib.sha256(
+        "\n".join([SUITE, IMAGE_RECIPE, *BOOTSTRAP_PACKAGES, *sorted(packages), *sorted(disabled_units)]).encode()
+    ).hexdigest()[:12]
+    return CACHE_DIR / f"{SUITE}-{digest}.tar.zst"
+
+
+def nspawn_chroot(root: Path, script: str) -> None:
+    """Run a shell script inside an unbooted tree (no mounts by hand, no stdin)."""
+    script_file = root / "root" / "lab-step.sh"
+    script_file.write_text("set -eu\n" + script)
+    try:
+        run(["systemd-nspawn", "-q", "-a", "-D", str(root), "--register=no", "--keep-unit",
+             "--console=pipe", "/bin/sh", "/root/lab-step.sh"], stdin=subprocess.DEVNULL)
+    finally:
+        script_file.unlink(missing_ok=True)
+
+
+def build_image(packages: tuple[str, ...], disabled_units: tuple[str, ...]) -> Path:
+    """Build (or reuse) the cached root filesystem that carries `packages`, with
+    `disabled_units` off until a deploy configures and starts them."""
+    target = image_path(packages, disabled_units)
+    if target.exists():
+        return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tree = CACHE_DIR / (target.name + ".build")
+    shutil.rmtree(tree, ignore_errors=True)
+    mirror = host_debian_mirror()
+    started = time.monotonic()
+    log(f"building image {target.name} (debootstrap {SUITE}, {len(packages)} packages)")
+    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BOOTSTRAP_PACKAGES),
+         SUITE, str(tree), mirror])
+    security = mirror.rstrip("/") + "-security"
+    (tree / "etc/apt/sources.list").write_text(
+        f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
+        f"deb {security} {SUITE}-security main\n"
+    )
+    (tree / "root/preseed").write_text(PRESEED)
+    keygen = tree / "etc/systemd/system/ssh-keygen.service"
+    keygen.write_text(SSH_KEYGEN_UNIT)
+    nspawn_chroot(tree, f"""
+export DEBIAN_FRONTEND=noninteractive
+debconf-set-selections /root/preseed
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {' '.join(sorted(packages))} >/dev/null
+apt-get clean
+systemctl enable systemd-networkd ssh-keygen.service
+for unit in {' '.join(disabled_units)}; do
+  systemctl disable "$unit" 2>/dev/null || true
+done
+rm -f /etc/ssh/ssh_host_* /root/preseed
+: > /etc/machine-id
+""")
+    partial = target.with_suffix(".partial")
+    run(["tar", "-C", str(tree), "--numeric-owner", "-I", "zstd -T0 -3", "-cf", str(partial), "."])
+    partial.rename(target)
+    shutil.rmtree(tree, ignore_errors=True)
+    log(f"image ready in {time.monotonic() - started:.0f} s")
+    return target
+
+

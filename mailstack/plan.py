@@ -1,0 +1,173 @@
+"""The topology, worked out once on the typed model: for every host, what it serves,
+whom it talks to and how, and what only a lab does. Deploys receive their host's plan
+and never work topology out themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from mailstack.component import Component, Opening
+from mailstack.dns import service_names, zones
+from mailstack.inventory import Domain, Host, Inventory
+
+MTA_ROLES = frozenset({"mx", "submission"})
+MILTER_PORT = 11332
+
+
+@dataclass(frozen=True)
+class GatewayHop:
+    """How Postfix and the S/MIME gateway reach each other (seen from either side)."""
+
+    gateway: Host
+    plaintext: bool  # same host, over loopback: no TLS on the hop
+    connect: str  # where Postfix hands mail to the gateway
+    gateway_listen: str  # where the gateway listens
+    mta_addresses: tuple[str, ...]  # Postfix hosts that use the gateway
+
+    def nexthop(self, port: int) -> str:
+        return f"[{self.connect}]:{port}"
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """The host's local unbound: `isolated` (lab) serves only the platform's zones from
+    its `dns` hosts and refuses the rest; otherwise it resolves and validates."""
+
+    isolated: bool
+    zones: tuple[str, ...]
+    nameservers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    inv: Inventory
+    host: Host
+    components: tuple[Component, ...]  # in the order they are applied
+    own_domains: tuple[Domain, ...]  # the platform's domains (not the lab's outside world)
+    mx_domains: tuple[Domain, ...]  # domains this host receives mail for
+    mailbox_domains: tuple[Domain, ...]  # domains whose mailboxes live here
+    submission_domains: tuple[Domain, ...]  # domains whose users submit here
+    milter: str | None  # where Postfix here reaches rspamd (None: no filter)
+    rspamd_bind: str  # where rspamd here listens for milters
+    gateway: GatewayHop | None  # the S/MIME hop, for its MTAs and the gateway host
+    platform_fqdns: tuple[str, ...]  # every host name of the platform itself
+    certificate_names: tuple[str, ...]  # names this host's certificate must carry
+    resolver: Resolver
+    dnssec_probe: str  # Postfix's probe of the root zone ("" where the resolver refuses it)
+    tune_kernel: bool  # a container (lab) cannot set kernel parameters
+    lab_partner_certificates: tuple[str, ...]  # S/MIME partners the lab CA plays
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.host.roles)
+
+    @property
+    def is_mta(self) -> bool:
+        return bool(MTA_ROLES & self.roles)
+
+    def lmtp_target(self, domain: Domain) -> str:
+        store = domain.mailbox[0]
+        if store == self.name:
+            return "lmtp:unix:private/dovecot-lmtp"
+        return f"lmtp:inet:[{self.inv.host(store).fqdn}]:24"
+
+    @cached_property
+    def openings(self) -> tuple[Opening, ...]:
+        """Every inbound port and who may reach it: SSH, each component's public ports
+        for this host's roles, and the ports only named peers may use."""
+        result = [Opening(self.host.ssh["port"], "tcp", "SSH (administration)")]
+        for component in self.components:
+            for role, ports in component.public.items():
+                if role in self.roles:
+                    result += [Opening(port, "tcp", f"{role}: {why}") for port, why in ports]
+            if component.openings:
+                result += component.openings(self)
+        return tuple(sorted(result))
+
+    @cached_property
+    def listeners(self) -> frozenset[tuple[str | None, int]]:
+        """Every TCP (address, port) this host listens on (None: every address): what
+        the firewall opens, and what only the host itself uses."""
+        found = {(o.bind, o.port) for o in self.openings if o.proto == "tcp"}
+        for component in self.components:
+            found |= set(component.local(self) if callable(component.local) else component.local)
+        return frozenset(found)
+
+    def peers(self, hosts) -> tuple[str, ...]:
+        """Addresses of the other hosts among `hosts` (this host reaches itself on loopback)."""
+        return tuple(sorted(h.address for h in hosts if h.name != self.name))
+
+
+def _gateway(inv: Inventory, host: Host, mtas: list[Host]) -> GatewayHop | None:
+    gateways = [h for h in inv.hosts_with("smime") if not h.outside]
+    if not gateways or host.outside or not (host in mtas or host == gateways[0]):
+        return None
+    gateway = gateways[0]  # the one Postfix uses
+    plaintext = inv.smime["plaintext_loopback"]  # refused by the rules unless all on one host
+    return GatewayHop(
+        gateway=gateway,
+        plaintext=plaintext,
+        connect="127.0.0.1" if plaintext else gateway.fqdn,
+        gateway_listen="127.0.0.1" if plaintext else gateway.address,
+        mta_addresses=tuple(sorted(h.address for h in mtas)),
+    )
+
+
+def _milter(inv: Inventory, host: Host) -> str | None:
+    filters = inv.hosts_with("filter")
+    if host.outside or not filters:
+        return None
+    return "127.0.0.1" if "filter" in host.roles else filters[0].address
+
+
+def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> dict[str, HostPlan]:
+    """Every host's plan, by host name."""
+    if components is None:
+        from deploys import COMPONENTS as components  # the declarations live with the deploys
+    outside = {h.name for h in inv.hosts if h.outside}
+    own = tuple(d for d in inv.domains if not set(d.mx) <= outside)
+    mtas = [h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles)]
+    nameservers = inv.hosts_with("dns")
+    isolated = bool(inv.platform["lab"] and nameservers)
+    resolver = Resolver(isolated=isolated, zones=tuple(sorted(zones(inv))) if isolated else (),
+                        nameservers=tuple(h.address for h in nameservers))
+    milters = {h.name: _milter(inv, h) for h in inv.hosts}
+    own_names = {d.name for d in own}
+    lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
+                         if inv.tls["source"] == "lab-ca" and "certificate" not in p
+                         and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
+    result = {}
+    for host in inv.hosts:
+        remote_milter = any(milters[m.name] not in (None, "127.0.0.1") for m in inv.hosts_with("mx"))
+        result[host.name] = HostPlan(
+            inv=inv,
+            host=host,
+            components=tuple(c for c in components if c.serves(host.roles)),
+            own_domains=own,
+            mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
+            mailbox_domains=tuple(d for d in inv.domains if host.name in d.mailbox),
+            submission_domains=tuple(d for d in inv.domains if host.name in d.submission),
+            milter=milters[host.name],
+            rspamd_bind=host.address if remote_milter else "127.0.0.1",
+            gateway=_gateway(inv, host, mtas),
+            platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
+            certificate_names=tuple(service_names(inv, host)),
+            resolver=resolver,
+            # the lab's isolated resolver refuses the root zone: no DNSSEC probe of it there
+            dnssec_probe="" if inv.platform["lab"] else "ns:.",
+            tune_kernel=not inv.platform["lab"],
+            lab_partner_certificates=lab_partners,
+        )
+    return result
+
+
+def own_authserv_ids(plan: HostPlan) -> str:
+    """A regexp of Authentication-Results that claim to come from one of the platform's hosts."""
+    return rf"^Authentication-Results:\s*({'|'.join(re.escape(n) for n in plan.platform_fqdns)})\b"

@@ -1,0 +1,91 @@
+"""The host plan, computed once from the inventory: what each host serves, the firewall
+(public ports by role, internal ports only for the hosts that use them), who talks to
+whom, and what only a lab does."""
+
+import pytest
+from unitdata import ROOT, VALID
+
+from deploys import COMPONENTS, image_disabled_units, image_packages, postfix, rspamd
+from mailstack.inventory import check_text, load
+from mailstack.plan import plans
+
+
+def rules(inventory: str) -> dict[str, set[str]]:
+    inv = load(ROOT / "inventories" / inventory)
+    return {name: {o.rule().split(" accept")[0] for o in plan.openings} for name, plan in plans(inv).items()}
+
+
+def test_a_gateway_on_its_own_host_is_reachable_from_the_mtas_only():
+    found = rules("multi-host.example.yml")
+    mtas = "ip saddr { 198.51.100.11, 198.51.100.12 }"
+    assert found["smime"] == {"tcp dport 22", f"{mtas} tcp dport 10025", f"{mtas} tcp dport 10028"}
+    for mta in ("mail1", "mail2"):
+        assert {"ip saddr { 10.20.0.25 } tcp dport 10026", "ip saddr { 10.20.0.25 } tcp dport 10027"} <= found[mta]
+        assert not any(p in r for r in found[mta] for p in ("6379", "11332", "11333", "11334", "10025"))
+
+
+def test_pop3_on_110_opens_only_where_a_hosted_domain_offers_it():
+    found = rules("multi-host.example.yml")
+    assert "tcp dport 110" in found["mail2"]  # clinic.example: pop3_starttls
+    assert "tcp dport 110" not in found["mail1"]
+
+
+def test_single_host_lab_publishes_nothing_internal():
+    found = rules("lab.yml")
+    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995)}
+    assert {"tcp dport 53", "udp dport 53"} <= found["ext"]
+
+
+def test_components_follow_the_roles_in_one_order():
+    lab = plans(load(ROOT / "inventories" / "lab.yml"))
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "rspamd", "dovecot", "smime", "postfix"]
+    assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "dovecot", "postfix"]
+
+
+def test_the_lab_image_is_derived_from_the_declarations():
+    assert set(image_packages()) == {p for c in COMPONENTS for p in c.packages}
+    assert {"postfix.service", "dovecot.service", "rspamd.service", "redis-server.service", "nsd.service",
+            "unbound.service", "unbound-resolvconf.service"} <= set(image_disabled_units())
+    assert not any("clamav" in u for u in image_disabled_units())  # no component installs it (yet)
+
+
+def test_lab_only_facts_are_in_the_plan_not_in_the_deploys():
+    lab = plans(load(ROOT / "inventories" / "lab.yml"))["mail"]
+    production = plans(load(ROOT / "inventories" / "multi-host.example.yml"))["mail1"]
+    assert lab.resolver.isolated and "example.test" in lab.resolver.zones and lab.resolver.nameservers == ("10.77.0.20",)
+    assert not production.resolver.isolated and production.resolver.zones == ()
+    assert (lab.dnssec_probe, production.dnssec_probe) == ("", "ns:.")
+    assert (lab.tune_kernel, production.tune_kernel) == (False, True)
+    ext = plans(load(ROOT / "inventories" / "lab.yml"))["ext"]
+    assert ext.milter is None and ext.gateway is None  # the outside world has no filter, no gateway
+
+
+def test_the_gateway_hop_is_one_fact_for_both_sides():
+    multi = plans(load(ROOT / "inventories" / "multi-host.example.yml"))
+    for name in ("mail1", "mail2", "smime"):
+        hop = multi[name].gateway
+        assert hop.connect == "smime.mail.uni.example" and not hop.plaintext
+        assert hop.mta_addresses == ("198.51.100.11", "198.51.100.12")
+    loopback = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
+    loopback = loopback.replace("roles: [smime]", "roles: [dns]") + "smime: {plaintext_loopback: true}\n"
+    loopback = loopback.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
+    hop = plans(check_text(loopback, "inv.yml"))["mx1"].gateway
+    assert (hop.connect, hop.gateway_listen, hop.plaintext) == ("127.0.0.1", "127.0.0.1", True)
+
+
+WITHOUT_GATEWAY = VALID.replace("roles: [smime]", "roles: [mailbox]")
+
+
+@pytest.mark.parametrize("text,daemon,content_filter", [
+    (WITHOUT_GATEWAY, "ORIGINATING", None),
+    (VALID, rspamd.SUBMISSION_VIA_GATEWAY, "content_filter=smime:[other.t.example]:10028"),
+])
+def test_submission_always_passes_rspamd(text, daemon, content_filter):
+    services = postfix.services(plans(check_text(text, "inv.yml"))["mx1"])
+    (submission,) = [s for s in services if s["line"].startswith("submission ")]
+    options = submission["options"]
+    assert not any(o.startswith("smtpd_milters=") for o in options)  # main.cf's rspamd milter applies
+    assert f"milter_macro_daemon_name={daemon}" in options
+    assert [o for o in options if o.startswith("content_filter=")] == ([content_filter] if content_filter else [])
+    sender_checks = next(o for o in options if o.startswith("smtpd_sender_restrictions="))
+    assert "submission-null-sender" in sender_checks and "reject_authenticated_sender_login_mismatch" in sender_checks

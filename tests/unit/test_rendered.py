@@ -1,0 +1,139 @@
+"""Rendered files as a table: an inventory (a change to the small valid one, or an
+example), a host, a file, and lines that must and must not be in it. The files are
+what the deploys install, built from the host's plan without touching any host."""
+
+import hashlib
+
+import pytest
+from unitdata import ROOT, VALID
+
+from deploys import COMPONENTS, ops
+from mailstack.component import File
+from mailstack.inventory import check_text
+from mailstack.plan import plans
+
+LAB = (ROOT / "inventories" / "lab.yml").read_text()
+POP3_MIX = VALID.replace("    mx: [mx1]\n    dmarc:", "    mx: [mx1]\n    pop3_starttls: true\n    dmarc:")
+SMIME_TENANT = VALID.replace("      policy: none\n", "      policy: none\n    smime: {sign: always}\n")
+KEEP = VALID + "postfix: {strip_internal_headers: false}\n"
+LMTP = "lmtp:unix:private/dovecot-lmtp"
+
+# (case, inventory text, host, file, lines it must have, lines it must not have)
+TABLE = [
+    ("pop3 per domain: STARTTLS users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3-starttls",
+     ["ann@one.example:{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef::::::"], ["ben@two.example"]),
+    ("pop3 per domain: 995 users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3",
+     ["ann@one.example:{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef::::::"], []),
+    ("pop3 per domain: 110 listens", POP3_MIX, "mx1", "/etc/dovecot/dovecot.conf", ["    port = 110"], []),
+    ("pop3 per domain: passdb by port", POP3_MIX, "mx1", "/etc/dovecot/dovecot.conf",
+     ["  args = scheme=SHA512-CRYPT username_format=%Lu /etc/dovecot/mailstack/passdb-%s"
+      "%{if;%{lport};eq;110;-starttls;}"], []),
+    ("no pop3 STARTTLS: 110 closed", VALID, "mx1", "/etc/dovecot/dovecot.conf", ["    port = 0"], ["    port = 110"]),
+    ("no pop3 STARTTLS: nobody on 110", VALID, "mx1", "/etc/dovecot/mailstack/passdb-pop3-starttls", [],
+     ["ann@one.example", "ben@two.example"]),
+    ("milter on this host", VALID, "mx1", "/etc/postfix/main.cf",
+     ["smtpd_milters = inet:127.0.0.1:11332", "milter_default_action = tempfail"], []),
+    ("production DNSSEC probe", VALID, "mx1", "/etc/postfix/main.cf", ["dnssec_probe = ns:."], []),
+    ("lab: no probe of the refused root", LAB, "mail", "/etc/postfix/main.cf", ["dnssec_probe = "], ["ns:."]),
+    ("local delivery", VALID, "mx1", "/etc/postfix/mailstack/transport",
+     [f"one.example {LMTP}", f"two.example {LMTP}"], []),
+    ("no S/MIME tenant: no FILTER", VALID, "mx1", "/etc/postfix/mailstack/smime-recipients", [], ["one.example"]),
+    ("S/MIME tenant to the gateway", SMIME_TENANT, "mx1", "/etc/postfix/mailstack/smime-recipients",
+     ["one.example FILTER smime:[other.t.example]:10025"], ["two.example"]),
+    ("gateway listens for its MTAs only", SMIME_TENANT, "other", "/etc/mailstack-smime/config.json",
+     ['  "listen": "192.0.2.2",', '    "192.0.2.1"', '  "port": 10025,', '  "submission_port": 10028,'], []),
+    ("internal headers stripped (default)", VALID, "mx1", "/etc/postfix/mailstack/submission-header-checks",
+     ["/^Received:/ IGNORE", "/^X-Originating-IP:/ IGNORE"], []),
+    ("internal headers kept", KEEP, "mx1", "/etc/postfix/mailstack/submission-header-checks", [],
+     ["/^Received:/ IGNORE"]),
+    ("header From bound to logins", VALID, "mx1", "/etc/rspamd/maps.d/senders.map",
+     ["ann@one.example ann@one.example", "ben@two.example ben@two.example",
+      "postmaster@one.example ann@one.example"], []),
+    ("rspamd milter on loopback", VALID, "mx1", "/etc/rspamd/local.d/worker-proxy.inc",
+     ['bind_socket = "127.0.0.1:11332";'], []),
+    ("lab resolver isolated", LAB, "mail", "/etc/unbound/unbound.conf.d/mailstack.conf",
+     ['    local-zone: "." refuse', "    stub-addr: 10.77.0.20", '    module-config: "iterator"'], ["trust-anchor"]),
+    ("production resolver validates", VALID, "mx1", "/etc/unbound/unbound.conf.d/mailstack.conf",
+     ['    module-config: "validator iterator"', '    trust-anchor-file: "/usr/share/dns/root.key"'], ["refuse"]),
+    ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
+     ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
+    ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",
+     ['    ip saddr { 192.0.2.1 } tcp dport 10025 accept comment "smime: the S/MIME gateway for Postfix"'],
+     ["tcp dport 25 "]),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def secrets_home(tmp_path_factory):
+    """Keys and certificates the lab CA issues while rendering go to a scratch home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
+
+
+def rendered(text: str, host: str) -> dict[str, File]:
+    plan = plans(check_text(text, "inv.yml"))[host]
+    return {f.path: f for c in plan.components if c.configure for s in c.configure(plan) for f in s.files}
+
+
+@pytest.mark.parametrize("case,text,host,path,present,absent", TABLE, ids=[row[0] for row in TABLE])
+def test_rendered_file(case, text, host, path, present, absent):
+    lines = rendered(text, host)[path].lines
+    for line in present:
+        assert line in lines, f"{case}: {line!r} missing from {path}"
+    for fragment in absent:
+        assert not any(fragment in line for line in lines), f"{case}: {fragment!r} found in {path}"
+
+
+def test_secret_files_are_private_and_marked_secret():
+    files = rendered(VALID, "mx1")
+    for path in ("/etc/dovecot/mailstack/passdb-imap", "/etc/rspamd/local.d/redis.conf",
+                 "/etc/mailstack/tls/key.pem", "/etc/redis/mailstack.conf"):
+        assert files[path].secret and not int(files[path].mode, 8) & 0o007, path
+
+
+def test_rendering_is_deterministic():
+    first, second = rendered(LAB, "mail"), rendered(LAB, "mail")
+    assert {p: f.content for p, f in first.items()} == {p: f.content for p, f in second.items()}
+
+
+class FakeHost:
+    """What install_files sees of a host: one fact answer for all its files."""
+
+    def __init__(self, states):
+        self.states, self.noops = states, []
+
+    def get_fact(self, fact, **kwargs):
+        return self.states
+
+    def noop(self, text):
+        self.noops.append(text)
+
+
+def state(file: File) -> str:
+    return f"{file.user} {file.group} {file.mode[-3:]} {hashlib.sha256(file.content).hexdigest()}"
+
+
+@pytest.mark.parametrize("change,uploads", [("none", 0), ("content", 1), ("mode", 1), ("missing", 1)])
+def test_install_files_changes_only_what_differs(monkeypatch, change, uploads):
+    files = (File.text("/etc/a", "one"), File.text("/etc/b", "two", mode="0640", group="dovecot", secret=True))
+    states = [state(f) for f in files]
+    states[1] = {"none": states[1], "content": state(File.text("/etc/b", "old", mode="0640", group="dovecot")),
+                 "mode": state(File.text("/etc/b", "two", mode="0644", group="dovecot")),
+                 "missing": "missing"}[change]
+    fake = FakeHost(states)
+    monkeypatch.setattr(ops, "host", fake)
+    commands = list(ops.install_files._inner(files=files))
+    moved = [c for c in commands if isinstance(c, str) and "mv -f" in c]
+    assert len(moved) == uploads
+    if uploads:
+        assert moved[0].startswith("chown root:dovecot") and "chmod 0640" in moved[0] and moved[0].endswith("/etc/b")
+    else:
+        assert fake.noops == ["2 files are current"]
+
+
+def test_every_component_is_declared_once():
+    names = [c.name for c in COMPONENTS]
+    assert len(names) == len(set(names))
+    assert all(c.configure for c in COMPONENTS)

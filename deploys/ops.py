@@ -74,7 +74,9 @@ def apply(service: Service, also_changed: tuple = ()) -> None:
     if service.on_change:
         server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
     if service.unit:
+        # retried: systemd in a container now and then fails to attach a restarting unit
+        # to its cgroup (status 219/CGROUP); a second attempt succeeds
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
-                        restarted=True, daemon_reload=True, _if=changed)
+                        restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
         systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,
                         enabled=True)

@@ -51,12 +51,16 @@ def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
 
 
 def platform_problems(data: dict, pos: Positions) -> list[Problem]:
-    problems: list[Problem] = []
-    hosts, domains = data["hosts"], data["domains"]
-    users, aliases = data["users"], data["aliases"]
-    roles_of = {h["name"]: set(h["roles"]) for h in hosts}
-    present = Counter(role for h in hosts for role in set(h["roles"]))
+    """Every rule of this module, all problems at once."""
+    return [problem for rule in (_host_problems, _domain_problems, _address_problems, _send_as_problems,
+                                 _lab_only_problems, _topology_problems) for problem in rule(data, pos)]
 
+
+def _host_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Unique names and addresses; every role has what it needs somewhere."""
+    problems: list[Problem] = []
+    hosts = data["hosts"]
+    present = Counter(role for h in hosts for role in set(h["roles"]))
     problems += _duplicates([h["name"] for h in hosts],
                             [("hosts", i, "name") for i in range(len(hosts))], pos, "host name")
     problems += _duplicates([str(ipaddress.ip_address(h["address"])) for h in hosts],
@@ -67,7 +71,14 @@ def platform_problems(data: dict, pos: Positions) -> list[Problem]:
             if needs and not any(present[n] for n in needs):
                 problems.append(pos.problem(("hosts", i, "roles"), f"role {role!r} needs {why}, "
                                             "but no host has it"))
+    return problems
 
+
+def _domain_problems(data: dict, pos: Positions) -> list[Problem]:
+    """One tenant per domain; its MX, mailbox and submission hosts exist and fit."""
+    problems: list[Problem] = []
+    hosts, domains = data["hosts"], data["domains"]
+    roles_of = {h["name"]: set(h["roles"]) for h in hosts}
     claimed: dict[str, PathT] = {}
     for i, domain in enumerate(domains):
         path = ("domains", i, "name")
@@ -102,8 +113,14 @@ def platform_problems(data: dict, pos: Positions) -> list[Problem]:
             problems.append(pos.problem(("domains", i, "inbound", "spam"),
                                         "'discard' drops spam without telling the sender; set "
                                         "inbound.confirm_discard: true to choose it on purpose"))
+    return problems
 
-    local = set(claimed)
+
+def _address_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Users and aliases are unique, in listed domains, and aliases reach someone."""
+    problems: list[Problem] = []
+    users, aliases = data["users"], data["aliases"]
+    local = {d["name"] for d in data["domains"]}
     user_addresses = [u["address"].lower() for u in users]
     problems += _duplicates(user_addresses, [("users", i, "address") for i in range(len(users))],
                             pos, "user address")
@@ -129,10 +146,6 @@ def platform_problems(data: dict, pos: Positions) -> list[Problem]:
                 problems.append(pos.problem(("aliases", i, "to", j),
                                             f"{target!r} is in a local domain but is neither a user "
                                             "nor an alias"))
-
-    problems += _send_as_problems(data, pos)
-    problems += _lab_only_problems(data, pos)
-    problems += _topology_problems(data, pos)
     return problems
 
 

@@ -6,15 +6,17 @@ components (the lab image, the firewall, the tests' expectations) reads COMPONEN
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys import base, dns, dovecot, postfix, rspamd, smime, tls
+from deploys import base, clamav, dns, dovecot, postfix, rspamd, smime, tls
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
-from mailstack.component import Component
+from mailstack.component import Component, Service
 
-COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (base, tls, dns, rspamd, dovecot,
+COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (base, tls, dns, clamav, rspamd, dovecot,
                                                                             smime, postfix))
 
 
@@ -33,6 +35,15 @@ def image_disabled_units() -> tuple[str, ...]:
                         {u for c in COMPONENTS for u in c.disabled_units}))
 
 
+def configured(component: Component, plan) -> list[Service]:
+    """The component's services on this host, with the files other components running
+    here add to them (`extends`)."""
+    services = component.configure(plan) if component.configure else []
+    extra = {unit: [f for c in plan.components for f in c.extends.get(unit, lambda _: ())(plan)]
+             for unit in {s.unit for s in services if s.unit}}
+    return [replace(s, files=(*s.files, *extra[s.unit])) if extra.get(s.unit) else s for s in services]
+
+
 def apply(component: Component, plan) -> None:
     """The stages of one component on one host: install (packages, users, directories),
     configure (render its files; the checker runs on change), activate (restart on
@@ -42,7 +53,7 @@ def apply(component: Component, plan) -> None:
         packages(component.name, component.packages)
         if component.install:
             component.install(plan)
-        for service in host.loop(component.configure(plan) if component.configure else ()):
+        for service in host.loop(configured(component, plan)):
             apply_service(service)
 
     stages()

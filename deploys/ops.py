@@ -37,8 +37,9 @@ def _state(file: File) -> str:
 @operation()
 def install_files(files: tuple[File, ...]):
     """Make `files` exactly as given: every changed file is uploaded into a root-only
-    directory, given its owner and mode there, then renamed into place (no moment with
-    the wrong owner or half a file; contents are never printed, so secrets stay secret)."""
+    directory, given its owner and mode there, then renamed into place, its directory made
+    if needed (no moment with the wrong owner or half a file; contents are never printed,
+    so secrets stay secret)."""
     if not files:
         host.noop("no files")
         return
@@ -51,8 +52,9 @@ def install_files(files: tuple[File, ...]):
     for file in changed:
         staged = f"{STAGING}/{hashlib.sha256(file.path.encode()).hexdigest()[:16]}"
         yield FileUploadCommand(io.BytesIO(file.content), staged)
+        parent = shlex.quote(file.path.rsplit("/", 1)[0] or "/")
         yield (f"chown {shlex.quote(file.user)}:{shlex.quote(file.group)} {staged} && chmod {file.mode} {staged}"
-               f" && mv -f {staged} {shlex.quote(file.path)}")
+               f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
 
 
 def packages(component: str, names: tuple[str, ...]) -> None:

@@ -125,9 +125,12 @@ class Component:
     image ships them disabled until configured). public: ports open to anyone, per role.
     local: (address, port) it listens on for this host's own use only (or a function of
     the plan giving them); the firewall opens none of them. section: its inventory schema section.
-    rules: checks of the inventory (data, positions) -> problems. Stages, each given the
-    host's plan: `openings` (ports only some peers may reach), `install` (pyinfra
-    operations: users, directories), `configure` (the Services it renders, pure data).
+    rules: checks of the inventory (data, positions) -> problems. enabled: whether the
+    inventory turns it on (default: always, for hosts with its roles). extends: files it adds
+    to another component's service, by unit (e.g. rspamd's antivirus settings), so that
+    service is checked and restarted with them. Stages, each given the host's plan:
+    `openings` (ports only some peers may reach), `install` (pyinfra operations: users,
+    directories), `configure` (the Services it renders, pure data).
     """
 
     name: str
@@ -139,9 +142,13 @@ class Component:
     local: tuple[tuple[str, int], ...] | Callable = ()
     section: str | None = None
     rules: tuple[Callable, ...] = ()
+    enabled: Callable | None = None
+    extends: Mapping[str, Callable] = field(default_factory=dict)
     openings: Callable | None = None
     install: Callable | None = None
     configure: Callable | None = None
 
-    def serves(self, roles) -> bool:
-        return self.roles is None or bool(self.roles & set(roles))
+    def serves(self, inv, roles) -> bool:
+        """Whether a host with `roles` runs this component under inventory `inv`."""
+        wanted = self.roles is None or bool(self.roles & set(roles))
+        return wanted and (self.enabled is None or self.enabled(inv))

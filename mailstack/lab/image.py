@@ -106,6 +106,9 @@ rm -f /etc/ssh/ssh_host_* /root/preseed
     run(["tar", "-C", str(tree), "--numeric-owner", "-I", "zstd -T0 -3", "-cf", str(partial), "."])
     partial.rename(target)
     shutil.rmtree(tree, ignore_errors=True)
+    for stale in CACHE_DIR.glob(f"{SUITE}-*.tar.zst"):  # images of older package lists
+        if stale != target:
+            stale.unlink()
     log(f"image ready in {time.monotonic() - started:.0f} s")
     return target
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from unitdata import ROOT, VALID
+from unitdata import LAB_CLAMAV, ROOT, VALID
 
 from mailstack.component import UnsafeValue, guard
 from mailstack.inventory import check_text
@@ -61,8 +61,8 @@ ATTEMPTS = [
     ("host keys not verified outside a lab",
      VALID.replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n"),
      "verify_host_key", "hosts[1].ssh.verify_host_key: host keys are always verified outside a lab"),
-    ("a setting that is not deployed yet", VALID + "clamav:\n  enabled: true\n", "clamav:",
-     "clamav: 'clamav' is not implemented yet (planned: issue 9 (ClamAV in rspamd)); remove it"),
+    ("a setting that is not deployed yet", VALID + "nauthilus:\n  enabled: true\n", "nauthilus:",
+     "nauthilus: 'nauthilus' is not implemented yet (planned: issue 10 (Nauthilus)); remove it"),
 ]
 
 
@@ -118,7 +118,7 @@ def test_ssh_host_keys_are_verified_strictly_outside_the_lab(tmp_path):
 def test_only_a_lab_may_skip_host_key_checks():
     lab = check_text(VALID.replace("  postmaster: postmaster@one.example\n",
                                    "  postmaster: postmaster@one.example\n  lab: true\n")
-                     .replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n"),
-                     "inv.yml")
+                     .replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n")
+                     + LAB_CLAMAV, "inv.yml")
     data = host_data(lab, lab.host("other"), plans(lab)["other"])
     assert data["ssh_strict_host_key_checking"] == "off" and data["ssh_known_hosts_file"] == "/dev/null"

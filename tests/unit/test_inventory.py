@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from unitdata import ROOT, VALID, usable_example
+from unitdata import LAB_CLAMAV, ROOT, VALID, usable_example
 
 from mailstack.inventory import InventoryInvalid, check_text, load, schema
 
@@ -201,7 +201,7 @@ def test_lab_only_settings_are_refused_in_production():
     assert any("hosts[1].outside: only a lab (platform.lab: true) may have hosts" in p for p in found), found
     assert any("hosts[1].roles: the 'dns' role serves a lab's zones" in p for p in found), found
     lab = text.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
-    check_text(lab, "inv.yml")
+    check_text(lab + LAB_CLAMAV, "inv.yml")
 
 
 @pytest.mark.parametrize("mutation,expected", [
@@ -226,3 +226,15 @@ def test_one_gateway_host_only_and_never_an_outside_one():
     text = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
     (found,) = problems(text)
     assert f"inv.yml:{line_of(text, 'roles: [smime]')} hosts[1].roles: only one S/MIME gateway host" in found
+
+
+@pytest.mark.parametrize("lab,freshclam,complaint", [
+    (True, "true", "a lab has no Internet: set clamav.freshclam: false"),
+    (False, "false", "without freshclam clamd has no signatures"),
+])
+def test_signatures_come_from_freshclam_outside_a_lab_only(lab, freshclam, complaint):
+    text = VALID + f"clamav:\n  freshclam: {freshclam}\n"
+    if lab:
+        text = text.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
+    (found,) = problems(text)
+    assert f"inv.yml:{line_of(text, 'freshclam:')} clamav.freshclam: {complaint}" in found

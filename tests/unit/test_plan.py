@@ -3,7 +3,7 @@
 whom, and what only a lab does."""
 
 import pytest
-from unitdata import ROOT, VALID
+from unitdata import LAB_CLAMAV, ROOT, VALID
 
 from deploys import COMPONENTS, image_disabled_units, image_packages, postfix, rspamd
 from mailstack.inventory import check_text, load
@@ -38,7 +38,8 @@ def test_single_host_lab_publishes_nothing_internal():
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "rspamd", "dovecot", "smime", "postfix"]
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "clamav", "rspamd", "dovecot", "smime",
+                                                             "postfix"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "dovecot", "postfix"]
 
 
@@ -46,7 +47,7 @@ def test_the_lab_image_is_derived_from_the_declarations():
     assert set(image_packages()) == {p for c in COMPONENTS for p in c.packages}
     assert {"postfix.service", "dovecot.service", "rspamd.service", "redis-server.service", "nsd.service",
             "unbound.service", "unbound-resolvconf.service"} <= set(image_disabled_units())
-    assert not any("clamav" in u for u in image_disabled_units())  # no component installs it (yet)
+    assert "clamav-freshclam.service" in image_disabled_units()  # never started before the deploy decides
 
 
 def test_lab_only_facts_are_in_the_plan_not_in_the_deploys():
@@ -69,6 +70,7 @@ def test_the_gateway_hop_is_one_fact_for_both_sides():
     loopback = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, smime]")
     loopback = loopback.replace("roles: [smime]", "roles: [dns]") + "smime: {plaintext_loopback: true}\n"
     loopback = loopback.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
+    loopback += LAB_CLAMAV
     hop = plans(check_text(loopback, "inv.yml"))["mx1"].gateway
     assert (hop.connect, hop.gateway_listen, hop.plaintext) == ("127.0.0.1", "127.0.0.1", True)
 

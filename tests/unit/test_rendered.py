@@ -7,7 +7,8 @@ import hashlib
 import pytest
 from unitdata import ROOT, VALID
 
-from deploys import COMPONENTS, ops
+from deploys import COMPONENTS, configured, ops
+from deploys.clamav import EICAR
 from mailstack.component import File
 from mailstack.inventory import check_text
 from mailstack.plan import plans
@@ -17,6 +18,8 @@ POP3_MIX = VALID.replace("    mx: [mx1]\n    dmarc:", "    mx: [mx1]\n    pop3_s
 SMIME_TENANT = VALID.replace("      policy: none\n", "      policy: none\n    smime: {sign: always}\n")
 KEEP = VALID + "postfix: {strip_internal_headers: false}\n"
 LMTP = "lmtp:unix:private/dovecot-lmtp"
+MIRROR = VALID + "clamav: {mirror: https://clamav.example.org/db}\n"
+MACROS_OK = VALID + "clamav: {office_macros: accept}\n"
 
 # (case, inventory text, host, file, lines it must have, lines it must not have)
 TABLE = [
@@ -55,6 +58,20 @@ TABLE = [
      ['    local-zone: "." refuse', "    stub-addr: 10.77.0.20", '    module-config: "iterator"'], ["trust-anchor"]),
     ("production resolver validates", VALID, "mx1", "/etc/unbound/unbound.conf.d/mailstack.conf",
      ['    module-config: "validator iterator"', '    trust-anchor-file: "/usr/share/dns/root.key"'], ["refuse"]),
+    ("clamav: rspamd scans whole messages", VALID, "mx1", "/etc/rspamd/local.d/antivirus.conf",
+     ['  servers = "/var/run/clamav/clamd.ctl";', "  scan_mime_parts = false;", '  action = "reject";'], []),
+    ("clamav: failure is a 4xx", VALID, "mx1", "/etc/rspamd/local.d/force_actions.conf",
+     ['    action = "soft reject";', '    expression = "CLAM_VIRUS_FAIL";'], []),
+    ("clamav: macros accepted on request", MACROS_OK, "mx1", "/etc/clamav/clamd.conf", ["AlertOLE2Macros false"],
+     ["AlertOLE2Macros true"]),
+    ("clamav: the biggest message fits", VALID, "mx1", "/etc/clamav/clamd.conf",
+     ["AlertOLE2Macros true", "StreamMaxLength 53477376", "LocalSocket /var/run/clamav/clamd.ctl"], ["TCPSocket"]),
+    ("clamav: public signatures", VALID, "mx1", "/etc/clamav/freshclam.conf", ["NotifyClamd /etc/clamav/clamd.conf"],
+     ["PrivateMirror"]),
+    ("clamav: the operator's mirror", MIRROR, "mx1", "/etc/clamav/freshclam.conf",
+     ["PrivateMirror https://clamav.example.org/db"], []),
+    ("clamav: a lab's test signature", LAB, "mail", "/var/lib/clamav/mailstack-lab.ndb",
+     [f"Mailstack.Lab.EICAR:0:*:{EICAR.encode().hex()}"], []),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
      ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
     ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",
@@ -74,7 +91,7 @@ def secrets_home(tmp_path_factory):
 
 def rendered(text: str, host: str) -> dict[str, File]:
     plan = plans(check_text(text, "inv.yml"))[host]
-    return {f.path: f for c in plan.components if c.configure for s in c.configure(plan) for f in s.files}
+    return {f.path: f for c in plan.components for s in configured(c, plan) for f in s.files}
 
 
 @pytest.mark.parametrize("case,text,host,path,present,absent", TABLE, ids=[row[0] for row in TABLE])
@@ -137,3 +154,14 @@ def test_every_component_is_declared_once():
     names = [c.name for c in COMPONENTS]
     assert len(names) == len(set(names))
     assert all(c.configure for c in COMPONENTS)
+
+
+def test_clamav_off_leaves_no_trace_in_rspamd():
+    files = rendered(VALID + "clamav: {enabled: false}\n", "mx1")
+    assert not any("clamav" in path or "antivirus" in path or "force_actions" in path for path in files)
+    assert "/etc/rspamd/local.d/antivirus.conf" in rendered(VALID, "mx1")
+
+
+def test_a_lab_never_runs_freshclam():
+    files = rendered(LAB, "mail")
+    assert "/etc/clamav/freshclam.conf" not in files  # masked by the deploy, never configured

@@ -4,6 +4,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+LAB_CLAMAV = "clamav: {freshclam: false}\n"  # what a lab inventory says: no Internet for freshclam
 
 VALID = textwrap.dedent("""\
     platform:

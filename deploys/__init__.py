@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 from deploys import base, clamav, dns, dovecot, postfix, rspamd, smime, tls
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
-from mailstack.component import Component, Service
+from mailstack.component import Component, File, Service
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (base, tls, dns, clamav, rspamd, dovecot,
                                                                             smime, postfix))
@@ -37,11 +37,14 @@ def image_disabled_units() -> tuple[str, ...]:
 
 def configured(component: Component, plan) -> list[Service]:
     """The component's services on this host, with the files other components running
-    here add to them (`extends`)."""
+    here add to them (`extends`), and without those of components turned off here."""
     services = component.configure(plan) if component.configure else []
-    extra = {unit: [f for c in plan.components for f in c.extends.get(unit, lambda _: ())(plan)]
-             for unit in {s.unit for s in services if s.unit}}
-    return [replace(s, files=(*s.files, *extra[s.unit])) if extra.get(s.unit) else s for s in services]
+
+    def added(unit: str, on: bool) -> list[File]:
+        return [f for c in COMPONENTS if (c in plan.components) == on for f in c.extends.get(unit, lambda _: ())(plan)]
+
+    return [replace(s, files=(*s.files, *added(s.unit, True)), absent=tuple(f.path for f in added(s.unit, False)))
+            if s.unit else s for s in services]
 
 
 def apply(component: Component, plan) -> None:

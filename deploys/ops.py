@@ -35,18 +35,24 @@ def _state(file: File) -> str:
 
 
 @operation()
-def install_files(files: tuple[File, ...]):
-    """Make `files` exactly as given: every changed file is uploaded into a root-only
-    directory, given its owner and mode there, then renamed into place, its directory made
-    if needed (no moment with the wrong owner or half a file; contents are never printed,
-    so secrets stay secret)."""
-    if not files:
+def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
+    """Make `files` exactly as given and remove `absent`: every changed file is uploaded
+    into a root-only directory, given its owner and mode there, then renamed into place,
+    its directory made if needed (no moment with the wrong owner or half a file; contents
+    are never printed, so secrets stay secret)."""
+    paths = [f.path for f in files] + list(absent)
+    if not paths:
         host.noop("no files")
         return
-    found = host.get_fact(FileStates, paths=[f.path for f in files]) or ["missing"] * len(files)  # fake: none
-    changed = [f for f, state in zip(files, found, strict=True) if state != _state(f)]
-    if not changed:
+    found = host.get_fact(FileStates, paths=paths) or ["missing"] * len(paths)  # fake connector: no facts
+    changed = [f for f, state in zip(files, found, strict=False) if state != _state(f)]
+    stale = [path for path, state in zip(absent, found[len(files):], strict=True) if state != "missing"]
+    if not changed and not stale:
         host.noop(f"{len(files)} files are current")
+        return
+    if stale:
+        yield "rm -f " + " ".join(shlex.quote(path) for path in stale)
+    if not changed:
         return
     yield f"install -d -m 0700 -o root -g root {STAGING}"
     for file in changed:
@@ -68,7 +74,7 @@ def apply(service: Service, also_changed: tuple = ()) -> None:
     its checker, then restart it (or run its on_change command). A unit always ends
     enabled and running."""
     what = service.unit or service.files[0].path
-    written = install_files(name=f"Files of {what}", files=service.files)
+    written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent)
     changed = written.did_change if not also_changed else (
         lambda: written.did_change() or any(op.did_change() for op in also_changed))
     if service.check:

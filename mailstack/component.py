@@ -82,12 +82,14 @@ class File:
 @dataclass(frozen=True)
 class Service:
     """Files that belong together, the checker that validates them, and what applies
-    them: restarting `unit`, or `on_change` (a command) for files no daemon reads."""
+    them: restarting `unit`, or `on_change` (a command) for files no daemon reads. Paths
+    in `absent` are removed (what a component turned off had added)."""
 
     unit: str | None
     files: tuple[File, ...]
     check: str | None = None
     on_change: str | None = None
+    absent: tuple[str, ...] = ()  # paths that must not exist (left by a component now off)
 
     def file(self, path: str) -> File:
         return next(f for f in self.files if f.path == path)

@@ -150,6 +150,13 @@ def test_install_files_changes_only_what_differs(monkeypatch, change, uploads):
         assert fake.noops == ["2 files are current"]
 
 
+def test_files_of_a_component_turned_off_are_removed(monkeypatch):
+    current = File.text("/etc/a", "one")
+    monkeypatch.setattr(ops, "host", FakeHost([state(current), "root root 644 abc", "missing"]))
+    commands = list(ops.install_files._inner(files=(current,), absent=("/etc/rspamd/local.d/old.conf", "/etc/gone")))
+    assert commands == ["rm -f /etc/rspamd/local.d/old.conf"]
+
+
 def test_every_component_is_declared_once():
     names = [c.name for c in COMPONENTS]
     assert len(names) == len(set(names))
@@ -157,8 +164,12 @@ def test_every_component_is_declared_once():
 
 
 def test_clamav_off_leaves_no_trace_in_rspamd():
+    off = check_text(VALID + "clamav: {enabled: false}\n", "inv.yml")
+    plan = plans(off)["mx1"]
     files = rendered(VALID + "clamav: {enabled: false}\n", "mx1")
     assert not any("clamav" in path or "antivirus" in path or "force_actions" in path for path in files)
+    (service,) = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
+    assert set(service.absent) == {"/etc/rspamd/local.d/antivirus.conf", "/etc/rspamd/local.d/force_actions.conf"}
     assert "/etc/rspamd/local.d/antivirus.conf" in rendered(VALID, "mx1")
 
 

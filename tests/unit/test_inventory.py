@@ -238,3 +238,19 @@ def test_signatures_come_from_freshclam_outside_a_lab_only(lab, freshclam, compl
         text = text.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
     (found,) = problems(text)
     assert f"inv.yml:{line_of(text, 'freshclam:')} clamav.freshclam: {complaint}" in found
+
+
+def test_a_sandbox_sits_with_its_filter():
+    text = VALID.replace("roles: [smime]", "roles: [smime, sandbox]")
+    filter_alone, sandbox_alone = problems(text)  # the filter host would not ask it either
+    assert f"inv.yml:{line_of(text, 'roles: [smime, sandbox]')} hosts[1].roles: 'sandbox' and 'filter' go together" \
+        in sandbox_alone
+    assert filter_alone.startswith(f"inv.yml:{line_of(text, 'roles: [mx, submission')} hosts[0].roles: 'sandbox'")
+    check_text(VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, sandbox]"),
+               "inv.yml")
+
+
+def test_sandbox_backends_are_planned_not_pretended():
+    text = VALID + "peekaboo: {sandbox: cuckoo}\n"
+    (found,) = problems(text)
+    assert "peekaboo.sandbox: 'cuckoo' is not implemented yet" in found

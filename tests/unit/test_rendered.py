@@ -72,6 +72,20 @@ TABLE = [
      ["PrivateMirror https://clamav.example.org/db"], []),
     ("clamav: a lab's test signature", LAB, "mail", "/var/lib/clamav/mailstack-lab.ndb",
      [f"Mailstack.Lab.EICAR:0:*:{EICAR.encode().hex()}"], []),
+    ("peekaboo: rspamd asks it", LAB, "mail", "/etc/rspamd/mailstack.d/peekaboo.lua",
+     ['local URL = "http://127.0.0.1:8100"', '  ["tenant-b.test"] = 0,', '  ["example.test"] = 2,',
+      'local ON_NO_VERDICT = "reject"   -- reject | accept', "local PENDING_TIMEOUT = 1800  -- seconds a sample may stay "
+      "under analysis"], ['["ext.test"]']),
+    ("peekaboo: sandbox-free ruleset", LAB, "mail", "/etc/mailstack-peekaboo/ruleset.conf",
+     ["rule.4 : office_macro", "rule.6 : final_rule", "whitelist.1 : text/plain",
+      "expression.1 : sample.file_extension in { 'exe', 'scr', 'com', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', "
+      "'wsf', 'wsh', 'hta', 'lnk', 'ps1', 'jar', 'msi', 'iso', 'img' } -> bad"], ["cuckoo"]),
+    ("peekaboo: loopback only", LAB, "mail", "/etc/mailstack-peekaboo/peekaboo.conf",
+     ["host : 127.0.0.1", "port : 8100", "url : sqlite:////var/lib/mailstack-peekaboo/peekaboo.db"], []),
+    ("peekaboo: hosts install from wheels only", LAB, "mail", "/opt/mailstack-peekaboo/wheels/requirements.txt",
+     ["PeekabooAV==2.1", "pyparsing==2.4.7", "aiosqlite==0.22.1"], []),
+    ("rspamd loads what components add", VALID, "mx1", "/etc/rspamd/rspamd.local.lua",
+     ['for _, path in ipairs(rspamd_util.glob("/etc/rspamd/mailstack.d/*.lua") or {}) do'], []),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
      ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
     ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",
@@ -169,10 +183,25 @@ def test_clamav_off_leaves_no_trace_in_rspamd():
     files = rendered(VALID + "clamav: {enabled: false}\n", "mx1")
     assert not any("clamav" in path or "antivirus" in path or "force_actions" in path for path in files)
     (service,) = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
-    assert set(service.absent) == {"/etc/rspamd/local.d/antivirus.conf", "/etc/rspamd/local.d/force_actions.conf"}
+    assert {"/etc/rspamd/local.d/antivirus.conf", "/etc/rspamd/local.d/force_actions.conf"} <= set(service.absent)
     assert "/etc/rspamd/local.d/antivirus.conf" in rendered(VALID, "mx1")
 
 
 def test_a_lab_never_runs_freshclam():
     files = rendered(LAB, "mail")
     assert "/etc/clamav/freshclam.conf" not in files  # masked by the deploy, never configured
+
+
+def test_without_a_sandbox_rspamd_asks_no_peekaboo():
+    plan = plans(check_text(VALID, "inv.yml"))["mx1"]
+    (service,) = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
+    assert "/etc/rspamd/mailstack.d/peekaboo.lua" in service.absent
+    assert not any("peekaboo" in f.path for f in service.files)
+
+
+def test_the_hosts_get_every_pinned_wheel():
+    files = rendered(LAB, "mail")
+    wheels = {p.rsplit("/", 1)[1].split("-")[0].lower().replace("_", "") for p in files if p.endswith(".whl")}
+    pinned = {line.split("==")[0].lower().replace("_", "").replace("-", "")
+              for line in files["/opt/mailstack-peekaboo/wheels/requirements.txt"].lines}
+    assert pinned <= wheels and "peekabooav" in wheels

@@ -1,0 +1,101 @@
+"""Hosts with `sandbox` (and `filter`): PeekabooAV, the pinned PyPI release installed
+from wheels the control machine brings (hosts reach no package index), run by its own
+user under a hardened unit on loopback, and asked by rspamd (the project's own Lua rule)
+about every attachment of mail from outside, with the temp-fail-then-verdict flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra.operations import files, pip, server
+
+from deploys.rspamd import SUBMISSION_VIA_GATEWAY
+from mailstack.component import TEMPLATES, Component, File, Service
+from mailstack.inventory import Positions, Problem
+from mailstack.plan import HostPlan
+from mailstack.wheels import requirements, wheelhouse
+
+USER = "mailstack-peekaboo"
+HOME = "/opt/mailstack-peekaboo"
+ETC = "/etc/mailstack-peekaboo"
+STATE = "/var/lib/mailstack-peekaboo"
+LOCK = Path(__file__).with_suffix(".lock")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# the sandbox-free ruleset: the first rule that decides wins
+RULES = ("known", "file_larger_than", "file_type_on_whitelist", "office_macro", "expressions", "final_rule")
+
+
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * SECONDS[duration[-1]]
+
+
+def ruleset(plan: HostPlan) -> dict:
+    settings = plan.inv.peekaboo
+    return {"rules": [r for r in RULES if r != "office_macro" or settings["office_macros"]],
+            "ignore_types": settings["ignore_types"],
+            "bad_extensions": ", ".join(f"'{e}'" for e in settings["bad_extensions"])}
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    settings = plan.inv.peekaboo
+    wheels = wheelhouse(LOCK)
+    paths = {"user": USER, "home": HOME, "etc": ETC, "state": STATE, "port": settings["port"]}
+    pip_install = (f"{HOME}/venv/bin/pip install --quiet --no-index --find-links {HOME}/wheels "
+                   f"-r {HOME}/wheels/requirements.txt")
+    return [
+        Service(None, (*(File.copy(f"{HOME}/wheels/{w.name}", w) for w in wheels),
+                       File.text(f"{HOME}/wheels/requirements.txt", "\n".join(requirements(LOCK)))),
+                on_change=pip_install),
+        Service("mailstack-peekaboo", (
+            File.template(f"{ETC}/peekaboo.conf", "peekaboo/peekaboo.conf.j2", paths, group=USER, mode="0640"),
+            File.template(f"{ETC}/ruleset.conf", "peekaboo/ruleset.conf.j2", ruleset(plan), group=USER, mode="0640"),
+            File.text(f"{ETC}/analyzers.conf", "# Managed by mailstack: no sandbox analyzers.", group=USER,
+                      mode="0640"),
+            File.template("/etc/systemd/system/mailstack-peekaboo.service", "peekaboo/mailstack-peekaboo.service.j2",
+                          paths),
+            File.copy(f"{HOME}/check.py", TEMPLATES / "peekaboo" / "check.py"),
+        ), check=f"runuser -u {USER} -- {HOME}/venv/bin/python {HOME}/check.py {ETC}/peekaboo.conf"),
+    ]
+
+
+def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
+    """The project's own rspamd rule that asks Peekaboo (rspamd 3.4 has none)."""
+    settings = plan.inv.peekaboo
+    waits = sorted((d.name, d.inbound["attachment_wait"]) for d in plan.own_domains)
+    return (File.template("/etc/rspamd/mailstack.d/peekaboo.lua", "peekaboo/peekaboo.lua.j2", {
+        "port": settings["port"], "pending_timeout": seconds(settings["pending_timeout"]),
+        "on_no_verdict": settings["on_no_verdict"], "waits": waits,
+        "submission_via_gateway": SUBMISSION_VIA_GATEWAY}),)
+
+
+def install(plan: HostPlan) -> None:
+    server.user(name="Peekaboo user", user=USER, system=True, home=STATE, shell="/usr/sbin/nologin",
+                ensure_home=False)
+    files.directory(name=HOME, path=HOME, mode="0755")
+    files.directory(name=f"{HOME}/wheels", path=f"{HOME}/wheels", mode="0755")
+    files.directory(name=ETC, path=ETC, user="root", group=USER, mode="0750")
+    files.directory(name=STATE, path=STATE, user=USER, group=USER, mode="0750")
+    pip.virtualenv(name="Peekaboo venv (Debian's python3)", path=f"{HOME}/venv", python="python3", venv=True)
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """rspamd reaches Peekaboo on loopback: every filter host is a sandbox host and back."""
+    hosts = [h for h in data["hosts"] if not h["outside"]]
+    if not any("sandbox" in h["roles"] for h in hosts):
+        return []
+    return [pos.problem(("hosts", data["hosts"].index(h), "roles"), "'sandbox' and 'filter' go together on one "
+                        "host (rspamd asks Peekaboo over loopback; a remote sandbox is not implemented yet)")
+            for h in hosts if ("sandbox" in h["roles"]) != ("filter" in h["roles"])]
+
+
+COMPONENT = Component(
+    name="peekaboo",
+    roles=frozenset({"sandbox"}),
+    packages=("python3-venv", "libmagic1"),
+    units=("mailstack-peekaboo",),
+    section="peekaboo",
+    rules=(rules,),
+    extends={"rspamd": rspamd_files},
+    install=install,
+    configure=configure,
+)

@@ -93,6 +93,7 @@ COMPONENT = Component(
     roles=frozenset({"sandbox"}),
     packages=("python3-venv", "libmagic1"),
     units=("mailstack-peekaboo",),
+    local=lambda plan: {("127.0.0.1", plan.inv.peekaboo["port"])},
     section="peekaboo",
     rules=(rules,),
     extends={"rspamd": rspamd_files},

@@ -24,7 +24,7 @@ CONFIG = ("override.d/options.inc", "local.d/worker-proxy.inc", "local.d/worker-
 # files with a password: never shown, readable by rspamd only
 SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
 REDIS_INCLUDE = "/etc/redis/mailstack.conf"
-# MTA-Tag (Postfix's milter daemon name) of submitted mail on its way to the S/MIME
+# MTA-Name (rspamd's header for Postfix's milter daemon name) of submitted mail on its way to the S/MIME
 # gateway: checked here, DKIM-signed only when it comes back
 SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
 

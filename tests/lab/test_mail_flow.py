@@ -99,6 +99,8 @@ def test_submitted_mail_arrives_dkim_signed_and_spf_aligned(addr, fqdn, ca_file,
     raw = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag)
     assert raw is not None, "the message did not reach ext"
     assert b"DKIM-Signature:" in raw and b"d=example.test" in raw
+    # signed once, after the S/MIME gateway: a signature made before it would be broken by it
+    assert raw.count(b"\nDKIM-Signature:") == 1, raw[:3000]
     resolver = lab_resolver(nameserver)
 
     def txt(name, timeout=5):

@@ -7,7 +7,7 @@ import smtplib
 import uuid
 
 import pytest
-from helpers import imap_find, message
+from helpers import imap_find, message, submit
 from test_mail_flow import deferred_at, from_outside, smtp_from_test_machine
 
 WAITS = "alice@example.test"  # example.test waits for the verdict in the session (default)
@@ -106,3 +106,11 @@ def test_a_cached_verdict_decides_without_peekaboo(mail, tag):
         assert fresh[0] == 451  # unknown samples are never accepted unjudged
     finally:
         mail.check_output("systemctl start mailstack-peekaboo")
+
+
+def test_mail_the_platform_sends_is_not_held(addr, fqdn, ca_file, tag):
+    """Submitted mail (with the S/MIME gateway and back) is the sender's own: not judged."""
+    msg = message("alice@example.test", "carol@ext.test", tag)
+    msg.add_attachment(script(tag), maintype="application", subtype="octet-stream", filename="tool.js")
+    submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", msg)
+    assert imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag) is not None

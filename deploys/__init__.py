@@ -43,8 +43,8 @@ def configured(component: Component, plan) -> list[Service]:
     def added(unit: str, on: bool) -> list[File]:
         return [f for c in COMPONENTS if (c in plan.components) == on for f in c.extends.get(unit, lambda _: ())(plan)]
 
-    return [replace(s, files=(*s.files, *added(s.unit, True)), absent=tuple(f.path for f in added(s.unit, False)))
-            if s.unit else s for s in services]
+    return [replace(s, files=(*s.files, *added(s.unit, True)),
+                    absent=(*s.absent, *(f.path for f in added(s.unit, False)))) if s.unit else s for s in services]
 
 
 def apply(component: Component, plan) -> None:

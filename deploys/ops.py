@@ -69,21 +69,25 @@ def packages(component: str, names: tuple[str, ...]) -> None:
         apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
 
 
-def apply(service: Service, also_changed: tuple = ()) -> None:
-    """Install the service's files; when any changed (or one of `also_changed` did), run
-    its checker, then restart it (or run its on_change command). A unit always ends
-    enabled and running."""
+def apply(service: Service) -> None:
+    """Install the service's files; when any changed, run its checker, then restart or
+    reload it (or run its on_change command). A unit always ends enabled and running."""
     what = service.unit or service.files[0].path
     written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent)
-    changed = written.did_change if not also_changed else (
-        lambda: written.did_change() or any(op.did_change() for op in also_changed))
+    changed = written.did_change
     if service.check:
         server.shell(name=f"Check the {service.unit} configuration", commands=[service.check], _if=changed)
     if service.on_change:
         server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
-    if service.unit:
-        # retried: systemd in a container now and then fails to attach a restarting unit
-        # to its cgroup (status 219/CGROUP); a second attempt succeeds
+    # restarts and reloads are retried: systemd in a container now and then fails to attach
+    # the process it starts to the unit's cgroup (status 219/CGROUP); a second attempt works
+    if service.unit and service.reload:
+        # running first (a first start reads the new files); then a graceful reload on change
+        systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,
+                        enabled=True)
+        systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
+                        reloaded=True, _if=changed, _retries=2, _retry_delay=2)
+    elif service.unit:
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
                         restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
         systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,

@@ -9,6 +9,8 @@ rspamd cannot be reached mail is deferred (4xx), never accepted unscanned.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 from pyinfra.operations import files
 
 from deploys import rspamd, tls
@@ -22,6 +24,27 @@ LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 def header_rules(*patterns: str) -> str:
     """A regexp: table that drops every header matching one of `patterns`."""
     return "\n".join(f"/{guard(p)}/ IGNORE" for p in patterns)
+
+
+DENIED = "REJECT 5.7.1 refused by the policy of the recipient's domain"
+
+
+def deny_classes(plan: HostPlan) -> list[tuple[str, str, object]]:
+    """(restriction class, domain, its deny list) for each domain this host receives that
+    refuses someone: Postfix checks them per recipient, at RCPT time."""
+    return [(f"mailstack_deny_{i}", d.name, d.deny) for i, d in
+            enumerate((d for d in plan.mx_domains if d.deny["senders"] or d.deny["ips"]), 1)]
+
+
+def deny_maps(plan: HostPlan) -> dict[str, str]:
+    """tenant-deny (recipient domain -> its class) and each class's sender and client tables;
+    @example.org refuses example.org and its subdomains (Postfix access map matching)."""
+    classes = deny_classes(plan)
+    result = {"tenant-deny": table((domain, name) for name, domain, _ in classes)}
+    for name, _, deny in classes:
+        result[f"{name}-senders"] = table((e.lower().removeprefix("@"), DENIED) for e in deny["senders"])
+        result[f"{name}-ips"] = table((ip_network(n, strict=False), DENIED) for n in deny["ips"])
+    return result
 
 
 def maps(plan: HostPlan) -> dict[str, str]:
@@ -46,6 +69,7 @@ def maps(plan: HostPlan) -> dict[str, str]:
         "header-checks": header_rules(*ours),  # every way in
         "submission-header-checks": header_rules(*ours, *(["^Received:", "^X-Originating-IP:"] if strip else [])),
         "outbound-header-checks": header_rules(*ours, "^X-Spam-Status:") if strip else "",
+        **deny_maps(plan),
     }
 
 
@@ -127,12 +151,15 @@ def configure(plan: HostPlan) -> list[Service]:
         "outbound_header_checks": f"regexp:{MAPS}/outbound-header-checks" if settings["strip_internal_headers"]
         else "",
         "services": services(plan),
+        "deny_classes": [{"name": name, "checks": f"check_client_access cidr:{MAPS}/{name}-ips, "
+                                                 f"check_sender_access texthash:{MAPS}/{name}-senders"}
+                         for name, _, _ in deny_classes(plan)],
     }
     return [Service("postfix", (
         File.template("/etc/postfix/main.cf", "postfix/main.cf.j2", context),
         File.template("/etc/postfix/master.cf", "postfix/master.cf.j2", context),
         *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
-    ), check="postfix check")]
+    ), check="postfix check", reload=True)]
 
 
 def install(plan: HostPlan) -> None:

@@ -1,5 +1,6 @@
 """Hosts with `filter`: rspamd as Postfix milter, with Redis; DKIM/ARC signing,
-SPF/DKIM/DMARC/ARC evaluation, per-domain spam policy and allow/deny maps, and the
+SPF/DKIM/DMARC/ARC evaluation, per-domain spam policy and allow lists (a tenant's list
+counts only for mail to that tenant: Postfix applies deny lists per recipient), and the
 rule that binds a logged-in user's header From/Sender to the addresses granted to it."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import json
 
 from pyinfra.operations import files
 
-from mailstack.component import Component, File, Opening, Service, guard, table
+from mailstack.component import Component, File, Opening, Service, table
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -19,8 +20,10 @@ MAPS_DIR = "/etc/rspamd/maps.d"
 # merged, Debian's local_addrs would count every private network as "local").
 CONFIG = ("override.d/options.inc", "local.d/worker-proxy.inc", "local.d/worker-normal.inc",
           "local.d/actions.conf", "local.d/dkim_signing.conf", "local.d/arc.conf",
-          "local.d/milter_headers.conf", "local.d/greylist.conf", "local.d/multimap.conf",
-          "local.d/settings.conf")
+          "local.d/milter_headers.conf", "local.d/greylist.conf", "local.d/settings.conf")
+# what earlier versions rendered: platform-wide lists that let one tenant's entries act for all
+RETIRED = ("local.d/multimap.conf", *(f"maps.d/{kind}_{what}.map" for kind in ("allow", "deny")
+                                      for what in ("addresses", "domains", "ips")))
 # files with a password: never shown, readable by rspamd only
 SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
 REDIS_INCLUDE = "/etc/redis/mailstack.conf"
@@ -29,15 +32,10 @@ REDIS_INCLUDE = "/etc/redis/mailstack.conf"
 SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
 
 
-def _lists(plan: HostPlan, kind: str) -> dict[str, list[str]]:
-    """allow/deny data of every domain, split by what rspamd matches on."""
-    lists = [getattr(d, kind) for d in plan.inv.domains]
-    entries = [e for entry in lists for e in entry["senders"]]
-    return {
-        "addresses": sorted({e.lower() for e in entries if not e.startswith("@")}),
-        "domains": sorted({e[1:].lower() for e in entries if e.startswith("@")}),
-        "ips": sorted({ip for entry in lists for ip in entry["ips"]}),
-    }
+def allow_table(plan: HostPlan) -> str:
+    """Each own domain's allow list (addresses, @domains, networks) as one map line."""
+    return table((d.name, ",".join([*(e.lower() for e in d.allow["senders"]), *d.allow["ips"]]))
+                 for d in plan.own_domains if d.allow["senders"] or d.allow["ips"])
 
 
 def _policies(plan: HostPlan) -> list[dict]:
@@ -78,8 +76,6 @@ def configure(plan: HostPlan) -> list[Service]:
         "controller_password": password(inv, "rspamd-controller"),
     }
     secret = {"secret": True, "group": "_rspamd", "mode": "0640"}
-    lists = [File.text(f"{MAPS_DIR}/{kind}_{what}.map", "\n".join(guard(values)))
-             for kind in ("allow", "deny") for what, values in _lists(plan, kind).items()]
     return [
         Service("redis-server", (File.template(REDIS_INCLUDE, "rspamd/redis-server.conf.j2", context,
                                                secret=True, group="redis", mode="0640"),)),
@@ -88,11 +84,11 @@ def configure(plan: HostPlan) -> list[Service]:
             *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context, **secret)
               for name in SECRET_CONFIG),
             File.template(f"{ETC}/rspamd.local.lua", "rspamd/rspamd.local.lua.j2", context),
-            *lists,
+            File.text(f"{MAPS_DIR}/tenant_allow.map", allow_table(plan)),
             File.text(f"{MAPS_DIR}/senders.map",
                       table((address, ",".join(logins)) for address, logins in inv.senders().items())),
             *(File.copy(s["path"], s["source"], secret=True, group="_rspamd", mode="0640") for s in signing),
-        ), check="rspamadm configtest -q"),
+        ), check="rspamadm configtest -q", reload=True, absent=tuple(f"{ETC}/{name}" for name in RETIRED)),
     ]
 
 

@@ -90,6 +90,7 @@ class Service:
     check: str | None = None
     on_change: str | None = None
     absent: tuple[str, ...] = ()  # paths that must not exist (left by a component now off)
+    reload: bool = False  # the daemon takes changes gracefully (a reload, not a restart)
 
     def file(self, path: str) -> File:
         return next(f for f in self.files if f.path == path)

@@ -52,8 +52,9 @@ def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
 
 def platform_problems(data: dict, pos: Positions) -> list[Problem]:
     """Every rule of this module, all problems at once."""
-    return [problem for rule in (_host_problems, _domain_problems, _address_problems, _send_as_problems,
-                                 _lab_only_problems, _topology_problems) for problem in rule(data, pos)]
+    return [problem for rule in (_host_problems, _domain_problems, _list_problems, _address_problems,
+                                 _send_as_problems, _lab_only_problems, _topology_problems)
+            for problem in rule(data, pos)]
 
 
 def _host_problems(data: dict, pos: Positions) -> list[Problem]:
@@ -113,6 +114,37 @@ def _domain_problems(data: dict, pos: Positions) -> list[Problem]:
             problems.append(pos.problem(("domains", i, "inbound", "spam"),
                                         "'discard' drops spam without telling the sender; set "
                                         "inbound.confirm_discard: true to choose it on purpose"))
+    return problems
+
+
+def _list_problems(data: dict, pos: Positions) -> list[Problem]:
+    """A domain's allow and deny lists: no entry twice, none both allowed and refused, no
+    network inside another of the same list."""
+    problems: list[Problem] = []
+    for i, domain in enumerate(data["domains"]):
+        seen: dict[str, tuple] = {}
+        for kind in ("allow", "deny"):
+            for j, entry in enumerate(domain[kind]["senders"]):
+                where, key = ("domains", i, kind, "senders", j), entry.lower()
+                if key in seen:
+                    other = seen[key]
+                    what = "is listed twice" if other[2] == kind else "is both allowed and refused"
+                    problems.append(pos.problem(where, f"{entry!r} {what} (also at {format_path(other)}, "
+                                                f"line {pos.line(other)})"))
+                else:
+                    seen[key] = where
+            networks = [(j, ipaddress.ip_network(n, strict=False)) for j, n in enumerate(domain[kind]["ips"])]
+            for j, network in networks:
+                for k, other in networks:
+                    if k != j and network.version == other.version and network.subnet_of(other) and (
+                            network != other or k < j):
+                        problems.append(pos.problem(("domains", i, kind, "ips", j), f"{network} is already "
+                                                    f"covered by {other} (domains[{i}].{kind}.ips[{k}])"))
+                        break
+        allowed = {ipaddress.ip_network(n, strict=False) for n in domain["allow"]["ips"]}
+        for j, n in enumerate(domain["deny"]["ips"]):
+            if ipaddress.ip_network(n, strict=False) in allowed:
+                problems.append(pos.problem(("domains", i, "deny", "ips", j), f"{n} is both allowed and refused"))
     return problems
 
 

@@ -254,3 +254,17 @@ def test_sandbox_backends_are_planned_not_pretended():
     text = VALID + "peekaboo: {sandbox: cuckoo}\n"
     (found,) = problems(text)
     assert "peekaboo.sandbox: 'cuckoo' is not implemented yet" in found
+
+
+@pytest.mark.parametrize("lists,complaint", [
+    ("deny: {senders: ['X@a.example', 'x@a.example']}", "domains[0].deny.senders[1]: 'x@a.example' is listed twice"),
+    ("deny: {senders: ['x@a.example']}\n    allow: {senders: ['x@a.example']}",
+     "domains[0].deny.senders[0]: 'x@a.example' is both allowed and refused"),
+    ("deny: {ips: [192.0.2.0/24, 192.0.2.8/29]}", "domains[0].deny.ips[1]: 192.0.2.8/29 is already covered by 192.0.2.0/24"),
+    ("allow: {ips: [192.0.2.0/24]}\n    deny: {ips: [192.0.2.0/24]}",
+     "domains[0].deny.ips[0]: 192.0.2.0/24 is both allowed and refused"),
+])
+def test_lists_are_checked_for_repeats_and_contradictions(lists, complaint):
+    text = VALID.replace("    dmarc:\n      policy: none\n", f"    dmarc:\n      policy: none\n    {lists}\n")
+    found = problems(text)
+    assert any(complaint in p for p in found), found

@@ -24,7 +24,8 @@ def test_lab_inventory_builds_every_operation(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     for operation in ("Files of postfix", "Files of dovecot", "Files of rspamd", "Files of nsd",
-                      "Check the postfix configuration", "Restart rspamd (configuration changed)"):
+                      "Check the postfix configuration", "Reload rspamd (configuration changed)",
+                      "Restart dovecot (configuration changed)"):
         assert operation in out
     assert "[@fake/mail] Success" in out and "[@fake/ext]  Success" in out
     # secrets were made under the (temporary) secrets dir, keys private
@@ -35,10 +36,12 @@ def test_lab_inventory_builds_every_operation(tmp_path):
 def test_configs_are_checked_before_the_restart(tmp_path):
     proc = run_pyinfra("inventories/lab.yml", tmp_path)
     out = proc.stdout + proc.stderr
-    for service in ("postfix", "dovecot", "rspamd", "unbound", "nsd", "mailstack-smime"):
+    for service, action in (("postfix", "Reload"), ("rspamd", "Reload"), ("dovecot", "Restart"),
+                            ("unbound", "Restart"), ("nsd", "Restart"), ("mailstack-smime", "Restart"),
+                            ("clamav-daemon", "Restart"), ("mailstack-peekaboo", "Restart")):
         check = out.index(f"Check the {service} configuration")
-        restart = out.index(f"Restart {service} (configuration changed)")
-        assert check < restart, service
+        applied = out.index(f"{action} {service} (configuration changed)")
+        assert check < applied, service
 
 
 @pytest.mark.parametrize("example,hosts", [("multi-host.example.yml", ("mail1", "mail2", "smime")),

@@ -19,6 +19,8 @@ SMIME_TENANT = VALID.replace("      policy: none\n", "      policy: none\n    sm
 KEEP = VALID + "postfix: {strip_internal_headers: false}\n"
 LMTP = "lmtp:unix:private/dovecot-lmtp"
 MIRROR = VALID + "clamav: {mirror: https://clamav.example.org/db}\n"
+LISTS = VALID.replace("    dmarc:\n      policy: none\n", "    dmarc:\n      policy: none\n    deny: {senders: ['@bad.example', "
+                      "'Eve@x.example'], ips: [203.0.113.7/24]}\n    allow: {senders: ['@partner.example'], ips: [198.51.100.0/24]}\n")
 MACROS_OK = VALID + "clamav: {office_macros: accept}\n"
 
 # (case, inventory text, host, file, lines it must have, lines it must not have)
@@ -86,6 +88,21 @@ TABLE = [
      ["PeekabooAV==2.1", "pyparsing==2.4.7", "aiosqlite==0.22.1"], []),
     ("rspamd loads what components add", VALID, "mx1", "/etc/rspamd/rspamd.local.lua",
      ['for _, path in ipairs(rspamd_util.glob("/etc/rspamd/mailstack.d/*.lua") or {}) do'], []),
+    ("lists: deny per recipient domain", LISTS, "mx1", "/etc/postfix/mailstack/tenant-deny",
+     ["one.example mailstack_deny_1"], ["two.example"]),
+    ("lists: the domain's refused senders", LISTS, "mx1", "/etc/postfix/mailstack/mailstack_deny_1-senders",
+     ["bad.example REJECT 5.7.1 refused by the policy of the recipient's domain",
+      "eve@x.example REJECT 5.7.1 refused by the policy of the recipient's domain"], []),
+    ("lists: networks normalised for cidr", LISTS, "mx1", "/etc/postfix/mailstack/mailstack_deny_1-ips",
+     ["203.0.113.0/24 REJECT 5.7.1 refused by the policy of the recipient's domain"], []),
+    ("lists: classes checked at RCPT", LISTS, "mx1", "/etc/postfix/main.cf",
+     ["smtpd_restriction_classes = mailstack_deny_1", "mailstack_deny_1 = check_client_access "
+      "cidr:/etc/postfix/mailstack/mailstack_deny_1-ips, check_sender_access "
+      "texthash:/etc/postfix/mailstack/mailstack_deny_1-senders",
+      "    check_recipient_access texthash:/etc/postfix/mailstack/tenant-deny, check_recipient_access "
+      "texthash:/etc/postfix/mailstack/smime-recipients"], []),
+    ("lists: allow per recipient domain", LISTS, "mx1", "/etc/rspamd/maps.d/tenant_allow.map",
+     ["one.example @partner.example,198.51.100.0/24"], ["two.example"]),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
      ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
     ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",

@@ -16,6 +16,7 @@ from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+CLAMAV_SYMBOL = "CLAM_VIRUS"  # rspamd's symbol for a finding (and _FAIL when clamd fails)
 LAB_SIGNATURE = "Mailstack.Lab.EICAR"  # clamd reports it as Mailstack.Lab.EICAR.UNOFFICIAL
 SIGNATURES = "/var/lib/clamav"
 # Debian skips clamd (and its socket) unless the downloaded databases exist: a lab has
@@ -53,8 +54,10 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     clamd fails or is too slow."""
     settings = plan.inv.clamav
     return (File.template("/etc/rspamd/local.d/antivirus.conf", "clamav/antivirus.conf.j2",
-                          {"stream_max_length": stream_max_length(plan), "timeout": settings["timeout"]}),
-            File.template("/etc/rspamd/local.d/force_actions.conf", "clamav/force_actions.conf.j2", {}))
+                          {"stream_max_length": stream_max_length(plan), "timeout": settings["timeout"],
+                           "symbol": CLAMAV_SYMBOL}),
+            File.template("/etc/rspamd/local.d/force_actions.conf", "clamav/force_actions.conf.j2",
+                          {"symbol": CLAMAV_SYMBOL}))
 
 
 def install(plan: HostPlan) -> None:

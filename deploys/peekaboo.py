@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pyinfra.operations import files, pip, server
 
+from deploys import clamav
+from deploys.clamav import CLAMAV_SYMBOL
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
 from mailstack.component import TEMPLATES, Component, File, Service
 from mailstack.inventory import Positions, Problem
@@ -65,7 +67,9 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     return (File.template("/etc/rspamd/mailstack.d/peekaboo.lua", "peekaboo/peekaboo.lua.j2", {
         "port": settings["port"], "pending_timeout": seconds(settings["pending_timeout"]),
         "on_no_verdict": settings["on_no_verdict"], "waits": waits,
-        "submission_via_gateway": SUBMISSION_VIA_GATEWAY}),)
+        "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
+        # a virus ClamAV names is refused with its name; Peekaboo is not asked then
+        "runs_after": [CLAMAV_SYMBOL] if clamav.COMPONENT in plan.components else []}),)
 
 
 def install(plan: HostPlan) -> None:

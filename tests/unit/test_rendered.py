@@ -78,6 +78,10 @@ TABLE = [
      ['local URL = "http://127.0.0.1:8100"', '  ["tenant-b.test"] = 0,', '  ["example.test"] = 2,',
       'local ON_NO_VERDICT = "reject"   -- reject | accept', "local PENDING_TIMEOUT = 1800  -- seconds a sample may stay "
       "under analysis"], ['["ext.test"]']),
+    ("peekaboo: asked only after ClamAV", LAB, "mail", "/etc/rspamd/mailstack.d/peekaboo.lua",
+     ['rspamd_config:register_dependency("MAILSTACK_PEEKABOO", "CLAM_VIRUS")'], []),
+    ("peekaboo: without ClamAV no dependency", LAB + "  enabled: false\n", "mail",
+     "/etc/rspamd/mailstack.d/peekaboo.lua", [], ["register_dependency"]),
     ("peekaboo: sandbox-free ruleset", LAB, "mail", "/etc/mailstack-peekaboo/ruleset.conf",
      ["rule.4 : office_macro", "rule.6 : final_rule", "whitelist.1 : text/plain",
       "expression.1 : sample.file_extension in { 'exe', 'scr', 'com', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', "

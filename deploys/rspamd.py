@@ -72,6 +72,7 @@ def configure(plan: HostPlan) -> list[Service]:
         # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
         "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
+        "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
         "redis_password": password(inv, "redis"),
         "controller_password": password(inv, "rspamd-controller"),
     }

@@ -141,6 +141,12 @@ def _list_problems(data: dict, pos: Positions) -> list[Problem]:
                         problems.append(pos.problem(("domains", i, kind, "ips", j), f"{network} is already "
                                                     f"covered by {other} (domains[{i}].{kind}.ips[{k}])"))
                         break
+        first: dict[str, int] = {}
+        for j, extension in enumerate(domain["deny"]["attachments"]):
+            if extension in first:
+                problems.append(pos.problem(("domains", i, "deny", "attachments", j), f"{extension!r} is listed "
+                                            f"twice (also at domains[{i}].deny.attachments[{first[extension]}])"))
+            first.setdefault(extension, j)
         allowed = {ipaddress.ip_network(n, strict=False) for n in domain["allow"]["ips"]}
         for j, n in enumerate(domain["deny"]["ips"]):
             if ipaddress.ip_network(n, strict=False) in allowed:

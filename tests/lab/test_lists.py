@@ -3,13 +3,14 @@ tenant-b.test always accepts @ext.test; neither list acts for the other tenant's
 A list change reaches Postfix and rspamd by a reload: neither restarts."""
 
 import os
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
 
 from helpers import imap_find, message
 from labenv import ROOT, ssh
-from test_mail_flow import smtp_from_test_machine
+from test_mail_flow import from_outside, smtp_from_test_machine
 
 DENIED = "bulk@spam.ext.test"  # on example.test's deny list only
 
@@ -27,6 +28,23 @@ def test_a_deny_list_refuses_only_its_own_tenants_recipients(addr, fqdn, ca_file
     else:
         raise AssertionError("tenant-b's user did not get the mail example.test refuses")
     assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, mailbox="INBOX", timeout=3) is None
+
+
+def with_zip(recipients: list[str], tag: str):
+    msg = message("carol@ext.test", ", ".join(recipients), tag)
+    msg.add_attachment(b"PK\x05\x06" + bytes(18), maintype="application", subtype="zip", filename="Photos.ZIP")
+    return msg
+
+
+def test_refused_attachment_types_are_the_tenants_own(addr, fqdn, ca_file, tag, rspamd_ready):
+    with smtp_from_test_machine(addr) as client:
+        try:
+            client.send_message(with_zip(["alice@example.test"], tag))
+            raise AssertionError("example.test accepted a .zip attachment it refuses")
+        except smtplib.SMTPDataError as err:
+            assert err.smtp_code == 554 and b"attachment type .zip refused by example.test" in err.smtp_error, err
+    from_outside(addr, fqdn, ca_file, with_zip(["dave@tenant-b.test"], tag))
+    assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", tag) is not None
 
 
 def allowed(*recipients: str, sender: str = "carol@ext.test", ip: str = "10.77.0.20") -> bool:

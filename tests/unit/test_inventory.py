@@ -263,6 +263,8 @@ def test_sandbox_backends_are_planned_not_pretended():
     ("deny: {ips: [192.0.2.0/24, 192.0.2.8/29]}", "domains[0].deny.ips[1]: 192.0.2.8/29 is already covered by 192.0.2.0/24"),
     ("allow: {ips: [192.0.2.0/24]}\n    deny: {ips: [192.0.2.0/24]}",
      "domains[0].deny.ips[0]: 192.0.2.0/24 is both allowed and refused"),
+    ("deny: {attachments: [exe, zip, exe]}", "domains[0].deny.attachments[2]: 'exe' is listed twice"),
+    ("deny: {attachments: ['.exe']}", "domains[0].deny.attachments[0]: '.exe' is not a file name extension"),
 ])
 def test_lists_are_checked_for_repeats_and_contradictions(lists, complaint):
     text = VALID.replace("    dmarc:\n      policy: none\n", f"    dmarc:\n      policy: none\n    {lists}\n")

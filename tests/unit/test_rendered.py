@@ -105,6 +105,8 @@ TABLE = [
       "texthash:/etc/postfix/mailstack/mailstack_deny_1-senders",
       "    check_recipient_access texthash:/etc/postfix/mailstack/tenant-deny, check_recipient_access "
       "texthash:/etc/postfix/mailstack/smime-recipients"], []),
+    ("lists: refused attachment types", LAB, "mail", "/etc/rspamd/rspamd.local.lua",
+     ['  ["example.test"] = { ["zip"] = true, },'], ['["tenant-b.test"]']),
     ("lists: allow per recipient domain", LISTS, "mx1", "/etc/rspamd/maps.d/tenant_allow.map",
      ["one.example @partner.example,198.51.100.0/24"], ["two.example"]),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
 from labenv import INVENTORY  # noqa: E402
 from labenv import ssh as ssh_with_input  # noqa: E402
-from throughput import HELO, delivered, empty, ssh  # noqa: E402
+from throughput import HELO, empty, ssh, wait_delivered  # noqa: E402
 
 MESSAGES, SESSIONS, ATTACHMENT = 500, 10, 100_000
 SINK = "alice@example.test"
@@ -94,11 +94,7 @@ def main() -> None:
     empty(SINK)
     start = time.perf_counter()
     send_all(address, message(SINK, "bench attachment", b"%PDF-1.4\n" + bytes(range(256)) * (ATTACHMENT // 256)))
-    deadline = time.monotonic() + 600
-    while delivered(SINK) < MESSAGES and time.monotonic() < deadline:
-        time.sleep(0.2)
-    total = time.perf_counter() - start
-    count = delivered(SINK)
+    count, total = wait_delivered(SINK, MESSAGES, start)
     print(f"100 KB attachment, full chain   end to end {count / total:7.1f} msgs/s   "
           f"({count}/{MESSAGES} in {total:.1f} s)")
     empty(SINK)

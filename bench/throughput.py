@@ -40,17 +40,21 @@ def empty(sink: str) -> None:
                 f"doveadm expunge -u {sink} mailbox '*' all")
 
 
+def wait_delivered(sink: str, expected: int, start: float) -> tuple[int, float]:
+    """(messages in the sink's mailboxes, seconds since `start`) once all arrived or 600 s passed."""
+    deadline = time.monotonic() + 600
+    while delivered(sink) < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return delivered(sink), time.perf_counter() - start
+
+
 def run_once(label: str, mail_address: str, sink: str) -> float:
     empty(sink)
     start = time.perf_counter()
     ssh("ext", f"smtp-source -M {HELO} -s {SESSIONS} -l {SIZE} -m {MESSAGES} -c -f carol@ext.test "
                f"-t {sink} {mail_address}:25 >/dev/null")
     accepted = time.perf_counter() - start
-    deadline = time.monotonic() + 600
-    while delivered(sink) < MESSAGES and time.monotonic() < deadline:
-        time.sleep(0.2)
-    total = time.perf_counter() - start
-    count = delivered(sink)
+    count, total = wait_delivered(sink, MESSAGES, start)
     print(f"{label:<26} accepted {MESSAGES / accepted:7.1f} msgs/s   end to end "
           f"{count / total:7.1f} msgs/s   ({count}/{MESSAGES} delivered in {total:.1f} s)")
     return count / total

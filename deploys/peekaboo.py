@@ -13,7 +13,7 @@ from deploys import clamav
 from deploys.clamav import CLAMAV_SYMBOL
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
 from mailstack.component import TEMPLATES, Component, File, Service
-from mailstack.inventory import Positions, Problem
+from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse
 
@@ -83,10 +83,15 @@ def install(plan: HostPlan) -> None:
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
-    """rspamd reaches Peekaboo on loopback: every filter host is a sandbox host and back."""
+    """rspamd reaches Peekaboo on loopback: every filter host is a sandbox host and back.
+    A domain's attachment wait needs Peekaboo to take effect."""
     hosts = [h for h in data["hosts"] if not h["outside"]]
     if not any("sandbox" in h["roles"] for h in hosts):
-        return []
+        default = resolve(schema()["properties"]["domains"]["items"])["properties"]["inbound"]
+        default = default["properties"]["attachment_wait"]["default"]
+        return [pos.problem(("domains", i, "inbound", "attachment_wait"), "has no effect: no host has the "
+                            "'sandbox' role (Peekaboo)") for i, d in enumerate(data["domains"])
+                if d["inbound"]["attachment_wait"] != default]
     return [pos.problem(("hosts", data["hosts"].index(h), "roles"), "'sandbox' and 'filter' go together on one "
                         "host (rspamd asks Peekaboo over loopback; a remote sandbox is not implemented yet)")
             for h in hosts if ("sandbox" in h["roles"]) != ("filter" in h["roles"])]

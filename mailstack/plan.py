@@ -143,9 +143,9 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
                          if inv.tls["source"] == "lab-ca" and "certificate" not in p
                          and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
+    remote_milter = any(milters[m.name] not in (None, "127.0.0.1") for m in inv.hosts_with("mx"))
     result = {}
     for host in inv.hosts:
-        remote_milter = any(milters[m.name] not in (None, "127.0.0.1") for m in inv.hosts_with("mx"))
         result[host.name] = HostPlan(
             inv=inv,
             host=host,

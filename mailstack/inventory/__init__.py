@@ -24,11 +24,26 @@ def component_sections() -> tuple[str, ...]:
     return tuple(name for name in schema()["properties"] if name not in CORE_SECTIONS)
 
 
+def section_defaults(section: str) -> dict:
+    """A component section as the schema fills it in when the inventory leaves it out."""
+    defaults: dict = {}
+    apply_defaults(schema()["properties"][section], defaults)
+    return defaults
+
+
 def component_problems(data: dict, pos: Positions) -> list[Problem]:
-    """The rules each declared component brings with it."""
+    """The rules each declared component brings with it, and settings no host would use:
+    a section changed from its defaults while no host has a role of its component."""
     from deploys import COMPONENTS  # the declarations live with the deploys
 
-    return [problem for component in COMPONENTS for rule in component.rules for problem in rule(data, pos)]
+    problems = [problem for component in COMPONENTS for rule in component.rules for problem in rule(data, pos)]
+    roles = {role for host in data["hosts"] if not host["outside"] for role in host["roles"]}
+    for component in COMPONENTS:
+        if component.section and component.roles and not component.roles & roles \
+                and data[component.section] != section_defaults(component.section):
+            problems.append(pos.problem((component.section,), f"has no effect: no host has the role "
+                                        f"{' or '.join(sorted(component.roles))}; remove it or give a host that role"))
+    return problems
 
 
 def check_text(text: str, file: str) -> Inventory:

@@ -270,3 +270,19 @@ def test_lists_are_checked_for_repeats_and_contradictions(lists, complaint):
     text = VALID.replace("    dmarc:\n      policy: none\n", f"    dmarc:\n      policy: none\n    {lists}\n")
     found = problems(text)
     assert any(complaint in p for p in found), found
+
+
+@pytest.mark.parametrize("setting,role", [("peekaboo: {pending_timeout: 1h}\n", "sandbox"),
+                                          ("clamav: {office_macros: accept}\n", "filter")])
+def test_settings_no_host_would_use_are_refused(setting, role):
+    text = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox]") + setting
+    section = setting.split(":")[0]
+    found = problems(text)
+    assert any(p.startswith(f"inv.yml:{line_of(text, section + ':')} {section}: has no effect: no host has the role {role}") for p in found), found
+    check_text(VALID + setting if role == "filter" else VALID, "inv.yml")  # with the role: fine
+
+
+def test_an_attachment_wait_without_peekaboo_is_refused():
+    text = VALID.replace("    tenant: second\n", "    tenant: second\n    inbound: {attachment_wait: 0}\n")
+    (found,) = problems(text)
+    assert f"inv.yml:{line_of(text, 'attachment_wait')} domains[1].inbound.attachment_wait: has no effect" in found

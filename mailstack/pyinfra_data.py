@@ -6,6 +6,7 @@ import os
 
 from mailstack.inventory import Host, Inventory
 from mailstack.plan import HostPlan
+from mailstack.remote import known_hosts
 
 
 def connector() -> str:
@@ -28,12 +29,9 @@ def host_data(inventory: Inventory, host: Host, plan: HostPlan) -> dict:
         data.update(fake_delay=0, fake_responses={"uname -s": "Linux", "command -v useradd": "/usr/sbin/useradd"})
     if "key" in host.ssh:
         data["ssh_key"] = os.path.expanduser(host.ssh["key"])
-    if host.ssh["verify_host_key"]:
-        # strict: pyinfra's own default (accept-new) would trust a first-seen key
-        data["ssh_strict_host_key_checking"] = "yes"
-        if "known_hosts" in host.ssh:
-            data["ssh_known_hosts_file"] = os.path.expanduser(host.ssh["known_hosts"])
-    else:  # only a lab may say so (mailstack check): its hosts get new keys on every boot
-        data["ssh_known_hosts_file"] = "/dev/null"
-        data["ssh_strict_host_key_checking"] = "off"
+    known, strict = known_hosts(host)
+    # strict: pyinfra's own default (accept-new) would trust a first-seen key
+    data["ssh_strict_host_key_checking"] = "yes" if strict else "off"
+    if known:
+        data["ssh_known_hosts_file"] = known
     return data

@@ -50,14 +50,15 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
-    """rspamd's antivirus rule (a finding is refused with its name), and a forced 4xx when
-    clamd fails or is too slow."""
+    """rspamd's antivirus rule (a finding is malware for the recipients' policy, named in a
+    refusal), and a forced 4xx when clamd fails or is too slow."""
     settings = plan.inv.clamav
     return (File.template("/etc/rspamd/local.d/antivirus.conf", "clamav/antivirus.conf.j2",
                           {"stream_max_length": stream_max_length(plan), "timeout": settings["timeout"],
                            "symbol": CLAMAV_SYMBOL}),
             File.template("/etc/rspamd/local.d/force_actions.conf", "clamav/force_actions.conf.j2",
-                          {"symbol": CLAMAV_SYMBOL}))
+                          {"symbol": CLAMAV_SYMBOL}),
+            File.template("/etc/rspamd/mailstack.d/clamav.lua", "clamav/clamav.lua.j2", {"symbol": CLAMAV_SYMBOL}))
 
 
 def install(plan: HostPlan) -> None:

@@ -1,18 +1,20 @@
 """Hosts with `mailbox`: Dovecot IMAP/POP3/LMTP with Maildir, quota, autoexpunge,
-Sieve, users from the inventory (hashed passwords) and the SASL socket for Postfix."""
+Sieve, users from the inventory (hashed passwords), the SASL socket for Postfix, and the
+tool that lists and releases a domain's quarantine."""
 
 from __future__ import annotations
 
 from pyinfra.operations import files, server
 
 from deploys import tls
-from mailstack.component import Component, File, Opening, Service, guard
+from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
 from mailstack.plan import HostPlan
 
 VMAIL_UID = 5000
 ETC = "/etc/dovecot/mailstack"
 SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}
 POP3_STARTTLS_PORT = 110
+QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantine` runs it over SSH
 # passdb-<name>: who may log in where. Dovecot picks the file by service (%s) and, for
 # POP3 on port 110, adds "-starttls": each domain decides for its own users.
 PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
@@ -30,6 +32,11 @@ def userdb(plan: HostPlan) -> str:
     domains = {d.name for d in plan.mailbox_domains}
     return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}"
                      for u in plan.inv.users if u.domain in domains)
+
+
+def quarantines(plan: HostPlan) -> list[tuple[str, str]]:
+    """(local part, domain) of the quarantine mailboxes of the domains held here."""
+    return [tuple(d.inbound["quarantine"].split("@")) for d in plan.mailbox_domains if "quarantine" in d.inbound]
 
 
 def pop3_starttls(plan: HostPlan) -> bool:
@@ -53,8 +60,10 @@ def configure(plan: HostPlan) -> list[Service]:
         "postfix_here": plan.is_mta,
     }
     return [
-        Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2", {}),),
+        Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
+                                     {"quarantines": quarantines(plan)}),),
                 on_change=f"sievec {ETC}/spam-to-junk.sieve"),
+        Service(None, (File.copy(QUARANTINE_TOOL, TEMPLATES / "dovecot" / "mailstack-quarantine.py", mode="0750"),)),
         Service("dovecot", (
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),

@@ -1,5 +1,5 @@
 """Hosts with `filter`: rspamd as Postfix milter, with Redis; DKIM/ARC signing,
-SPF/DKIM/DMARC/ARC evaluation, per-domain spam policy and allow lists (a tenant's list
+SPF/DKIM/DMARC/ARC evaluation, per-domain and per-user spam and malware policies, allow lists (a tenant's list
 counts only for mail to that tenant: Postfix applies deny lists per recipient), and the
 rule that binds a logged-in user's header From/Sender to the addresses granted to it."""
 
@@ -38,15 +38,12 @@ def allow_table(plan: HostPlan) -> str:
                  for d in plan.own_domains if d.allow["senders"] or d.allow["ips"])
 
 
-def _policies(plan: HostPlan) -> list[dict]:
-    """Per-domain actions for domains that do not reject spam at SMTP time:
-    quarantine files it into Junk; a confirmed discard drops it (rspamd logs each)."""
-    reject_score = plan.inv.rspamd["reject_score"]
-    actions = {"quarantine": [("reject", "null")],
-               "discard": [("reject", "null"), ("discard", reject_score)]}
-    return [{"id": "domain_" + domain.name.replace(".", "_").replace("-", "_"),
-             "domain": domain.name, "actions": actions[domain.inbound["spam"]]}
-            for domain in plan.inv.domains if domain.inbound["spam"] != "reject"]
+def policies(plan: HostPlan) -> list[tuple[str, dict]]:
+    """Spam and malware policy of each own domain, and of each user that overrides its domain's."""
+    by_domain = {d.name: {"spam": d.inbound["spam"], "malware": d.inbound["malware"],
+                          "quarantine": d.inbound.get("quarantine", "")} for d in plan.own_domains}
+    return [*by_domain.items(), *((u.address, {**by_domain[u.domain], **u.inbound})
+                                  for u in plan.inv.users if u.inbound and u.domain in by_domain)]
 
 
 def _signing(plan: HostPlan) -> list[dict]:
@@ -68,7 +65,7 @@ def configure(plan: HostPlan) -> list[Service]:
         "arc_enabled": "true" if settings["arc"] else "false",
         "signing": [{k: v for k, v in s.items() if k != "source"} for s in signing],
         "maps_dir": MAPS_DIR,
-        "policies": _policies(plan),
+        "policies": policies(plan),
         # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
         "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,

@@ -1,4 +1,5 @@
-"""The `mailstack` command: check inventories, print DNS records, generate docs, run the lab."""
+"""The `mailstack` command: check inventories, print DNS records, generate docs, run the lab,
+and look after a domain's quarantine."""
 
 from __future__ import annotations
 
@@ -87,6 +88,27 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from deploys.dovecot import QUARANTINE_TOOL
+    from mailstack.remote import ssh_argv
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    domains = {d.name: d for d in inv.domains}
+    if args.domain not in domains or "quarantine" not in domains[args.domain].inbound:
+        print(f"quarantine: {args.domain} has no quarantine mailbox in {args.inventory} "
+              "(domains[].inbound.quarantine)", file=sys.stderr)
+        return 1
+    domain = domains[args.domain]
+    command = [QUARANTINE_TOOL, args.action, domain.inbound["quarantine"], *([args.uid] if args.uid else [])]
+    if getattr(args, "to", None):
+        command += ["--to", args.to]
+    return subprocess.run(ssh_argv(inv.host(domain.mailbox[0]), command)).returncode
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mailstack",
@@ -119,6 +141,21 @@ def parser() -> argparse.ArgumentParser:
     ssh.add_argument("host", help="lab host name")
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="command to run")
     lab.set_defaults(func=cmd_lab)
+
+    quarantine = sub.add_parser("quarantine", help="list, release or delete a domain's quarantined mail (over SSH)")
+    quarantine.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
+                            help="inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    what = quarantine.add_subparsers(dest="action", required=True)
+    listing = what.add_parser("list", help="UID, arrival, recipient, finding, sender and subject of each message")
+    release = what.add_parser("release", help="deliver one message to its recipient's INBOX, unchanged")
+    release.add_argument("--to", metavar="USER", help="a user of the domain instead (when it was for an alias)")
+    delete = what.add_parser("delete", help="delete one message (logged)")
+    for action in (listing, release, delete):
+        action.add_argument("domain", help="the domain whose quarantine it is")
+    for action in (release, delete):
+        action.add_argument("uid", help="the message's UID (from list)")
+    listing.set_defaults(uid=None)
+    quarantine.set_defaults(func=cmd_quarantine)
     return top
 
 

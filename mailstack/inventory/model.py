@@ -66,6 +66,7 @@ class User:
     quota: str
     enabled: bool
     send_as: tuple[str, ...]
+    inbound: Mapping  # the user's own spam/malware policy: only the keys it overrides
     name: str = ""
 
     @property

@@ -52,7 +52,7 @@ def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
 
 def platform_problems(data: dict, pos: Positions) -> list[Problem]:
     """Every rule of this module, all problems at once."""
-    return [problem for rule in (_host_problems, _domain_problems, _list_problems, _address_problems,
+    return [problem for rule in (_host_problems, _domain_problems, _policy_problems, _list_problems, _address_problems,
                                  _send_as_problems, _lab_only_problems, _topology_problems)
             for problem in rule(data, pos)]
 
@@ -109,11 +109,35 @@ def _domain_problems(data: dict, pos: Positions) -> list[Problem]:
         if "mailbox" not in domain and len(mailbox_hosts(domain, hosts)) > 1:
             problems.append(pos.problem(("domains", i), "several mailbox hosts and no proxy could "
                                         "hold this domain: say which in domains[].mailbox"))
-        inbound = domain["inbound"]
-        if inbound["spam"] == "discard" and not inbound["confirm_discard"]:
-            problems.append(pos.problem(("domains", i, "inbound", "spam"),
-                                        "'discard' drops spam without telling the sender; set "
-                                        "inbound.confirm_discard: true to choose it on purpose"))
+    return problems
+
+
+def _policy_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Spam and malware policies: a discard is confirmed by its domain; a quarantine has a
+    mailbox to go to, a user of the same domain."""
+    problems: list[Problem] = []
+    users = {u["address"].lower(): u for u in data["users"]}
+    domains = {d["name"]: (i, d) for i, d in enumerate(data["domains"])}
+    choices = [(("domains", i, "inbound"), d["name"], d["inbound"]) for i, d in enumerate(data["domains"])]
+    choices += [(("users", j, "inbound"), u["address"].split("@")[1].lower(), u["inbound"])
+                for j, u in enumerate(data["users"])]
+    for where, name, policy in choices:
+        if name not in domains:
+            continue  # reported with the user's address
+        inbound = domains[name][1]["inbound"]
+        for kind in ("spam", "malware"):
+            if policy.get(kind) == "discard" and not inbound["confirm_discard"]:
+                problems.append(pos.problem((*where, kind), f"'discard' drops {kind} without telling the "
+                                            f"sender; set domains[].inbound.confirm_discard: true for "
+                                            f"{name} to choose it on purpose"))
+            if policy.get(kind) == "quarantine" and "quarantine" not in inbound:
+                problems.append(pos.problem((*where, kind), f"'quarantine' needs a quarantine mailbox: set "
+                                            f"domains[].inbound.quarantine for {name} to one of its users"))
+    for i, domain in enumerate(data["domains"]):
+        address = domain["inbound"].get("quarantine", "").lower()
+        if address and (address not in users or address.split("@")[1] != domain["name"]):
+            problems.append(pos.problem(("domains", i, "inbound", "quarantine"), f"{address} is not a user "
+                                        f"of {domain['name']} (the quarantine is a mailbox its admin reads)"))
     return problems
 
 

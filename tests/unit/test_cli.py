@@ -16,7 +16,7 @@ def mailstack(*args, cwd=ROOT):
 def test_check_valid_prints_summary():
     proc = mailstack("check", "inventories/lab.yml", "inventories/multi-host.example.yml")
     assert proc.returncode == 0, proc.stderr
-    assert "inventories/lab.yml: ok — 2 hosts, 4 domains, 5 users, 2 aliases" in proc.stdout
+    assert "inventories/lab.yml: ok — 2 hosts, 4 domains, 7 users, 2 aliases" in proc.stdout
     assert "inventories/multi-host.example.yml: ok — 3 hosts" in proc.stdout
 
 
@@ -44,3 +44,22 @@ def test_help_lists_every_command():
     proc = mailstack("--help")
     for command in ("check", "dns", "schema-docs", "lab"):
         assert command in proc.stdout
+
+
+def test_quarantine_needs_a_domain_with_a_quarantine_mailbox():
+    proc = mailstack("quarantine", "-i", "inventories/lab.yml", "list", "example.test")
+    assert proc.returncode == 1
+    assert "example.test has no quarantine mailbox in inventories/lab.yml (domains[].inbound.quarantine)" \
+        in proc.stderr
+
+
+def test_remote_commands_use_the_inventorys_ssh_settings():
+    from mailstack.inventory import load
+    from mailstack.remote import ssh_argv
+
+    inv = load("inventories/lab.yml")
+    lab = ssh_argv(inv.host("mail"), ["mailstack-quarantine", "list", "quarantine@legacy.test"])
+    assert lab[-2:] == ["root@10.77.0.10", "mailstack-quarantine list quarantine@legacy.test"]
+    assert "UserKnownHostsFile=/dev/null" in lab and "StrictHostKeyChecking=no" in lab  # a lab: new keys each boot
+    production = ssh_argv(load("inventories/multi-host.example.yml").hosts[0], ["true"])
+    assert "StrictHostKeyChecking=yes" in production and "UserKnownHostsFile=/dev/null" not in production

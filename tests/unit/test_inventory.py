@@ -115,7 +115,18 @@ BAD = [
      "or 'proxy' host), but no host has it"),
     ("discard without confirmation", ("    dmarc:\n", "    inbound: {spam: discard}\n    dmarc:\n"),
      "spam: discard", 1, "domains[0].inbound.spam: 'discard' drops spam without telling the sender; "
-     "set inbound.confirm_discard: true to choose it on purpose"),
+     "set domains[].inbound.confirm_discard: true for one.example to choose it on purpose"),
+    ("a user's discard without its domain's confirmation",
+     ('0123456789abcdef"\n', '0123456789abcdef"\n    inbound: {malware: discard}\n'), "malware: discard", 1,
+     "users[0].inbound.malware: 'discard' drops malware without telling the sender; set "
+     "domains[].inbound.confirm_discard: true for one.example to choose it on purpose"),
+    ("quarantine without a mailbox", ("    dmarc:\n", "    inbound: {malware: quarantine}\n    dmarc:\n"),
+     "malware: quarantine", 1, "domains[0].inbound.malware: 'quarantine' needs a quarantine mailbox: set "
+     "domains[].inbound.quarantine for one.example to one of its users"),
+    ("quarantine mailbox of another tenant",
+     ("    dmarc:\n", "    inbound: {spam: quarantine, quarantine: ben@two.example}\n    dmarc:\n"),
+     "quarantine: ben", 1, "domains[0].inbound.quarantine: ben@two.example is not a user of one.example "
+     "(the quarantine is a mailbox its admin reads)"),
     ("quota not a size", ("    tenant: second\n", "    tenant: second\n    quota: lots\n"), "quota: lots", 1,
      "domains[1].quota: 'lots' is not a size (a number with an optional K, M, G or T suffix, e.g. 2G)"),
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),

@@ -238,6 +238,9 @@ def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
         if "dns" in host["roles"]:
             problems.append(pos.problem(("hosts", i, "roles"), "the 'dns' role serves a lab's zones; publish "
                                         "production DNS from `mailstack dns` (or set platform.lab: true)"))
+        if "siem" in host["roles"]:
+            problems.append(pos.problem(("hosts", i, "roles"), "the 'siem' role plays a SIEM in a lab; name "
+                                        "your SIEM's receivers under siem.syslog (or set platform.lab: true)"))
         if not host["ssh"]["verify_host_key"]:
             problems.append(pos.problem(("hosts", i, "ssh", "verify_host_key"), "host keys are always "
                                         "verified outside a lab: put the host's key into a known_hosts file "

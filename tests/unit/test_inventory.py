@@ -132,8 +132,11 @@ BAD = [
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
-     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
      "'auth', 'idp', 'smime', 'sandbox', 'storage', 'backup', 'monitoring']"),
+    ("SIEM role outside a lab", ("roles: [smime]", "roles: [smime, siem]"), "roles: [smime, siem]", 1,
+     "hosts[1].roles: the 'siem' role plays a SIEM in a lab; name your SIEM's receivers under siem.syslog "
+     "(or set platform.lab: true)"),
     ("planned role", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
      "hosts[1].roles[1]: 'auth' is not implemented yet (planned: issue 10 (Nauthilus))"),
 ]

@@ -120,6 +120,19 @@ TABLE = [
      ["lmtp_destination_recipient_limit = 1"], []),
     ("lists: allow per recipient domain", LISTS, "mx1", "/etc/rspamd/maps.d/tenant_allow.map",
      ["one.example @partner.example,198.51.100.0/24"], ["two.example"]),
+    ("siem: records forwarded over TLS, queued on disk", LAB, "mail", "/etc/rsyslog.d/mailstack-siem.conf",
+     ['  action(type="omfwd" target="ext.lab.test" port="6514" protocol="tcp"',
+      '         StreamDriverPermittedPeers="ext.lab.test" StreamDriver.CAFile="/etc/ssl/certs/ca-certificates.crt"',
+      '         TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"',
+      '         queue.maxDiskSpace="1g" queue.saveOnShutdown="on"',
+      'input(type="imudp" address="127.0.0.1" port="10514" ruleset="mailstack-siem")'], []),
+    ("siem: rspamd's record names each domain's tenant", LAB, "mail", "/etc/rspamd/mailstack.d/siem.lua",
+     ['  ["example.test"] = "example",', '  ["legacy.test"] = "legacy",'], ['["ext.test"]']),
+    ("siem: the lab's receiver speaks TLS only", LAB, "ext", "/etc/rsyslog.d/mailstack-siem-receiver.conf",
+     ['module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")'], []),
+    ("firewall: the SIEM receiver for filter hosts only", LAB, "ext", "/etc/nftables.conf",
+     ['    ip saddr { 10.77.0.10 } tcp dport 6514 accept comment "siem: verdict records from the filter hosts"'],
+     []),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
      ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
     ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",
@@ -149,6 +162,14 @@ def test_rendered_file(case, text, host, path, present, absent):
         assert line in lines, f"{case}: {line!r} missing from {path}"
     for fragment in absent:
         assert not any(fragment in line for line in lines), f"{case}: {fragment!r} found in {path}"
+
+
+def test_without_receivers_no_record_is_written():
+    """No siem.syslog: rspamd gets no SIEM rule (a left-over one is removed) and no rsyslog runs for it."""
+    plan = plans(check_text(VALID, "inv.yml"))["mx1"]
+    [rspamd] = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
+    assert "/etc/rspamd/mailstack.d/siem.lua" in rspamd.absent
+    assert "/etc/rsyslog.d/mailstack-siem.conf" not in rendered(VALID, "mx1")
 
 
 def test_secret_files_are_private_and_marked_secret():

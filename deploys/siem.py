@@ -1,0 +1,43 @@
+"""Hosts with `filter`, when the inventory names SIEM receivers (`siem.syslog`): a record
+of every rspamd verdict, sent by rspamd as a loopback datagram to rsyslog, which forwards
+it over TLS (RFC 5424, RFC 5425 framing) with a disk queue per receiver. Mail never waits
+for the SIEM: a receiver that is down gets its records when it is back."""
+
+from __future__ import annotations
+
+from deploys import tls
+from mailstack.component import Component, File, Service
+from mailstack.plan import HostPlan
+
+RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"  # holds the platform CA (tls.ca) too
+RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"
+
+
+def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
+    """The rule that writes the records (tenants from the inventory)."""
+    tenants = sorted((d.name, d.tenant) for d in plan.own_domains)
+    return (File.template("/etc/rspamd/mailstack.d/siem.lua", "siem/siem.lua.j2",
+                          {"port": RELAY_PORT, "tenants": tenants, "host": plan.host.name,
+                           "fqdn": plan.host.fqdn}),)
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    own = tls.context(plan)
+    return [Service("rsyslog", (
+        File.template("/etc/rsyslog.d/mailstack-siem.conf", "siem/forward.conf.j2",
+                      {"port": RELAY_PORT, "receivers": plan.inv.siem["syslog"], "ca_file": SYSTEM_CA,
+                       "cert": own["tls_cert"], "key": own["tls_key"]}),
+    ), check=RSYSLOG_CHECK)]
+
+
+COMPONENT = Component(
+    name="siem",
+    roles=frozenset({"filter"}),
+    packages=("rsyslog", "rsyslog-gnutls"),
+    units=("rsyslog",),
+    section="siem",
+    enabled=lambda inv: bool(inv.siem["syslog"]),
+    extends={"rspamd": rspamd_files},
+    configure=configure,
+)

@@ -1,0 +1,108 @@
+"""Every verdict reaches the SIEM: rspamd's record goes through rsyslog on the filter host,
+over TLS (RFC 5424, octet-counted), to the receiver ext plays. A clean, a spam and a virus
+mail give three records with the right fields; a SIEM that is down never holds up mail and
+gets its records when it is back; only the filter hosts may write to it."""
+
+import json
+import re
+import socket
+import time
+
+import pytest
+from helpers import imap_find, message
+from test_clamav import WAIT_FOR_CLAMD
+from test_mail_flow import smtp_from_test_machine
+from test_policies import spam
+
+from deploys.clamav import EICAR, LAB_SIGNATURE
+from deploys.siem_receiver import LOG, PORT
+
+RECORD = re.compile(r"^<(?P<pri>\d+)>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) - - - (?P<msg>\{.*\})$")
+
+
+def records(ext) -> list[dict]:
+    """The verdict records the receiver wrote, header fields under '_'."""
+    found = []
+    for line in ext.run(f"cat {LOG}").stdout.splitlines():
+        match = RECORD.match(line)
+        if match and match["app"] == "mailstack-verdict":
+            record = json.loads(match["msg"])
+            record["_"] = match.groupdict()
+            found.append(record)
+    return found
+
+
+def record_of(ext, timeout: float = 30, **fields) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in records(ext):
+            if all(record.get(k) == v for k, v in fields.items()):
+                return record
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def send(addr, sender: str, recipient: str, data: bytes) -> int:
+    with smtp_from_test_machine(addr) as client:
+        client.ehlo("unknown-host.example.com")
+        client.mail(sender)
+        client.rcpt(recipient)
+        return client.data(data)[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ready(mail, rspamd_ready):
+    mail.check_output(WAIT_FOR_CLAMD)
+
+
+def test_clean_spam_and_virus_mail_each_leave_a_record(ext, addr, tag):
+    assert send(addr, "carol@ext.test", "alice@example.test", message("carol@ext.test", "alice@example.test",
+                                                                      f"{tag}-clean").as_bytes()) == 250
+    spammer = f"bounce-{tag}@paypa1-secure.example.test"
+    assert send(addr, spammer, "alice@example.test", spam(tag)) == 554
+    virus = message("carol@ext.test", "alice@example.test", f"{tag}-virus", body=f"see below\n{EICAR}\n")
+    assert send(addr, "carol@ext.test", "alice@example.test", virus.as_bytes()) == 554
+
+    clean = record_of(ext, message_id=f"{tag}-clean@lab.test")
+    spammy = record_of(ext, mail_from=spammer)
+    infected = record_of(ext, message_id=f"{tag}-virus@lab.test")
+    assert clean and spammy and infected, (clean, spammy, infected)
+    for record in (clean, spammy, infected):
+        assert record["_"]["host"] == "mail.lab.test" and record["_"]["pri"] == "134"
+        assert record["client_ip"] == "10.77.0.1" and record["rcpt_to"] == ["alice@example.test"]
+        assert record["tenants"] == ["example"] and record["queue_id"] and record["time"]
+        assert record["symbols"] == sorted(record["symbols"]) and record["symbols"]
+    assert clean["action"] in ("no action", "add header") and clean["header_from"] == ["carol@ext.test"]
+    assert clean["finding"] == "" and clean["mail_from"] == "carol@ext.test"
+    assert spammy["action"] == "reject" and spammy["score"] >= 15 and "PHISHING" in spammy["symbols"]
+    assert spammy["policy"] == "spam:reject" and spammy["header_from"] == ["service@paypa1-secure.example.test"]
+    assert infected["action"] == "reject" and infected["finding"] == f"virus found: {LAB_SIGNATURE}.UNOFFICIAL"
+    assert "CLAM_VIRUS" in infected["symbols"] and infected["policy"] == "malware:reject"
+
+
+def test_a_siem_that_is_down_holds_up_no_mail_and_loses_no_record(ext, addr, fqdn, ca_file, tag):
+    ext.check_output("systemctl stop rsyslog.service syslog.socket")
+    try:
+        assert send(addr, "carol@ext.test", "alice@example.test",
+                    message("carol@ext.test", "alice@example.test", tag).as_bytes()) == 250
+        # delivered (to Junk: from this machine SPF fails and the HELO does not resolve)
+        assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, mailbox="Junk") is not None
+        assert record_of(ext, timeout=3, message_id=f"{tag}@lab.test") is None
+    finally:
+        ext.check_output("systemctl start rsyslog.service")
+    assert record_of(ext, timeout=60, message_id=f"{tag}@lab.test") is not None, "the queued record never came"
+
+
+def test_only_filter_hosts_reach_the_siem(addr, ext):
+    """A host on the lab network (this machine) cannot write records into the SIEM."""
+    with pytest.raises(OSError):
+        socket.create_connection((addr["ext"], PORT), timeout=5).close()
+
+
+def test_the_siem_takes_no_plain_text(mail, ext, tag):
+    """A filter host that skips TLS gets nothing written (the receiver speaks TLS only)."""
+    mail.run(f"python3 -c \"import socket; s = socket.create_connection(('ext.lab.test', {PORT}), 5); "
+             f"line = b'<134>1 - forged mailstack-verdict - - - {{\\\"message_id\\\": \\\"{tag}\\\"}}'; "
+             f"s.sendall(str(len(line)).encode() + b' ' + line); s.close()\"")
+    assert record_of(ext, timeout=5, message_id=tag) is None

@@ -51,7 +51,7 @@ def configured(component: Component, plan) -> list[Service]:
 def apply(component: Component, plan) -> None:
     """The stages of one component on one host: install (packages, users, directories),
     configure (render its files; the checker runs on change), activate (restart on
-    change, then enabled and running)."""
+    change, enabled, then running)."""
     @deploy(f"mailstack {component.name}")
     def stages() -> None:
         packages(component.name, component.packages)

@@ -79,16 +79,19 @@ def apply(service: Service) -> None:
         server.shell(name=f"Check the {service.unit} configuration", commands=[service.check], _if=changed)
     if service.on_change:
         server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
+    if not service.unit:
+        return
+    # enabled before any start: some units exist for systemd only once enabled (rsyslog's
+    # syslog.service alias, which its socket needs)
+    systemd.service(name=f"{service.unit} enabled", service=service.unit, running=None, enabled=True)
     # restarts and reloads are retried: systemd in a container now and then fails to attach
     # the process it starts to the unit's cgroup (status 219/CGROUP); a second attempt works
-    if service.unit and service.reload:
+    if service.reload:
         # running first (a first start reads the new files); then a graceful reload on change
-        systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,
-                        enabled=True)
+        systemd.service(name=f"{service.unit} running", service=service.unit, running=True)
         systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
                         reloaded=True, _if=changed, _retries=2, _retry_delay=2)
-    elif service.unit:
+    else:
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
                         restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
-        systemd.service(name=f"{service.unit} enabled and running", service=service.unit, running=True,
-                        enabled=True)
+        systemd.service(name=f"{service.unit} running", service=service.unit, running=True)

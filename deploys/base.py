@@ -38,7 +38,8 @@ def configure(plan: HostPlan) -> list[Service]:
         )),
         Service("nftables", (File.template("/etc/nftables.conf", "base/nftables.conf.j2",
                                            {"rules": [o.rule() for o in plan.openings]}, mode="0755"),),
-                check="nft -c -f /etc/nftables.conf"),
+                # reloaded, never restarted: stopping the unit flushes every table, fail2ban's bans too
+                check="nft -c -f /etc/nftables.conf", reload=True),
         Service("unbound", (
             File.template("/etc/unbound/unbound.conf.d/mailstack.conf", "base/unbound.conf.j2",
                           resolver_context(plan)),

@@ -1,16 +1,18 @@
-"""Hosts with `filter`, when the inventory names SIEM receivers (`siem.syslog`): a record
-of every rspamd verdict, sent by rspamd as a loopback datagram to rsyslog, which forwards
-it over TLS (RFC 5424, RFC 5425 framing) with a disk queue per receiver. Mail never waits
-for the SIEM: a receiver that is down gets its records when it is back."""
+"""Hosts with `filter`, when the inventory names SIEM receivers (`siem.syslog`, `siem.http`):
+a record of every rspamd verdict, sent by rspamd as a loopback datagram to rsyslog, which
+forwards it over TLS (RFC 5424, RFC 5425 framing) and as JSON over HTTPS (omprog and a small
+program of ours), with a disk queue per receiver. Mail never waits for the SIEM: a receiver
+that is down gets its records when it is back."""
 
 from __future__ import annotations
 
 from deploys import tls
-from mailstack.component import Component, File, Service
+from mailstack.component import TEMPLATES, Component, File, Service
 from mailstack.plan import HostPlan
 
 RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"  # holds the platform CA (tls.ca) too
+HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http"
 RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"
 
 
@@ -27,7 +29,9 @@ def configure(plan: HostPlan) -> list[Service]:
     return [Service("rsyslog", (
         File.template("/etc/rsyslog.d/mailstack-siem.conf", "siem/forward.conf.j2",
                       {"port": RELAY_PORT, "receivers": plan.inv.siem["syslog"], "ca_file": SYSTEM_CA,
-                       "cert": own["tls_cert"], "key": own["tls_key"]}),
+                       "cert": own["tls_cert"], "key": own["tls_key"], "endpoints": plan.inv.siem["http"],
+                       "http_program": HTTP_PROGRAM}),
+        File.copy(HTTP_PROGRAM, TEMPLATES / "siem" / "siem-http.py", mode="0755"),
     ), check=RSYSLOG_CHECK)]
 
 
@@ -37,7 +41,7 @@ COMPONENT = Component(
     packages=("rsyslog", "rsyslog-gnutls"),
     units=("rsyslog",),
     section="siem",
-    enabled=lambda inv: bool(inv.siem["syslog"]),
+    enabled=lambda inv: bool(inv.siem["syslog"] or inv.siem["http"]),
     extends={"rspamd": rspamd_files},
     configure=configure,
 )

@@ -1,15 +1,19 @@
-"""Hosts with `siem` (lab only): rsyslog plays the operator's SIEM, taking the filter
-hosts' verdict records over TLS and writing them to a file the tests read."""
+"""Hosts with `siem` (lab only): this host plays the operator's SIEM. rsyslog takes the
+filter hosts' verdict records over TLS (RFC 5424) and a small HTTPS server takes them as
+JSON; each writes them to a file the tests read."""
 
 from __future__ import annotations
 
 from deploys import tls
 from deploys.siem import RSYSLOG_CHECK, SYSTEM_CA
-from mailstack.component import Component, File, Opening, Service
+from mailstack.component import TEMPLATES, Component, File, Opening, Service
 from mailstack.plan import HostPlan
 
 PORT = 6514
 LOG = "/var/log/mailstack-siem.log"
+HTTP_PORT = 8443
+HTTP_LOG = "/var/log/mailstack-siem-http.log"
+HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http-receiver"
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -18,19 +22,27 @@ def configure(plan: HostPlan) -> list[Service]:
         File.template("/etc/rsyslog.d/mailstack-siem-receiver.conf", "siem/receive.conf.j2",
                       {"port": PORT, "log": LOG, "ca_file": SYSTEM_CA,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
-    ), check=RSYSLOG_CHECK)]
+    ), check=RSYSLOG_CHECK), Service("mailstack-siem-http", (
+        File.copy(HTTP_PROGRAM, TEMPLATES / "siem" / "http-receiver.py", mode="0755"),
+        File.template("/etc/systemd/system/mailstack-siem-http.service", "siem/mailstack-siem-http.service.j2",
+                      {"program": HTTP_PROGRAM, "port": HTTP_PORT, "log": HTTP_LOG,
+                       "cert": context["tls_cert"], "key": context["tls_key"]}),
+    ))]
 
 
 def openings(plan: HostPlan) -> list[Opening]:
     senders = plan.peers(h for h in plan.inv.hosts if not h.outside and "filter" in h.roles)
-    return [Opening(PORT, "tcp", "siem: verdict records from the filter hosts", senders)] if senders else []
+    if not senders:
+        return []
+    return [Opening(PORT, "tcp", "siem: verdict records from the filter hosts (syslog)", senders),
+            Opening(HTTP_PORT, "tcp", "siem: verdict records from the filter hosts (HTTPS)", senders)]
 
 
 COMPONENT = Component(
     name="siem-receiver",
     roles=frozenset({"siem"}),
     packages=("rsyslog", "rsyslog-gnutls"),
-    units=("rsyslog",),
+    units=("rsyslog", "mailstack-siem-http"),
     openings=openings,
     configure=configure,
 )

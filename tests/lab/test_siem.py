@@ -1,7 +1,8 @@
-"""Every verdict reaches the SIEM: rspamd's record goes through rsyslog on the filter host,
-over TLS (RFC 5424, octet-counted), to the receiver ext plays. A clean, a spam and a virus
-mail give three records with the right fields; a SIEM that is down never holds up mail and
-gets its records when it is back; only the filter hosts may write to it."""
+"""Every verdict reaches the SIEM: rspamd's record goes through rsyslog on the filter host to
+the receivers ext plays, over TLS as RFC 5424 (octet-counted) and as JSON over HTTPS. A clean,
+a spam and a virus mail give three records with the right fields on both; a SIEM that is
+down never holds up mail and gets its records when it is back; only the filter hosts may
+write to it."""
 
 import json
 import re
@@ -15,13 +16,13 @@ from test_mail_flow import smtp_from_test_machine
 from test_policies import spam
 
 from deploys.clamav import EICAR, LAB_SIGNATURE
-from deploys.siem_receiver import LOG, PORT
+from deploys.siem_receiver import HTTP_LOG, HTTP_PORT, LOG, PORT
 
 RECORD = re.compile(r"^<(?P<pri>\d+)>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) - - - (?P<msg>\{.*\})$")
 
 
-def records(ext) -> list[dict]:
-    """The verdict records the receiver wrote, header fields under '_'."""
+def syslog_records(ext) -> list[dict]:
+    """The verdict records the syslog receiver wrote, header fields under '_'."""
     found = []
     for line in ext.run(f"cat {LOG}").stdout.splitlines():
         match = RECORD.match(line)
@@ -32,10 +33,15 @@ def records(ext) -> list[dict]:
     return found
 
 
-def record_of(ext, timeout: float = 30, **fields) -> dict | None:
+def http_records(ext) -> list[dict]:
+    """The records the HTTPS receiver got, one JSON body a line."""
+    return [json.loads(line) for line in ext.run(f"cat {HTTP_LOG}").stdout.splitlines() if line.startswith("{")]
+
+
+def record_of(ext, timeout: float = 30, source=syslog_records, **fields) -> dict | None:
     deadline = time.monotonic() + timeout
     while True:
-        for record in records(ext):
+        for record in source(ext):
             if all(record.get(k) == v for k, v in fields.items()):
                 return record
         if time.monotonic() > deadline:
@@ -79,10 +85,14 @@ def test_clean_spam_and_virus_mail_each_leave_a_record(ext, addr, tag):
     assert spammy["policy"] == "spam:reject" and spammy["header_from"] == ["service@paypa1-secure.example.test"]
     assert infected["action"] == "reject" and infected["finding"] == f"virus found: {LAB_SIGNATURE}.UNOFFICIAL"
     assert "CLAM_VIRUS" in infected["symbols"] and infected["policy"] == "malware:reject"
+    # the same records, as JSON over HTTPS
+    for record in (clean, spammy, infected):
+        sent = record_of(ext, source=http_records, queue_id=record["queue_id"])
+        assert sent == {k: v for k, v in record.items() if k != "_"}, (sent, record)
 
 
 def test_a_siem_that_is_down_holds_up_no_mail_and_loses_no_record(ext, addr, fqdn, ca_file, tag):
-    ext.check_output("systemctl stop rsyslog.service syslog.socket")
+    ext.check_output("systemctl stop rsyslog.service syslog.socket mailstack-siem-http.service")
     try:
         assert send(addr, "carol@ext.test", "alice@example.test",
                     message("carol@ext.test", "alice@example.test", tag).as_bytes()) == 250
@@ -90,14 +100,16 @@ def test_a_siem_that_is_down_holds_up_no_mail_and_loses_no_record(ext, addr, fqd
         assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, mailbox="Junk") is not None
         assert record_of(ext, timeout=3, message_id=f"{tag}@lab.test") is None
     finally:
-        ext.check_output("systemctl start rsyslog.service")
-    assert record_of(ext, timeout=60, message_id=f"{tag}@lab.test") is not None, "the queued record never came"
+        ext.check_output("systemctl start rsyslog.service mailstack-siem-http.service")
+    for source in (syslog_records, http_records):
+        assert record_of(ext, timeout=60, source=source, message_id=f"{tag}@lab.test"), f"no queued {source.__name__}"
 
 
 def test_only_filter_hosts_reach_the_siem(addr, ext):
     """A host on the lab network (this machine) cannot write records into the SIEM."""
-    with pytest.raises(OSError):
-        socket.create_connection((addr["ext"], PORT), timeout=5).close()
+    for port in (PORT, HTTP_PORT):
+        with pytest.raises(OSError):
+            socket.create_connection((addr["ext"], port), timeout=5).close()
 
 
 def test_the_siem_takes_no_plain_text(mail, ext, tag):

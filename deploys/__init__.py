@@ -11,14 +11,27 @@ from dataclasses import replace
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys import base, bruteforce, clamav, dns, dovecot, peekaboo, postfix, rspamd, siem, siem_receiver, smime, tls
+from deploys import (
+    base,
+    bruteforce,
+    clamav,
+    dns,
+    dovecot,
+    limits,
+    peekaboo,
+    postfix,
+    rspamd,
+    siem,
+    siem_receiver,
+    smime,
+    tls,
+)
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
 from mailstack.component import Component, File, Service
 
-COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (base, tls, dns, siem_receiver, clamav,
-                                                                            peekaboo, siem, rspamd, dovecot, smime,
-                                                                            postfix, bruteforce))
+COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
+    base, tls, dns, siem_receiver, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix, bruteforce))
 
 
 def served_roles() -> set[str]:

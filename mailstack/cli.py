@@ -1,5 +1,5 @@
 """The `mailstack` command: check inventories, print DNS records, generate docs, run the lab,
-and look after a domain's quarantine."""
+look after a domain's quarantine and an account's sending limits."""
 
 from __future__ import annotations
 
@@ -88,11 +88,32 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quarantine(args: argparse.Namespace) -> int:
+def _on_host(host, command: list[str]) -> int:
     import subprocess
 
-    from deploys.dovecot import QUARANTINE_TOOL
     from mailstack.remote import ssh_argv
+
+    return subprocess.run(ssh_argv(host, command)).returncode
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    from deploys.limits import ACCOUNT_TOOL
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    login = args.login.lower()
+    users = {u.address: u for u in inv.users}
+    if login not in users:
+        print(f"account: {login} is no user in {args.inventory}", file=sys.stderr)
+        return 1
+    # the submission host of the user's domain counts its mail (its rspamd and Redis)
+    host = inv.host(inv.domain(users[login].domain).submission[0])
+    return _on_host(host, [ACCOUNT_TOOL, args.action, login, *(["--drop"] if getattr(args, "drop", False) else [])])
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from deploys.dovecot import QUARANTINE_TOOL
 
     inv = _load_or_report(args.inventory)
     if inv is None:
@@ -106,7 +127,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     command = [QUARANTINE_TOOL, args.action, domain.inbound["quarantine"], *([args.uid] if args.uid else [])]
     if getattr(args, "to", None):
         command += ["--to", args.to]
-    return subprocess.run(ssh_argv(inv.host(domain.mailbox[0]), command)).returncode
+    return _on_host(inv.host(domain.mailbox[0]), command)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,6 +177,18 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("uid", help="the message's UID (from list)")
     listing.set_defaults(uid=None)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    account = sub.add_parser("account", help="an account's sending counters and hold (over SSH)")
+    account.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
+                         help="inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    doing = account.add_subparsers(dest="action", required=True)
+    doing.add_parser("status", help="counters of the current minute, hour and day; the hold and held mail")
+    doing.add_parser("hold", help="put the account on hold: its submissions get 451 until released")
+    freeing = doing.add_parser("release", help="lift the hold, reset the counters, let the held mail go")
+    freeing.add_argument("--drop", action="store_true", help="delete the held mail instead (logged)")
+    for action in doing.choices.values():
+        action.add_argument("login", help="the user's address")
+    account.set_defaults(func=cmd_account)
     return top
 
 

@@ -51,6 +51,7 @@ class Domain:
     inbound: Mapping
     allow: Mapping
     deny: Mapping
+    limits: Mapping
     smime: Mapping
     mta_sts: str
 
@@ -67,6 +68,7 @@ class User:
     enabled: bool
     send_as: tuple[str, ...]
     inbound: Mapping  # the user's own spam/malware policy: only the keys it overrides
+    limits: Mapping  # the user's own sending limits: only the keys it overrides
     name: str = ""
 
     @property

@@ -38,7 +38,7 @@ def test_single_host_lab_publishes_nothing_internal():
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "clamav", "peekaboo", "siem", "rspamd",
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "clamav", "peekaboo", "siem", "limits", "rspamd",
                                                              "dovecot", "smime", "postfix", "bruteforce"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "dovecot", "postfix",
                                                        "bruteforce"]

@@ -146,6 +146,12 @@ TABLE = [
      ["auth_verbose = yes"], ["auth_verbose_passwords"]),
     ("firewall: a reload replaces mailstack's table only (fail2ban's bans stay)", VALID, "mx1",
      "/etc/nftables.conf", ["table inet mailstack", "delete table inet mailstack"], ["flush ruleset"]),
+    ("limits: the platform's, a domain's and a user's", LAB, "mail", "/etc/rspamd/mailstack.d/limits.lua",
+     ["local DEFAULT = { messages_per_minute = 30, messages_per_hour = 300, messages_per_day = 1000, "
+      "recipients_per_hour = 1000, recipients_per_day = 3000, hold_after = 2000 }",
+      '  ["gina@example.test"] = { messages_per_minute = 5, hold_after = 8 },'], ['["bob@example.test"]']),
+    ("limits: the hold queue and a confirmed discard are actions no score reaches", VALID, "mx1",
+     "/etc/rspamd/local.d/actions.conf", ["quarantine {", "discard {", '  flags = ["no_threshold"];'], []),
     ("firewall: public ports by role", VALID, "mx1", "/etc/nftables.conf",
      ['    tcp dport 25 accept comment "mx: SMTP from the Internet"'], ["tcp dport 110"]),
     ("firewall: gateway only for MTAs", VALID, "other", "/etc/nftables.conf",
@@ -175,6 +181,12 @@ def test_rendered_file(case, text, host, path, present, absent):
         assert line in lines, f"{case}: {line!r} missing from {path}"
     for fragment in absent:
         assert not any(fragment in line for line in lines), f"{case}: {fragment!r} found in {path}"
+
+
+def test_limits_can_be_turned_off():
+    plan = plans(check_text(VALID + "limits: {enabled: false}\n", "inv.yml"))["mx1"]
+    [rspamd] = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
+    assert "/etc/rspamd/mailstack.d/limits.lua" in rspamd.absent
 
 
 def test_without_receivers_no_record_is_written():
@@ -242,7 +254,7 @@ def test_files_of_a_component_turned_off_are_removed(monkeypatch):
 def test_every_component_is_declared_once():
     names = [c.name for c in COMPONENTS]
     assert len(names) == len(set(names))
-    assert all(c.configure for c in COMPONENTS)
+    assert all(c.configure or c.extends for c in COMPONENTS)  # each renders something
 
 
 def test_clamav_off_leaves_no_trace_in_rspamd():

@@ -1,0 +1,115 @@
+"""Per-login sending limits and the automatic hold, with real submissions (587, STARTTLS).
+The lab's gina@example.test may send 5 messages a minute and is put on hold past 8
+recipients a day. The first messages go out and the rest get 451, which her client keeps.
+The message that crosses the hold threshold waits in Postfix's hold queue, and later ones get
+451. `mailstack account release` lets it go, so what was sent arrives at ext; `--drop`
+deletes it instead. bob, on the same tenant, is never affected."""
+
+import json
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import PASSWORD, message, named_context
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)
+NEIGHBOUR = "bob@example.test"  # the platform's defaults
+OUTSIDE = "carol@ext.test"
+
+
+def account(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", "account", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def burst(addr, fqdn, ca_file, user: str, count: int, recipients: list[str], tag: str) -> list[tuple[int, bytes]]:
+    """`count` messages in one authenticated session: the reply to each."""
+    replies = []
+    with smtplib.SMTP(addr["mail"], 587, timeout=60) as client:
+        client.starttls(context=named_context(ca_file, fqdn["mail"]))
+        client.login(user, PASSWORD)
+        for i in range(count):
+            try:
+                client.sendmail(user, recipients, message(user, recipients[0], f"{tag}-{i}").as_bytes())
+                replies.append((250, b""))
+            except smtplib.SMTPRecipientsRefused as err:
+                replies.append(next(iter(err.recipients.values())))
+            except smtplib.SMTPResponseException as err:
+                replies.append((err.smtp_code, err.smtp_error))
+    return replies
+
+
+def arrived(ext, tag: str, expected: int, timeout: float = 60) -> int:
+    """How many messages with `tag` carol has, once `expected` arrived or time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = len(ext.check_output(f"doveadm search -u {OUTSIDE} mailbox INBOX subject {tag}").splitlines())
+        if found >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def held(mail, tag: str) -> list[str]:
+    """Queue ids of messages with `tag` in the mail host's hold queue."""
+    ids = []
+    for entry in map(json.loads, mail.check_output("postqueue -j").splitlines()):
+        if entry["queue_name"] == "hold" and tag in mail.check_output(f"postcat -h -q {entry['queue_id']}"):
+            ids.append(entry["queue_id"])
+    return ids
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters(rspamd_ready):
+    for user in (LIMITED, NEIGHBOUR):
+        assert account("release", user).returncode == 0
+    yield
+    account("release", LIMITED, "--drop")
+
+
+def test_over_the_limit_the_client_gets_451_and_keeps_the_mail(ext, addr, fqdn, ca_file, tag):
+    replies = burst(addr, fqdn, ca_file, LIMITED, 7, [OUTSIDE], tag)
+    assert [code for code, _ in replies] == [250] * 5 + [451] * 2, replies
+    assert all(b"rate limit (messages per minute), retry later" in text for _, text in replies[5:])
+    neighbour = burst(addr, fqdn, ca_file, NEIGHBOUR, 7, [OUTSIDE], f"{tag}-bob")
+    assert [code for code, _ in neighbour] == [250] * 7, "a neighbour's limit must not touch bob"
+    assert arrived(ext, tag, 12) == 12  # gina's 5 and bob's 7: nothing refused went out
+    assert "messages per minute  5" in account("status", LIMITED).stdout
+
+
+def test_past_the_hold_threshold_mail_waits_until_released(mail, ext, addr, fqdn, ca_file, tag):
+    three = [OUTSIDE, "alice@example.test", NEIGHBOUR]  # 3 recipients a message: the 3rd crosses 8
+    replies = burst(addr, fqdn, ca_file, LIMITED, 4, three, tag)
+    assert [code for code, _ in replies] == [250, 250, 250, 451], replies
+    assert b"account on hold, ask your administrator" in replies[3][1]
+    [queue_id] = held(mail, tag)
+    status = account("status", LIMITED).stdout
+    assert "on hold              yes" in status and queue_id in status and OUTSIDE in status, status
+    assert arrived(ext, tag, 3, timeout=10) == 2, "the held message must not leave"
+    assert [code for code, _ in burst(addr, fqdn, ca_file, NEIGHBOUR, 1, [OUTSIDE], f"{tag}-bob")] == [250]
+
+    done = account("release", LIMITED)
+    assert done.returncode == 0 and "1 held message(s) released" in done.stdout, done
+    assert arrived(ext, tag, 3) == 3, "released, but it did not arrive"  # sent = received
+    assert held(mail, tag) == [] and "on hold              no" in account("status", LIMITED).stdout
+    assert f"held mail released: {queue_id}" in mail.check_output("journalctl -t mailstack-account -o cat")
+    assert [code for code, _ in burst(addr, fqdn, ca_file, LIMITED, 1, [OUTSIDE], f"{tag}-after")] == [250]
+
+
+def test_release_with_drop_deletes_the_held_mail(mail, ext, addr, fqdn, ca_file, tag):
+    three = [OUTSIDE, "alice@example.test", NEIGHBOUR]
+    assert [c for c, _ in burst(addr, fqdn, ca_file, LIMITED, 3, three, tag)] == [250, 250, 250]
+    [queue_id] = held(mail, tag)
+    done = account("release", LIMITED, "--drop")
+    assert done.returncode == 0 and "1 held message(s) deleted" in done.stdout, done
+    assert held(mail, tag) == [] and arrived(ext, tag, 3, timeout=10) == 2
+    assert f"held mail deleted: {queue_id}" in mail.check_output("journalctl -t mailstack-account -o cat")
+
+
+def test_an_account_can_be_held_by_hand(addr, fqdn, ca_file, tag):
+    assert account("hold", LIMITED).returncode == 0
+    [(code, text)] = burst(addr, fqdn, ca_file, LIMITED, 1, [OUTSIDE], tag)
+    assert code == 451 and b"account on hold" in text

@@ -26,11 +26,15 @@ def account(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def burst(addr, fqdn, ca_file, user: str, count: int, recipients: list[str], tag: str) -> list[tuple[int, bytes]]:
-    """`count` messages in one authenticated session: the reply to each."""
+def burst(addr, fqdn, ca_file, user: str, count: int, recipients: list[str], tag: str,
+          port: int = 587) -> list[tuple[int, bytes]]:
+    """`count` messages in one authenticated session (587 with STARTTLS, or 465): the reply to each."""
     replies = []
-    with smtplib.SMTP(addr["mail"], 587, timeout=60) as client:
-        client.starttls(context=named_context(ca_file, fqdn["mail"]))
+    context = named_context(ca_file, fqdn["mail"])
+    with (smtplib.SMTP_SSL(addr["mail"], 465, timeout=60, context=context) if port == 465
+          else smtplib.SMTP(addr["mail"], 587, timeout=60)) as client:
+        if port == 587:
+            client.starttls(context=context)
         client.login(user, PASSWORD)
         for i in range(count):
             try:
@@ -107,6 +111,12 @@ def test_release_with_drop_deletes_the_held_mail(mail, ext, addr, fqdn, ca_file,
     assert done.returncode == 0 and "1 held message(s) deleted" in done.stdout, done
     assert held(mail, tag) == [] and arrived(ext, tag, 3, timeout=10) == 2
     assert f"held mail deleted: {queue_id}" in mail.check_output("journalctl -t mailstack-account -o cat")
+
+
+def test_both_submission_ports_count_against_one_limit(addr, fqdn, ca_file, tag):
+    first = burst(addr, fqdn, ca_file, LIMITED, 3, [OUTSIDE], tag, port=587)
+    then = burst(addr, fqdn, ca_file, LIMITED, 3, [OUTSIDE], f"{tag}-465", port=465)
+    assert [c for c, _ in first + then] == [250] * 5 + [451], first + then
 
 
 def test_an_account_can_be_held_by_hand(addr, fqdn, ca_file, tag):

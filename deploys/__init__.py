@@ -17,7 +17,10 @@ from deploys import (
     clamav,
     dns,
     dovecot,
+    exporters,
     limits,
+    monitoring,
+    pager_receiver,
     peekaboo,
     postfix,
     rspamd,
@@ -31,7 +34,8 @@ from deploys.ops import packages
 from mailstack.component import Component, File, Service
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix, bruteforce))
+    base, tls, dns, siem_receiver, pager_receiver, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix,
+    bruteforce, exporters, monitoring))
 
 
 def served_roles() -> set[str]:

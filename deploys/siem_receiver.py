@@ -13,7 +13,18 @@ PORT = 6514
 LOG = "/var/log/mailstack-siem.log"
 HTTP_PORT = 8443
 HTTP_LOG = "/var/log/mailstack-siem-http.log"
-HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http-receiver"
+HTTPS_RECEIVER = "/usr/local/lib/mailstack/lab-https-receiver"  # also the pager's
+
+
+def https_receiver(plan: HostPlan, unit: str, what: str, port: int, log: str) -> Service:
+    """The lab's HTTPS receiver as `unit`: writes each POSTed JSON body as one line to `log`."""
+    context = tls.context(plan)
+    return Service(unit, (
+        File.copy(HTTPS_RECEIVER, TEMPLATES / "siem" / "http-receiver.py", mode="0755"),
+        File.template(f"/etc/systemd/system/{unit}.service", "siem/lab-https-receiver.service.j2",
+                      {"what": what, "program": HTTPS_RECEIVER, "port": port, "log": log,
+                       "cert": context["tls_cert"], "key": context["tls_key"]}),
+    ))
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -22,12 +33,8 @@ def configure(plan: HostPlan) -> list[Service]:
         File.template("/etc/rsyslog.d/mailstack-siem-receiver.conf", "siem/receive.conf.j2",
                       {"port": PORT, "log": LOG, "ca_file": SYSTEM_CA,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
-    ), check=RSYSLOG_CHECK), Service("mailstack-siem-http", (
-        File.copy(HTTP_PROGRAM, TEMPLATES / "siem" / "http-receiver.py", mode="0755"),
-        File.template("/etc/systemd/system/mailstack-siem-http.service", "siem/mailstack-siem-http.service.j2",
-                      {"program": HTTP_PROGRAM, "port": HTTP_PORT, "log": HTTP_LOG,
-                       "cert": context["tls_cert"], "key": context["tls_key"]}),
-    ))]
+    ), check=RSYSLOG_CHECK), https_receiver(plan, "mailstack-siem-http", "the SIEM's HTTPS JSON receiver",
+                                            HTTP_PORT, HTTP_LOG)]
 
 
 def openings(plan: HostPlan) -> list[Opening]:

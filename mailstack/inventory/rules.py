@@ -238,6 +238,10 @@ def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
         if "dns" in host["roles"]:
             problems.append(pos.problem(("hosts", i, "roles"), "the 'dns' role serves a lab's zones; publish "
                                         "production DNS from `mailstack dns` (or set platform.lab: true)"))
+        if "pager" in host["roles"]:
+            problems.append(pos.problem(("hosts", i, "roles"), "the 'pager' role plays an alert receiver in a "
+                                        "lab; name your webhooks under monitoring.webhooks (or set platform.lab: "
+                                        "true)"))
         if "siem" in host["roles"]:
             problems.append(pos.problem(("hosts", i, "roles"), "the 'siem' role plays a SIEM in a lab; name "
                                         "your SIEM's receivers under siem.syslog (or set platform.lab: true)"))

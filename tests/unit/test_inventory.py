@@ -132,12 +132,15 @@ BAD = [
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
-     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
      "'auth', 'idp', 'smime', 'sandbox', 'storage', 'backup', 'monitoring']"),
     ("SIEM over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nsiem:\n  http:\n"
                                   "    - http://siem.example/records\n"), "http://siem", 1,
      "siem.http[0]: 'http://siem.example/records' is not an https URL (records carry mail metadata: plain http is "
      "refused)"),
+    ("pager role outside a lab", ("roles: [smime]", "roles: [smime, pager]"), "roles: [smime, pager]", 1,
+     "hosts[1].roles: the 'pager' role plays an alert receiver in a lab; name your webhooks under "
+     "monitoring.webhooks (or set platform.lab: true)"),
     ("SIEM role outside a lab", ("roles: [smime]", "roles: [smime, siem]"), "roles: [smime, siem]", 1,
      "hosts[1].roles: the 'siem' role plays a SIEM in a lab; name your SIEM's receivers under siem.syslog "
      "(or set platform.lab: true)"),

@@ -1,0 +1,72 @@
+"""Every platform host, when some host has `monitoring`: node exporter (with mailstack's own
+metrics through its textfile collector: the certificate's expiry, accounts on hold) and, on
+Postfix hosts, the Postfix exporter (queue sizes and ages); reachable from the monitoring
+hosts only."""
+
+from __future__ import annotations
+
+from deploys import limits, tls
+from mailstack.component import Component, File, Opening, Service
+from mailstack.inventory import Host
+from mailstack.plan import MTA_ROLES, HostPlan
+
+NODE_PORT, POSTFIX_PORT = 9100, 9154
+TEXTFILES = "/var/lib/prometheus/node-exporter"
+METRICS = "/usr/local/sbin/mailstack-metrics"
+
+
+def runs_postfix(host: Host) -> bool:
+    return bool(MTA_ROLES & set(host.roles))
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    services = [
+        Service("prometheus-node-exporter", (
+            File.template("/etc/default/prometheus-node-exporter", "exporters/node-exporter.default.j2",
+                          {"port": NODE_PORT, "directory": TEXTFILES}),)),
+        Service("mailstack-metrics.timer", (
+            File.template(METRICS, "exporters/mailstack-metrics.py.j2",
+                          {"directory": TEXTFILES, "cert": tls.CERT, "account_tool": limits.ACCOUNT_TOOL},
+                          mode="0755"),
+            File.template("/etc/systemd/system/mailstack-metrics.service", "exporters/mailstack-metrics.service.j2",
+                          {"program": METRICS}),
+            File.template("/etc/systemd/system/mailstack-metrics.timer", "exporters/mailstack-metrics.timer.j2",
+                          {"interval": plan.inv.monitoring["scrape_interval"]}),
+        )),
+    ]
+    if runs_postfix(plan.host):
+        services.append(Service("prometheus-postfix-exporter", (
+            File.template("/etc/default/prometheus-postfix-exporter", "exporters/postfix-exporter.default.j2",
+                          {"port": POSTFIX_PORT}),)))
+    return services
+
+
+def ports(plan: HostPlan) -> list[tuple[int, str]]:
+    return [(NODE_PORT, "node exporter")] + ([(POSTFIX_PORT, "Postfix exporter")] if runs_postfix(plan.host) else [])
+
+
+def watchers(plan: HostPlan) -> tuple[str, ...]:
+    return plan.peers(h for h in plan.inv.hosts if "monitoring" in h.roles)
+
+
+def openings(plan: HostPlan) -> list[Opening]:
+    return [Opening(port, "tcp", f"monitoring: {why}", watchers(plan)) for port, why in ports(plan)] \
+        if watchers(plan) else []
+
+
+def local(plan: HostPlan) -> set[tuple[None, int]]:
+    """On the monitoring host itself: scraped over its own address, which the firewall keeps local."""
+    return set() if watchers(plan) else {(None, port) for port, _ in ports(plan)}
+
+
+COMPONENT = Component(
+    name="exporters",
+    roles=None,
+    packages=("prometheus-node-exporter", "prometheus-postfix-exporter"),
+    units=("prometheus-node-exporter", "mailstack-metrics.timer"),
+    disabled_units=("prometheus-postfix-exporter.service",),  # started on Postfix hosts only
+    enabled=lambda inv: any("monitoring" in h.roles for h in inv.hosts),
+    local=local,
+    openings=openings,
+    configure=configure,
+)

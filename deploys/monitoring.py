@@ -1,0 +1,50 @@
+"""Hosts with `monitoring`: Prometheus and Alertmanager from Debian, on loopback. Prometheus
+scrapes every platform host's exporters (deploys/exporters.py) and evaluates the alert
+rules (an account on hold, the queue's size and growth, an exporter down, a certificate
+about to expire); Alertmanager sends to the inventory's webhooks, never through the mail
+queue it watches."""
+
+from __future__ import annotations
+
+from deploys import exporters
+from mailstack.component import Component, File, Service
+from mailstack.plan import HostPlan
+
+PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
+
+
+def jobs(plan: HostPlan) -> list[tuple[str, str]]:
+    """Each exporter job with its targets (a YAML flow list of quoted host:port)."""
+    watched = [h for h in plan.inv.hosts if not h.outside]
+    found = [("node", [f'"{h.address}:{exporters.NODE_PORT}"' for h in watched]),
+             ("postfix", [f'"{h.address}:{exporters.POSTFIX_PORT}"' for h in watched if exporters.runs_postfix(h)])]
+    return [(job, ", ".join(targets)) for job, targets in found if targets]
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    settings = plan.inv.monitoring
+    return [
+        Service("prometheus", (
+            File.template("/etc/default/prometheus", "monitoring/prometheus.default.j2", {"port": PROMETHEUS_PORT}),
+            File.template("/etc/prometheus/prometheus.yml", "monitoring/prometheus.yml.j2",
+                          {"interval": settings["scrape_interval"], "alertmanager_port": ALERTMANAGER_PORT,
+                           "jobs": jobs(plan)}),
+            File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2", settings),
+        ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null"),
+        Service("prometheus-alertmanager", (
+            File.template("/etc/default/prometheus-alertmanager", "monitoring/alertmanager.default.j2",
+                          {"port": ALERTMANAGER_PORT}),
+            File.template("/etc/prometheus/alertmanager.yml", "monitoring/alertmanager.yml.j2", settings),
+        ), check="amtool check-config /etc/prometheus/alertmanager.yml >/dev/null"),
+    ]
+
+
+COMPONENT = Component(
+    name="monitoring",
+    roles=frozenset({"monitoring"}),
+    packages=("prometheus", "prometheus-alertmanager"),
+    units=("prometheus", "prometheus-alertmanager"),
+    local=(("127.0.0.1", PROMETHEUS_PORT), ("127.0.0.1", ALERTMANAGER_PORT)),
+    section="monitoring",
+    configure=configure,
+)

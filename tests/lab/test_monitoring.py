@@ -1,0 +1,87 @@
+"""Alerts that do not depend on the mail queue: Prometheus and Alertmanager on the monitoring
+host, with real exporters, send to the webhook ext plays. An account the limits put on hold
+and a queue over its size each raise an alert there (and its all-clear); the metrics ports
+are closed to other hosts."""
+
+import json
+import socket
+import time
+
+import pytest
+from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
+
+from deploys.exporters import NODE_PORT, POSTFIX_PORT
+from deploys.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from deploys.pager_receiver import LOG
+
+
+def notices(ext) -> list[dict]:
+    return [json.loads(line) for line in ext.run(f"cat {LOG}").stdout.splitlines() if line.startswith("{")]
+
+
+def alert(ext, name: str, status: str, since: float, timeout: float = 120, **labels) -> dict | None:
+    """The first `name` alert with `status` and `labels` the webhook got after `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for notice in notices(ext):
+            for found in notice["alerts"]:
+                started = found["startsAt"] if status == "firing" else found["endsAt"]
+                if (found["labels"]["alertname"] == name and found["status"] == status
+                        and all(found["labels"].get(k) == v for k, v in labels.items())
+                        and time.mktime(time.strptime(started[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= since - 5):
+                    return found
+        time.sleep(2)
+    return None
+
+
+ACTIVE = ("python3 -c 'import json, urllib.request; print(json.dumps([a[\"labels\"] for a in json.load("
+          f"urllib.request.urlopen(\"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/alerts\"))[\"data\"][\"alerts\"]]))'")
+
+
+def quiet(mail, name: str, timeout: float = 90) -> None:
+    """Wait until Prometheus has no active `name` alert (an earlier one would hide a new one)."""
+    deadline = time.monotonic() + timeout
+    while any(a["alertname"] == name for a in json.loads(mail.check_output(ACTIVE))):
+        assert time.monotonic() < deadline, f"{name} still active"
+        time.sleep(2)
+
+
+@pytest.fixture
+def fresh_account(mail, rspamd_ready):
+    assert account("release", LIMITED).returncode == 0
+    quiet(mail, "MailstackAccountOnHold")
+    yield
+    account("release", LIMITED, "--drop")
+
+
+def test_an_account_put_on_hold_raises_an_alert_at_the_webhook(fresh_account, ext, addr, fqdn, ca_file, tag):
+    since = time.time()
+    three = [OUTSIDE, "alice@example.test", NEIGHBOUR]
+    assert [c for c, _ in burst(addr, fqdn, ca_file, LIMITED, 3, three, tag)] == [250, 250, 250]
+    fired = alert(ext, "MailstackAccountOnHold", "firing", since, login=LIMITED)
+    assert fired is not None, "no hold alert at the webhook"
+    print(f"hold -> webhook: {time.time() - since:.0f} s")
+    assert "put on hold" in fired["annotations"]["summary"]
+    assert account("release", LIMITED).returncode == 0
+    assert alert(ext, "MailstackAccountOnHold", "resolved", since, login=LIMITED) is not None, "no all-clear"
+
+
+def test_a_queue_over_its_size_raises_an_alert(mail, ext, addr, fqdn, ca_file, tag, inv):
+    count = inv.monitoring["queue_size"] + 1
+    quiet(mail, "MailQueueLarge")
+    since = time.time()
+    ext.check_output("systemctl stop postfix")  # the outside world is unreachable: mail waits in our queue
+    try:
+        replies = burst(addr, fqdn, ca_file, NEIGHBOUR, count, [OUTSIDE], tag)
+        assert [c for c, _ in replies] == [250] * count
+        assert alert(ext, "MailQueueLarge", "firing", since) is not None, "no queue alert at the webhook"
+    finally:
+        ext.check_output("systemctl start postfix")
+        mail.check_output("postqueue -f")
+    assert arrived(ext, tag, count) == count  # nothing lost while it waited
+
+
+@pytest.mark.parametrize("port", [NODE_PORT, POSTFIX_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT])
+def test_metrics_are_closed_to_other_hosts(addr, port):
+    with pytest.raises(OSError):
+        socket.create_connection((addr["mail"], port), timeout=5).close()

@@ -19,11 +19,17 @@ def runs_postfix(host: Host) -> bool:
     return bool(MTA_ROLES & set(host.roles))
 
 
+def watched_units(plan: HostPlan) -> str:
+    """The daemons this host's components keep running, as node exporter's unit pattern."""
+    units = sorted({u for c in plan.components for u in c.units if "." not in u})  # names: [a-z0-9@-]
+    return "(" + "|".join(units) + ")[.]service"
+
+
 def configure(plan: HostPlan) -> list[Service]:
     services = [
         Service("prometheus-node-exporter", (
             File.template("/etc/default/prometheus-node-exporter", "exporters/node-exporter.default.j2",
-                          {"port": NODE_PORT, "directory": TEXTFILES}),)),
+                          {"port": NODE_PORT, "directory": TEXTFILES, "units": watched_units(plan)}),)),
         Service("mailstack-metrics.timer", (
             File.template(METRICS, "exporters/mailstack-metrics.py.j2",
                           {"directory": TEXTFILES, "cert": tls.CERT, "account_tool": limits.ACCOUNT_TOOL},

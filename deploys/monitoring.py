@@ -24,20 +24,23 @@ def jobs(plan: HostPlan) -> list[tuple[str, str]]:
 def configure(plan: HostPlan) -> list[Service]:
     settings = plan.inv.monitoring
     return [
+        # command-line settings need a restart; the configuration only a reload (SIGHUP): a restart
+        # would keep the series of a changed target alive for 5 minutes, with no staleness marker
         Service("prometheus", (
-            File.template("/etc/default/prometheus", "monitoring/prometheus.default.j2", {"port": PROMETHEUS_PORT}),
+            File.template("/etc/default/prometheus", "monitoring/prometheus.default.j2", {"port": PROMETHEUS_PORT}),)),
+        Service("prometheus", (
             File.template("/etc/prometheus/prometheus.yml", "monitoring/prometheus.yml.j2",
                           {"interval": settings["scrape_interval"], "alertmanager_port": ALERTMANAGER_PORT,
                            "jobs": jobs(plan)}),
             File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2", settings),
-        ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null"),
+        ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null", reload=True),
         Service("prometheus-alertmanager", (
             File.template("/etc/default/prometheus-alertmanager", "monitoring/alertmanager.default.j2",
-                          {"port": ALERTMANAGER_PORT}),
+                          {"port": ALERTMANAGER_PORT}),)),
+        Service("prometheus-alertmanager", (
             File.template("/etc/prometheus/alertmanager.yml", "monitoring/alertmanager.yml.j2", settings),
-        ), check="amtool check-config /etc/prometheus/alertmanager.yml >/dev/null"),
+        ), check="amtool check-config /etc/prometheus/alertmanager.yml >/dev/null", reload=True),
     ]
-
 
 COMPONENT = Component(
     name="monitoring",

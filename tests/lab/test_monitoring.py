@@ -1,7 +1,7 @@
 """Alerts that do not depend on the mail queue: Prometheus and Alertmanager on the monitoring
-host, with real exporters, send to the webhook ext plays. An account the limits put on hold
-and a queue over its size each raise an alert there (and its all-clear); the metrics ports
-are closed to other hosts."""
+host, with real exporters, send to the webhook ext plays. An account the limits put on hold,
+a queue over its size, mail deferred too long and a stopped daemon each raise an alert there;
+the metrics ports are closed to other hosts."""
 
 import json
 import socket
@@ -19,14 +19,14 @@ def notices(ext) -> list[dict]:
     return [json.loads(line) for line in ext.run(f"cat {LOG}").stdout.splitlines() if line.startswith("{")]
 
 
-def alert(ext, name: str, status: str, since: float, timeout: float = 120, **labels) -> dict | None:
-    """The first `name` alert with `status` and `labels` the webhook got after `since`."""
+def alert(ext, rule: str, status: str, since: float, timeout: float = 120, **labels) -> dict | None:
+    """The first alert of `rule` with `status` and `labels` the webhook got after `since`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for notice in notices(ext):
             for found in notice["alerts"]:
                 started = found["startsAt"] if status == "firing" else found["endsAt"]
-                if (found["labels"]["alertname"] == name and found["status"] == status
+                if (found["labels"]["alertname"] == rule and found["status"] == status
                         and all(found["labels"].get(k) == v for k, v in labels.items())
                         and time.mktime(time.strptime(started[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= since - 5):
                     return found
@@ -69,16 +69,29 @@ def test_an_account_put_on_hold_raises_an_alert_at_the_webhook(fresh_account, ex
 def test_a_queue_over_its_size_raises_an_alert(mail, ext, addr, fqdn, ca_file, tag, inv):
     count = inv.monitoring["queue_size"] + 1
     quiet(mail, "MailQueueLarge")
+    quiet(mail, "DeferredMailOld")
     since = time.time()
     ext.check_output("systemctl stop postfix")  # the outside world is unreachable: mail waits in our queue
     try:
         replies = burst(addr, fqdn, ca_file, NEIGHBOUR, count, [OUTSIDE], tag)
         assert [c for c, _ in replies] == [250] * count
         assert alert(ext, "MailQueueLarge", "firing", since) is not None, "no queue alert at the webhook"
+        # lab.yml: deferred_minutes 1
+        assert alert(ext, "DeferredMailOld", "firing", since, timeout=180) is not None, "no alert on old mail"
     finally:
         ext.check_output("systemctl start postfix")
         mail.check_output("postqueue -f")
     assert arrived(ext, tag, count) == count  # nothing lost while it waited
+
+
+def test_a_stopped_daemon_raises_an_alert(mail, ext):
+    quiet(mail, "ServiceDown")
+    since = time.time()
+    mail.check_output("systemctl stop fail2ban")  # one whose absence the other tests do not feel
+    try:
+        assert alert(ext, "ServiceDown", "firing", since, timeout=180, name="fail2ban.service") is not None
+    finally:
+        mail.check_output("systemctl start fail2ban")
 
 
 @pytest.mark.parametrize("port", [NODE_PORT, POSTFIX_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT])

@@ -1,6 +1,7 @@
 """Alerts that do not depend on the mail queue: Prometheus and Alertmanager on the monitoring
 host, with real exporters, send to the webhook ext plays. An account the limits put on hold,
-a queue over its size, mail deferred too long and a stopped daemon each raise an alert there;
+a queue over its size, mail deferred too long, a filter that only answers 4xx and a stopped
+daemon each raise an alert there;
 the metrics ports are closed to other hosts."""
 
 import json
@@ -8,7 +9,10 @@ import socket
 import time
 
 import pytest
+from helpers import message
+from test_clamav import WAIT_FOR_CLAMD
 from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
+from test_mail_flow import smtp_from_test_machine
 
 from deploys.exporters import NODE_PORT, POSTFIX_PORT
 from deploys.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
@@ -22,7 +26,7 @@ def notices(ext) -> list[dict]:
 def alert(ext, rule: str, status: str, since: float, timeout: float = 120, **labels) -> dict | None:
     """The first alert of `rule` with `status` and `labels` the webhook got after `since`."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         for notice in notices(ext):
             for found in notice["alerts"]:
                 started = found["startsAt"] if status == "firing" else found["endsAt"]
@@ -30,8 +34,9 @@ def alert(ext, rule: str, status: str, since: float, timeout: float = 120, **lab
                         and all(found["labels"].get(k) == v for k, v in labels.items())
                         and time.mktime(time.strptime(started[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= since - 5):
                     return found
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(2)
-    return None
 
 
 ACTIVE = ("python3 -c 'import json, urllib.request; print(json.dumps([a[\"labels\"] for a in json.load("
@@ -44,6 +49,12 @@ def quiet(mail, name: str, timeout: float = 90) -> None:
     while any(a["alertname"] == name for a in json.loads(mail.check_output(ACTIVE))):
         assert time.monotonic() < deadline, f"{name} still active"
         time.sleep(2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_addresses(addr):
+    global ADDR
+    ADDR = addr
 
 
 @pytest.fixture
@@ -82,6 +93,28 @@ def test_a_queue_over_its_size_raises_an_alert(mail, ext, addr, fqdn, ca_file, t
         ext.check_output("systemctl start postfix")
         mail.check_output("postqueue -f")
     assert arrived(ext, tag, count) == count  # nothing lost while it waited
+
+
+def test_a_filter_that_only_answers_4xx_raises_an_alert(mail, ext, inv, tag):
+    """clamd down: rspamd answers every message 4xx (mail waits at its senders) until it is back."""
+    quiet(mail, "FilterTempFailing")
+    since = time.time()
+    mail.check_output("systemctl stop clamav-daemon.socket clamav-daemon.service")
+    try:
+        deadline = time.monotonic() + 60 * inv.monitoring["tempfail_minutes"] + 150
+        while time.monotonic() < deadline:
+            with smtp_from_test_machine(ADDR) as client:
+                client.mail("carol@ext.test")
+                client.rcpt("alice@example.test")
+                code, _ = client.data(message("carol@ext.test", "alice@example.test", tag).as_bytes())
+            assert 400 <= code < 500, code
+            if alert(ext, "FilterTempFailing", "firing", since, timeout=0):
+                break
+            time.sleep(5)
+        assert alert(ext, "FilterTempFailing", "firing", since, timeout=0), "no alert on a filter answering 4xx"
+    finally:
+        mail.check_output("systemctl start clamav-daemon.socket clamav-daemon.service")
+        mail.check_output(WAIT_FOR_CLAMD)
 
 
 def test_a_stopped_daemon_raises_an_alert(mail, ext):

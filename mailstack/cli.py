@@ -130,6 +130,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return _on_host(inv.host(domain.mailbox[0]), command)
 
 
+def inventory_option(command: argparse.ArgumentParser, what: str = "inventory") -> None:
+    command.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
+                         help=f"{what} (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mailstack",
@@ -151,8 +156,7 @@ def parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=cmd_schema_docs)
 
     lab = sub.add_parser("lab", help="the local container lab (systemd-nspawn, needs root)")
-    lab.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
-                     help="lab inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    inventory_option(lab, "lab inventory")
     actions = lab.add_subparsers(dest="action", required=True)
     actions.add_parser("up", help="build the image if needed and boot every host (idempotent)")
     actions.add_parser("down", help="stop every host; remove trees, bridge and apt proxy")
@@ -164,8 +168,7 @@ def parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_lab)
 
     quarantine = sub.add_parser("quarantine", help="list, release or delete a domain's quarantined mail (over SSH)")
-    quarantine.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
-                            help="inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    inventory_option(quarantine)
     what = quarantine.add_subparsers(dest="action", required=True)
     listing = what.add_parser("list", help="UID, arrival, recipient, finding, sender and subject of each message")
     release = what.add_parser("release", help="deliver one message to its recipient's INBOX, unchanged")
@@ -179,8 +182,7 @@ def parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(func=cmd_quarantine)
 
     account = sub.add_parser("account", help="an account's sending counters and hold (over SSH)")
-    account.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
-                         help="inventory (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
+    inventory_option(account)
     doing = account.add_subparsers(dest="action", required=True)
     doing.add_parser("status", help="counters of the current minute, hour and day; the hold and held mail")
     doing.add_parser("hold", help="put the account on hold: its submissions get 451 until released")

@@ -14,27 +14,38 @@ SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 JAIL = "mailstack-logins"
 
 # wrong password number i on IMAP, POP3 or submission, in turn (one Dovecot auth line each:
-# submission tries PLAIN only, where smtplib's login() would try LOGIN too)
+# submission tries PLAIN only, where smtplib's login() would try LOGIN too). An attempt that
+# ends any other way than a refused login (a dropped connection) is tried again, so the jail
+# is shown exactly `count` refused logins; an attempt that never gets refused fails the script.
 WRONG_LOGINS = """
 import imaplib, poplib, smtplib, ssl, sys
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 tag, count = sys.argv[1], int(sys.argv[2])
+def refused(err):
+    return (isinstance(err, (imaplib.IMAP4.error, poplib.error_proto, smtplib.SMTPAuthenticationError))
+            and not isinstance(err, imaplib.IMAP4.abort))
 for i in range(count):
     password = f"wrong {tag} {i}"
-    if i % 3 == 0:
-        client = imaplib.IMAP4_SSL("{server}", 993, ssl_context=ctx)
-        attempt, close = lambda: client.login("alice@example.test", password), client.shutdown
-    elif i % 3 == 1:
-        client = poplib.POP3_SSL("{server}", 995, context=ctx)
-        attempt, close = lambda: (client.user("alice@example.test"), client.pass_(password)), client.close
+    for _ in range(3):
+        if i % 3 == 0:
+            client = imaplib.IMAP4_SSL("{server}", 993, ssl_context=ctx, timeout=30)
+            attempt, close = lambda: client.login("alice@example.test", password), client.shutdown
+        elif i % 3 == 1:
+            client = poplib.POP3_SSL("{server}", 995, context=ctx, timeout=30)
+            attempt, close = lambda: (client.user("alice@example.test"), client.pass_(password)), client.close
+        else:
+            client = smtplib.SMTP("{server}", 587, timeout=30); client.starttls(context=ctx); client.ehlo()
+            attempt, close = lambda: client.auth("PLAIN", lambda challenge=None: f"\\0alice@example.test\\0{password}"), client.close
+        try:
+            attempt()
+            sys.exit(f"attempt {i}: a wrong password was accepted")
+        except Exception as err:
+            close()
+            print(i, type(err).__name__, err)
+            if refused(err):
+                break
     else:
-        client = smtplib.SMTP("{server}", 587, timeout=30); client.starttls(context=ctx); client.ehlo()
-        attempt, close = lambda: client.auth("PLAIN", lambda challenge=None: f"\\0alice@example.test\\0{password}"), client.close
-    try:
-        attempt()
-    except Exception as err:
-        print(i, type(err).__name__)
-    close()
+        sys.exit(f"attempt {i}: never refused as a wrong login")
 """
 
 REACHABLE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)"
@@ -52,8 +63,8 @@ def reachable(host, server: str, port: int) -> bool:
     return host.run(f"python3 -c '{REACHABLE}' {server} {port}").rc == 0
 
 
-def wrong_logins(host, server: str, tag: str, count: int) -> None:
-    host.check_output(f"python3 -c '{WRONG_LOGINS.replace('{server}', server)}' {tag} {count}")
+def wrong_logins(host, server: str, tag: str, count: int) -> str:
+    return host.check_output(f"python3 -c '{WRONG_LOGINS.replace('{server}', server)}' {tag} {count}")
 
 
 @pytest.fixture
@@ -71,7 +82,8 @@ def test_failed_logins_ban_the_address_on_every_login_port_until_the_ban_ends(ja
     deadline = time.monotonic() + 20
     while addr["ext"] not in banned(mail) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert addr["ext"] in banned(mail), mail.check_output(f"fail2ban-client status {JAIL}")
+    assert addr["ext"] in banned(mail), (mail.check_output(f"fail2ban-client status {JAIL}") + "\n"
+                                         + mail.run("journalctl -u dovecot --since -2min -g mismatch").stdout)
     for port in LOGIN_PORTS:
         assert not reachable(ext, addr["mail"], port), f"banned, but port {port} still answers ext"
     assert reachable(ext, addr["mail"], 25), "a ban must not stop mail on port 25"

@@ -18,6 +18,7 @@ from deploys import (
     dns,
     dovecot,
     exporters,
+    idp,
     limits,
     monitoring,
     pager_receiver,
@@ -32,9 +33,10 @@ from deploys import (
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
 from mailstack.component import Component, File, Service
+from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix,
+    base, tls, dns, siem_receiver, pager_receiver, idp, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix,
     bruteforce, exporters, monitoring))
 
 
@@ -45,6 +47,15 @@ def served_roles() -> set[str]:
 def image_packages() -> tuple[str, ...]:
     """Every Debian package some component installs: the lab image carries them all."""
     return tuple(sorted({p for c in COMPONENTS for p in c.packages}))
+
+
+def image_preseed() -> tuple[str, ...]:
+    """The debconf answers some packages need before they install (the lab image's too)."""
+    return tuple(sorted({line for c in COMPONENTS for line in c.preseed}))
+
+
+def image_recipe() -> Recipe:
+    return Recipe(image_packages(), image_disabled_units(), image_preseed())
 
 
 def image_disabled_units() -> tuple[str, ...]:
@@ -71,7 +82,7 @@ def apply(component: Component, plan) -> None:
     change, enabled, then running)."""
     @deploy(f"mailstack {component.name}")
     def stages() -> None:
-        packages(component.name, component.packages)
+        packages(component.name, component.packages, component.preseed)
         if component.install:
             component.install(plan)
         for service in host.loop(configured(component, plan)):

@@ -1,12 +1,13 @@
 """Hosts with `mailbox`: Dovecot IMAP/POP3/LMTP with Maildir, quota, autoexpunge,
-Sieve, users from the inventory (hashed passwords), the SASL socket for Postfix, and the
-tool that lists and releases a domain's quarantine."""
+Sieve, users from the inventory (hashed passwords, and OAuth2 tokens with `oidc`), the
+SASL socket for Postfix, and the tool that lists and releases a domain's quarantine."""
 
 from __future__ import annotations
 
 from pyinfra.operations import files, server
 
 from deploys import tls
+from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
 from mailstack.plan import HostPlan
 
@@ -22,10 +23,32 @@ PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
 
 
 def passdb(plan: HostPlan, allowed) -> str:
-    """passwd-file lines of the enabled users whose domain `allowed` this way in."""
+    """passwd-file lines of the enabled users whose domain lets them in this way with a password."""
     domains = {d.name: d for d in plan.mailbox_domains}
     return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::" for u in plan.inv.users
-                     if u.enabled and u.domain in domains and allowed(domains[u.domain]))
+                     if u.enabled and u.domain in domains and allowed(domains[u.domain])
+                     and domains[u.domain].password_login)
+
+
+def token_users(plan: HostPlan, allowed) -> str:
+    """The enabled users whose domain lets them in this way, whatever password_login says:
+    after the provider vouched for the token (nopassword: the token was the proof)."""
+    domains = {d.name: d for d in plan.mailbox_domains}
+    return "\n".join(f"{guard(u.address)}:::::::nopassword" for u in plan.inv.users
+                      if u.enabled and u.domain in domains and allowed(domains[u.domain]))
+
+
+def token_logins(plan: HostPlan) -> tuple[File, ...]:
+    """The oauth2 passdb and how it reaches the provider (oidc.enabled)."""
+    url, client_id, secret = introspection(plan.inv)
+    scheme, rest = url.split("://", 1)
+    return (File.template(f"{ETC}/token-passdb.conf", "dovecot/token-passdb.conf.j2",
+                          {"etc": ETC, "pop3_starttls_port": POP3_STARTTLS_PORT}),
+            *(File.text(f"{ETC}/tokens-{name}", token_users(plan, allowed), **SECRET)
+              for name, allowed in PASSDBS.items()),
+            File.template(f"{ETC}/oauth2.conf.ext", "dovecot/oauth2.conf.ext.j2",
+                          {"introspection_url": f"{scheme}://{client_id}:{secret}@{rest}",
+                           "scope": plan.inv.oidc["scope"]}, **SECRET))
 
 
 def userdb(plan: HostPlan) -> str:
@@ -56,9 +79,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "pop3_plain_port": POP3_STARTTLS_PORT if pop3_starttls(plan) else 0,
         "pop3_starttls_port": POP3_STARTTLS_PORT,
         "protocols": "imap pop3 lmtp",
+        "auth_mechanisms": "plain login oauthbearer xoauth2" if inv.oidc["enabled"] else "plain login",
         "postmaster": inv.platform["postmaster"],
         "postfix_here": plan.is_mta,
     }
+    tokens = token_logins(plan) if inv.oidc["enabled"] else ()
     return [
         Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
@@ -68,7 +93,10 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
             *(File.text(f"{ETC}/passdb-{name}", passdb(plan, allowed), **SECRET) for name, allowed in PASSDBS.items()),
-        ), check="doveconf -n >/dev/null"),
+            *tokens,
+        ), check="doveconf -n >/dev/null",
+            absent=() if tokens else (f"{ETC}/token-passdb.conf", f"{ETC}/oauth2.conf.ext",
+                                      *(f"{ETC}/tokens-{name}" for name in PASSDBS))),
     ]
 
 

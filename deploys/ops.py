@@ -9,6 +9,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, operation
+from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server, systemd
 
 from mailstack.component import File, Service
@@ -63,8 +64,12 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
                f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
 
 
-def packages(component: str, names: tuple[str, ...]) -> None:
-    """Debian packages (a no-op when present, as in the lab image)."""
+def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = ()) -> None:
+    """Debian packages (a no-op when present, as in the lab image), with the debconf
+    answers they need given first."""
+    if preseed and not set(names) <= set(host.get_fact(DebPackages)):
+        server.shell(name=f"{component} debconf answers", commands=[
+            f"printf '%s\\n' {' '.join(shlex.quote(line) for line in preseed)} | debconf-set-selections"])
     if names:
         apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
 

@@ -191,6 +191,7 @@ COMPONENT = Component(
     name="postfix",
     roles=frozenset({"mx", "submission"}),
     packages=("postfix",),
+    preseed=("postfix postfix/main_mailer_type select No configuration",),
     units=("postfix",),
     public={"mx": ((25, "SMTP from the Internet"),),
             "submission": ((587, "submission, STARTTLS"), (465, "submission, implicit TLS"))},

@@ -60,13 +60,13 @@ def cmd_dns(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from deploys import image_disabled_units, image_packages
+    from deploys import image_recipe
     from mailstack.lab import Lab, LabError
 
     inv = _load_or_report(args.inventory)
     if inv is None:
         return EXIT_INVALID
-    lab = Lab(inv, image_packages(), image_disabled_units())
+    lab = Lab(inv, image_recipe())
     try:
         if args.action == "up":
             lab.up()

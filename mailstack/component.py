@@ -139,6 +139,7 @@ class Component:
     name: str
     roles: frozenset[str] | None
     packages: tuple[str, ...] = ()
+    preseed: tuple[str, ...] = ()  # debconf answers its packages need before they install
     units: tuple[str, ...] = ()
     disabled_units: tuple[str, ...] = ()  # units its packages ship that must not start
     public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)

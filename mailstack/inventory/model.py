@@ -44,6 +44,7 @@ class Domain:
     imap: bool
     pop3: bool
     pop3_starttls: bool
+    password_login: bool
     quota: str
     dkim: Mapping
     dmarc: Mapping

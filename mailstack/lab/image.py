@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack.lab.util import CACHE_DIR, LabError, log, run
@@ -18,7 +19,6 @@ BOOTSTRAP_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
     "ca-certificates", "apt-utils", "less", "procps",
 )
-PRESEED = "postfix postfix/main_mailer_type select No configuration\n"
 SSH_KEYGEN_UNIT = """[Unit]
 Description=Generate SSH host keys on first boot
 Before=ssh.service
@@ -49,10 +49,20 @@ def host_debian_mirror() -> str:
     raise LabError("cannot find the Debian mirror in /etc/apt/sources*; configure apt first")
 
 
-def image_path(packages: tuple[str, ...], disabled_units: tuple[str, ...]) -> Path:
-    digest = hashlib.sha256(
-        "\n".join([SUITE, IMAGE_RECIPE, *BOOTSTRAP_PACKAGES, *sorted(packages), *sorted(disabled_units)]).encode()
-    ).hexdigest()[:12]
+@dataclass(frozen=True)
+class Recipe:
+    """What the image carries: the components' packages, the debconf answers they need
+    before installing, and the units that stay off until a deploy configured them."""
+
+    packages: tuple[str, ...]
+    disabled_units: tuple[str, ...]
+    preseed: tuple[str, ...]
+
+
+def image_path(recipe: Recipe) -> Path:
+    digest = hashlib.sha256("\n".join([
+        SUITE, IMAGE_RECIPE, *BOOTSTRAP_PACKAGES, *sorted(recipe.packages), *sorted(recipe.disabled_units),
+        *sorted(recipe.preseed)]).encode()).hexdigest()[:12]
     return CACHE_DIR / f"{SUITE}-{digest}.tar.zst"
 
 
@@ -67,10 +77,10 @@ def nspawn_chroot(root: Path, script: str) -> None:
         script_file.unlink(missing_ok=True)
 
 
-def build_image(packages: tuple[str, ...], disabled_units: tuple[str, ...]) -> Path:
-    """Build (or reuse) the cached root filesystem that carries `packages`, with
-    `disabled_units` off until a deploy configures and starts them."""
-    target = image_path(packages, disabled_units)
+def build_image(recipe: Recipe) -> Path:
+    """Build (or reuse) the cached root filesystem of `recipe`."""
+    target = image_path(recipe)
+    packages, disabled_units = recipe.packages, recipe.disabled_units
     if target.exists():
         return target
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -86,7 +96,7 @@ def build_image(packages: tuple[str, ...], disabled_units: tuple[str, ...]) -> P
         f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
         f"deb {security} {SUITE}-security main\n"
     )
-    (tree / "root/preseed").write_text(PRESEED)
+    (tree / "root/preseed").write_text("".join(f"{line}\n" for line in recipe.preseed))
     keygen = tree / "etc/systemd/system/ssh-keygen.service"
     keygen.write_text(SSH_KEYGEN_UNIT)
     nspawn_chroot(tree, f"""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack.inventory import Inventory
-from mailstack.lab.image import build_image
+from mailstack.lab.image import Recipe, build_image
 from mailstack.lab.network import APT_PROXY_PORT, bridge_down, bridge_up, proxy_down, proxy_up
 from mailstack.lab.processes import kill_container, pid_alive, stop_pid, wait_for_port
 from mailstack.lab.util import ENV_MARKER, LAB_PASSWORD, STATE_DIR, LabError, log, run
@@ -39,11 +39,10 @@ class LabHost:
 class Lab:
     """The lab described by an inventory's hosts and its `lab` section."""
 
-    def __init__(self, inventory: Inventory, packages: tuple[str, ...], disabled_units: tuple[str, ...]):
+    def __init__(self, inventory: Inventory, recipe: Recipe):
         self.inventory = inventory
         self.settings = inventory.lab
-        self.packages = packages
-        self.disabled_units = disabled_units
+        self.recipe = recipe
         self.hosts = tuple(LabHost(h.name, h.address) for h in inventory.hosts)
 
     @property
@@ -78,7 +77,7 @@ class Lab:
 
     def up(self) -> None:
         """Bring every host up; hosts already running are left alone."""
-        image = build_image(self.packages, self.disabled_units)
+        image = build_image(self.recipe)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self._ssh_material()
         bridge_up(self.bridge, self.settings["bridge_address"])

@@ -58,6 +58,9 @@ class NamedContext:
     def wrap_socket(self, sock, server_hostname=None, **kwargs):
         return self.context.wrap_socket(sock, server_hostname=self.name, **kwargs)
 
+    def __getattr__(self, attribute):  # the rest (verify_mode, ...) is the context's
+        return getattr(self.context, attribute)
+
 
 def imap_find(host: str, server_name: str, ca_file: str, user: str, subject: str,
               mailbox: str = "INBOX", timeout: float = 60, criteria: str = "SUBJECT") -> bytes | None:

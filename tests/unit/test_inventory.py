@@ -144,6 +144,18 @@ BAD = [
     ("SIEM role outside a lab", ("roles: [smime]", "roles: [smime, siem]"), "roles: [smime, siem]", 1,
      "hosts[1].roles: the 'siem' role plays a SIEM in a lab; name your SIEM's receivers under siem.syslog "
      "(or set platform.lab: true)"),
+    ("idp role without OIDC", ("roles: [smime]", "roles: [smime, idp]"), "roles: [smime, idp]", 1,
+     "hosts[1].roles: role 'idp' runs the platform's own identity provider: set oidc.enabled and oidc.provider "
+     "'glewlwyd', or drop the role"),
+    ("tokens-only domain without OIDC", ("    tenant: second\n", "    tenant: second\n    password_login: false\n"),
+     "password_login: false", 1,
+     "domains[1].password_login: without password logins this domain's users need oidc.enabled to log in at all"),
+    ("OIDC without an IdP host", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\noidc: {enabled: true}\n"),
+     "oidc: {enabled: true}", 1, "oidc.provider: provider 'glewlwyd' runs on the host with role 'idp'"),
+    ("external IdP over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\noidc: {enabled: true, "
+                                      "provider: external, introspection_url: 'http://idp.example/introspect', "
+                                      "client_secret_file: /etc/hostname}\n"), "oidc:", 1,
+     "oidc.introspection_url: tokens cross the network: use https://"),
     ("planned role", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
      "hosts[1].roles[1]: 'auth' is not implemented yet (planned: issue 10 (Nauthilus))"),
 ]

@@ -5,7 +5,7 @@ whom, and what only a lab does."""
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
 
-from deploys import COMPONENTS, image_disabled_units, image_packages, postfix, rspamd
+from deploys import COMPONENTS, image_disabled_units, image_packages, image_preseed, postfix, rspamd
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
 
@@ -32,13 +32,13 @@ def test_pop3_on_110_opens_only_where_a_hosted_domain_offers_it():
 
 def test_single_host_lab_publishes_nothing_internal():
     found = rules("lab.yml")
-    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995)}
+    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995, 4593)}  # 4593: the IdP
     assert {"tcp dport 53", "udp dport 53"} <= found["ext"]
 
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "clamav", "peekaboo", "siem", "limits", "rspamd",
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "clamav", "peekaboo", "siem", "limits", "rspamd",
                                                              "dovecot", "smime", "postfix", "bruteforce", "exporters",
                                                              "monitoring"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
@@ -50,6 +50,9 @@ def test_the_lab_image_is_derived_from_the_declarations():
     assert {"postfix.service", "dovecot.service", "rspamd.service", "redis-server.service", "nsd.service",
             "unbound.service", "unbound-resolvconf.service"} <= set(image_disabled_units())
     assert "clamav-freshclam.service" in image_disabled_units()  # never started before the deploy decides
+    # answers a package asks before it installs (else apt stops, or picks what the deploy did not)
+    assert {"postfix postfix/main_mailer_type select No configuration",
+            "glewlwyd glewlwyd/database-type select sqlite3"} <= set(image_preseed())
 
 
 def test_lab_only_facts_are_in_the_plan_not_in_the_deploys():

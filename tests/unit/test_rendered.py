@@ -3,6 +3,7 @@ example), a host, a file, and lines that must and must not be in it. The files a
 what the deploys install, built from the host's plan without touching any host."""
 
 import hashlib
+import json
 
 import pytest
 from unitdata import ROOT, VALID
@@ -22,9 +23,26 @@ MIRROR = VALID + "clamav: {mirror: https://clamav.example.org/db}\n"
 LISTS = VALID.replace("    dmarc:\n      policy: none\n", "    dmarc:\n      policy: none\n    deny: {senders: ['@bad.example', "
                       "'Eve@x.example'], ips: [203.0.113.7/24]}\n    allow: {senders: ['@partner.example'], ips: [198.51.100.0/24]}\n")
 MACROS_OK = VALID + "clamav: {office_macros: accept}\n"
+OIDC = VALID.replace("roles: [smime]", "roles: [smime, idp]").replace(
+    "    tenant: second\n", "    tenant: second\n    password_login: false\n") + "oidc: {enabled: true}\n"
 
 # (case, inventory text, host, file, lines it must have, lines it must not have)
 TABLE = [
+    ("no token logins by default", VALID, "mx1", "/etc/dovecot/dovecot.conf", ["auth_mechanisms = plain login"],
+     ["auth_mechanisms = plain login oauthbearer xoauth2"]),
+    ("token logins offered", OIDC, "mx1", "/etc/dovecot/dovecot.conf",
+     ["auth_mechanisms = plain login oauthbearer xoauth2", "!include_try /etc/dovecot/mailstack/token-passdb.conf"], []),
+    ("tokens-only domain: no password", OIDC, "mx1", "/etc/dovecot/mailstack/passdb-imap",
+     ["ann@one.example:{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef::::::"], ["ben@two.example"]),
+    ("tokens-only domain: its users by token", OIDC, "mx1", "/etc/dovecot/mailstack/tokens-imap",
+     ["ann@one.example:::::::nopassword", "ben@two.example:::::::nopassword"], []),
+    ("a token is checked at the IdP", OIDC, "mx1", "/etc/dovecot/mailstack/oauth2.conf.ext",
+     ["introspection_mode = post", "active_attribute = active", "active_value = true", "scope = mail",
+      "username_attribute = username"], []),
+    ("the token user must be allowed", OIDC, "mx1", "/etc/dovecot/mailstack/token-passdb.conf",
+     ["  result_success = continue-ok", "  skip = unauthenticated", "  result_failure = return-fail"], []),
+    ("the IdP speaks TLS only", OIDC, "other", "/etc/glewlwyd/glewlwyd.conf",
+     ["use_secure_connection=true", 'external_url="https://other.t.example:4593/"'], ["use_secure_connection=false"]),
     ("pop3 per domain: STARTTLS users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3-starttls",
      ["ann@one.example:{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef::::::"], ["ben@two.example"]),
     ("pop3 per domain: 995 users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3",
@@ -160,7 +178,7 @@ TABLE = [
       'maildrop"}) > 5', "        expr: mailstack_account_on_hold > 0"], []),
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
-      '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|mailstack-peekaboo|'
+      '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-peekaboo|'
       'mailstack-smime|nftables|postfix|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|'
       'rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
@@ -187,9 +205,13 @@ def secrets_home(tmp_path_factory):
     mp.undo()
 
 
-def rendered(text: str, host: str) -> dict[str, File]:
+def services(text: str, host: str):
     plan = plans(check_text(text, "inv.yml"))[host]
-    return {f.path: f for c in plan.components for s in configured(c, plan) for f in s.files}
+    return [s for c in plan.components for s in configured(c, plan)]
+
+
+def rendered(text: str, host: str) -> dict[str, File]:
+    return {f.path: f for s in services(text, host) for f in s.files}
 
 
 @pytest.mark.parametrize("case,text,host,path,present,absent", TABLE, ids=[row[0] for row in TABLE])
@@ -220,6 +242,24 @@ def test_secret_files_are_private_and_marked_secret():
     for path in ("/etc/dovecot/mailstack/passdb-imap", "/etc/rspamd/local.d/redis.conf",
                  "/etc/mailstack/tls/key.pem", "/etc/redis/mailstack.conf"):
         assert files[path].secret and not int(files[path].mode, 8) & 0o007, path
+
+
+def test_dovecot_introspects_at_the_idp_with_the_client_secret_never_in_clear_elsewhere():
+    mx1 = rendered(OIDC, "mx1")
+    url = next(line for line in mx1["/etc/dovecot/mailstack/oauth2.conf.ext"].lines
+               if line.startswith("introspection_url = "))
+    assert url.startswith("introspection_url = https://mailstack:")
+    assert url.endswith("@other.t.example:4593/api/oidc/introspect")
+    assert mx1["/etc/dovecot/mailstack/oauth2.conf.ext"].secret
+    state = rendered(OIDC, "other")["/etc/mailstack/idp.json"]
+    assert state.secret and state.mode == "0600"
+    users = {u["username"]: u for u in json.loads(state.content)["users"]}
+    assert set(users) == {"ann@one.example", "ben@two.example"} and all(len(u["password"]) >= 24 for u in users.values())
+
+
+def test_no_token_logins_leave_no_token_files():
+    [dovecot] = [s for s in services(VALID, "mx1") if s.unit == "dovecot"]
+    assert {"/etc/dovecot/mailstack/token-passdb.conf", "/etc/dovecot/mailstack/tokens-imap"} <= set(dovecot.absent)
 
 
 def test_rendering_is_deterministic():
@@ -303,3 +343,4 @@ def test_the_hosts_get_every_pinned_wheel():
     pinned = {line.split("==")[0].lower().replace("_", "").replace("-", "")
               for line in files["/opt/mailstack-peekaboo/wheels/requirements.txt"].lines}
     assert pinned <= wheels and "peekabooav" in wheels
+

@@ -1,0 +1,144 @@
+"""OpenID Connect login (lesson 12). With `oidc.provider: glewlwyd` the host with role
+`idp` runs Debian's Glewlwyd over HTTPS with the platform's certificate: an OIDC plugin,
+one confidential client for mail apps (the one Dovecot introspects with), the `mail`
+scope, and one account per enabled inventory user. Glewlwyd is configured through its
+admin API by a tool on the host that runs whenever the wanted state changes; its
+well-known default admin password is replaced by a generated one before anything else.
+Dovecot's side (the oauth2 passdb) is in deploys/dovecot.py, from `introspection`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyinfra.operations import files
+
+from deploys import tls
+from mailstack.component import TEMPLATES, Component, File, Service
+from mailstack.inventory import Inventory, Positions, Problem
+from mailstack.plan import HostPlan
+from mailstack.secrets import password
+
+PORT = 4593
+ETC = "/etc/glewlwyd"
+STATE = "/etc/mailstack/idp.json"
+SETUP_TOOL = "/usr/local/sbin/mailstack-idp-setup"
+GLEWLWYD = {"user": "glewlwyd", "group": "root"}  # as the package has it: no group of its own
+
+
+def runs_glewlwyd(inv: Inventory) -> bool:
+    return inv.oidc["enabled"] and inv.oidc["provider"] == "glewlwyd"
+
+
+def issuer_host(inv: Inventory):
+    return inv.hosts_with("idp")[0]
+
+
+def user_password_name(address: str) -> str:
+    """Where a user's first IdP password is kept (secrets/passwords/)."""
+    return f"idp-user-{address}"
+
+
+def introspection(inv: Inventory) -> tuple[str, str, str]:
+    """(introspection URL, client id, client secret) Dovecot checks tokens with."""
+    settings = inv.oidc
+    if settings["provider"] == "external":
+        secret = Path(settings["client_secret_file"]).expanduser().read_text().strip()
+        return settings["introspection_url"], settings["client_id"], secret
+    url = f"https://{issuer_host(inv).fqdn}:{PORT}/api/oidc/introspect"
+    return url, settings["client_id"], password(inv, "idp-client")
+
+
+def wanted_state(plan: HostPlan) -> dict:
+    """Everything the setup tool makes Glewlwyd hold (secrets included: a 0600 file)."""
+    inv, settings = plan.inv, plan.inv.oidc
+    scopes = ["openid", settings["scope"]]
+    return {
+        "api": f"https://127.0.0.1:{PORT}/api",
+        "admin_password": password(inv, "idp-admin"),
+        "scope": settings["scope"],
+        "plugin": {
+            "iss": f"https://{plan.host.fqdn}:{PORT}", "jwt-type": "sha", "jwt-key-size": "256",
+            "key": password(inv, "idp-signing"), "access-token-duration": settings["token_minutes"] * 60,
+            "refresh-token-duration": 1209600, "code-duration": 600, "refresh-token-rolling": True,
+            "refresh-token-one-use": "never", "allow-non-oidc": True, "auth-type-code-enabled": True,
+            "auth-type-token-enabled": False, "auth-type-id-token-enabled": True,
+            "auth-type-none-enabled": False, "auth-type-password-enabled": True,
+            "auth-type-client-enabled": False, "auth-type-device-enabled": False,
+            "auth-type-refresh-enabled": True, "scope": [], "additional-parameters": [], "claims": [],
+            "jwks-show": True, "secret-type": "pairwise", "subject-type": "public", "name-claim": "no",
+            "email-claim": "no", "scope-claim": "no", "address-claim": {"type": "no"},
+            "allowed-scope": scopes, "pkce-allowed": True, "introspection-revocation-allowed": True,
+            "introspection-revocation-auth-scope": [], "introspection-revocation-allow-target-client": True,
+        },
+        "client": {
+            "client_id": settings["client_id"], "name": "mail (mailstack)", "confidential": True,
+            "password": password(inv, "idp-client"), "enabled": True, "scope": scopes,
+            "authorization_type": ["code", "password", "refresh_token"], "redirect_uri": [],
+            "token_endpoint_auth_method": ["client_secret_basic", "client_secret_post"],
+        },
+        "users": [{"username": u.address, "email": u.address, "name": u.name or u.address,
+                   "enabled": u.enabled, "scope": scopes, "password": password(inv, user_password_name(u.address))}
+                  for u in inv.users if u.domain in {d.name for d in plan.own_domains}],
+    }
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    cert, key, _ = tls.local_files(plan)
+    context = {"port": PORT, "external_url": f"https://{plan.host.fqdn}:{PORT}/", "etc": ETC}
+    return [
+        Service("glewlwyd", (
+            File.template(f"{ETC}/glewlwyd.conf", "idp/glewlwyd.conf.j2", context),
+            File.copy(f"{ETC}/tls/cert.pem", cert, **GLEWLWYD),
+            File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **GLEWLWYD),
+        )),
+        Service(None, (
+            File.copy(SETUP_TOOL, TEMPLATES / "idp" / "mailstack-idp-setup.py", mode="0750"),
+            File.text(STATE, json.dumps(wanted_state(plan), indent=1, sort_keys=True), mode="0600", secret=True),
+        ), on_change=f"{SETUP_TOOL} {STATE}"),
+    ]
+
+
+def install(plan: HostPlan) -> None:
+    files.directory(name=f"{ETC}/tls", path=f"{ETC}/tls", mode="0750", **GLEWLWYD)
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """A provider to ask, and no domain without a way to log in."""
+    settings, problems = data["oidc"], []
+    idp_hosts = [i for i, h in enumerate(data["hosts"]) if "idp" in h["roles"]]
+    if settings["enabled"] and settings["provider"] == "glewlwyd" and len(idp_hosts) != 1:
+        problems.append(pos.problem(("oidc", "provider"), "provider 'glewlwyd' runs on the host with role "
+                                    f"'idp': give exactly one host that role (found {len(idp_hosts)})"))
+    if not (settings["enabled"] and settings["provider"] == "glewlwyd"):
+        problems += [pos.problem(("hosts", i, "roles"), "role 'idp' runs the platform's own identity provider: "
+                                 "set oidc.enabled and oidc.provider 'glewlwyd', or drop the role") for i in idp_hosts]
+    if settings["enabled"] and settings["provider"] == "external":
+        for key in ("introspection_url", "client_secret_file"):
+            if key not in settings:
+                problems.append(pos.problem(("oidc",), f"provider 'external' needs {key}"))
+        if "client_secret_file" in settings and not Path(settings["client_secret_file"]).expanduser().is_file():
+            problems.append(pos.problem(("oidc", "client_secret_file"), f"{settings['client_secret_file']} is not a "
+                                        "file on this machine; the deploy reads the client secret from it"))
+        if not settings.get("introspection_url", "https://").startswith("https://"):
+            problems.append(pos.problem(("oidc", "introspection_url"), "tokens cross the network: use https://"))
+    for i, domain in enumerate(data["domains"]):
+        if not domain["password_login"] and not settings["enabled"]:
+            problems.append(pos.problem(("domains", i, "password_login"), "without password logins this "
+                                        "domain's users need oidc.enabled to log in at all"))
+    return problems
+
+
+COMPONENT = Component(
+    name="idp",
+    roles=frozenset({"idp"}),
+    packages=("glewlwyd", "dbconfig-sqlite3"),
+    preseed=("glewlwyd glewlwyd/database-type select sqlite3",),
+    units=("glewlwyd",),
+    public={"idp": ((PORT, "OpenID Connect provider, HTTPS (tokens for mail clients)"),)},
+    section="oidc",
+    rules=(rules,),
+    enabled=runs_glewlwyd,
+    install=install,
+    configure=configure,
+)

@@ -1,8 +1,8 @@
 """Hosts with `monitoring`: Prometheus and Alertmanager from Debian, on loopback. Prometheus
 scrapes every platform host's exporters (deploys/exporters.py) and evaluates the alert
 rules (an account on hold, the queue's size and growth, an exporter down, a certificate
-about to expire); Alertmanager sends to the inventory's webhooks, never through the mail
-queue it watches."""
+about to expire, a mailbox too large, too full or growing too fast); Alertmanager sends
+to the inventory's webhooks, never through the mail queue it watches."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def jobs(plan: HostPlan) -> list[tuple[str, str]]:
     return [(job, ", ".join(targets)) for job, targets in found if targets]
 
 
+def size_bytes(size: str) -> int:
+    """An inventory size ("10G", "512M", "1024") in bytes."""
+    units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
 def configure(plan: HostPlan) -> list[Service]:
     settings = plan.inv.monitoring
     return [
@@ -32,7 +38,8 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template("/etc/prometheus/prometheus.yml", "monitoring/prometheus.yml.j2",
                           {"interval": settings["scrape_interval"], "alertmanager_port": ALERTMANAGER_PORT,
                            "jobs": jobs(plan)}),
-            File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2", settings),
+            File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2",
+                          {**settings, "mailbox_size_bytes": size_bytes(settings["mailbox_size_alert"])}),
         ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null", reload=True),
         Service("prometheus-alertmanager", (
             File.template("/etc/default/prometheus-alertmanager", "monitoring/alertmanager.default.j2",

@@ -1,7 +1,8 @@
 """Alerts that do not depend on the mail queue: Prometheus and Alertmanager on the monitoring
 host, with real exporters, send to the webhook ext plays. An account the limits put on hold,
-a queue over its size, mail deferred too long, a filter that only answers 4xx and a stopped
-daemon each raise an alert there;
+a queue over its size, mail deferred too long, a filter that only answers 4xx, a stopped
+daemon and a mailbox over its message count each raise an alert there; Dovecot's and
+rspamd's own counters reach Prometheus;
 the metrics ports are closed to other hosts."""
 
 import json
@@ -9,7 +10,7 @@ import socket
 import time
 
 import pytest
-from helpers import message
+from helpers import imap_find, message
 from test_clamav import WAIT_FOR_CLAMD
 from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
 from test_mail_flow import smtp_from_test_machine
@@ -125,6 +126,48 @@ def test_a_stopped_daemon_raises_an_alert(mail, ext):
         assert alert(ext, "ServiceDown", "firing", since, timeout=180, name="fail2ban.service") is not None
     finally:
         mail.check_output("systemctl start fail2ban")
+
+
+def test_a_mailbox_over_its_message_count_raises_an_alert(mail, ext, inv):
+    """Lesson 2: a mailbox nobody empties (hana's, filled on the host) is reported by name."""
+    user, limit = "hana@sso.test", inv.monitoring["mailbox_count_alert"]
+    quiet(mail, "MailboxManyMessages")
+    since = time.time()
+    mail.check_output(f"for i in $(seq {limit + 1}); do printf 'Subject: filler %s\\n\\nx\\n' $i"
+                      f" | doveadm save -u {user}; done")
+    try:
+        fired = alert(ext, "MailboxManyMessages", "firing", since, user=user)
+        assert fired is not None, "no alert on a mailbox over its message count"
+        assert f"holds {limit + 1} messages" in fired["annotations"]["summary"]
+    finally:
+        mail.check_output(f"doveadm expunge -u {user} mailbox INBOX all")
+
+
+QUERY = ("python3 -c 'import json, sys, urllib.parse, urllib.request; print(json.dumps(json.load(urllib.request.urlopen("
+         f"\"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?query=\" + urllib.parse.quote(sys.argv[1])))"
+         "[\"data\"][\"result\"]))'")
+
+
+def scraped(mail, expression: str) -> float:
+    """The value Prometheus has for `expression` (one series), or -1 without one."""
+    result = json.loads(mail.check_output(f"{QUERY} '{expression}'"))
+    return float(result[0]["value"][1]) if result else -1
+
+
+def test_dovecot_and_rspamd_own_counters_reach_prometheus(mail, addr, fqdn, ca_file, tag):
+    logins = 'mailstack_dovecot_events_total{event="auth_success"}'
+    scans = "rspamd_scanned_total"
+    before = scraped(mail, logins), scraped(mail, scans)
+    assert min(before) >= 0, f"not scraped: {before}"
+    imap_find(addr["mail"], fqdn["mail"], ca_file, "bob@example.test", "no such subject", timeout=0)  # a login
+    with smtp_from_test_machine(addr) as client:  # a scan, whatever its verdict
+        client.mail("carol@ext.test")
+        client.rcpt("bob@example.test")
+        client.data(message("carol@ext.test", "bob@example.test", tag).as_bytes())
+    deadline = time.monotonic() + 60
+    while scraped(mail, logins) <= before[0] or scraped(mail, scans) <= before[1]:
+        assert time.monotonic() < deadline, f"counters did not move: {before}"
+        time.sleep(2)
 
 
 @pytest.mark.parametrize("port", [NODE_PORT, POSTFIX_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT])

@@ -28,6 +28,11 @@ OIDC = VALID.replace("roles: [smime]", "roles: [smime, idp]").replace(
 
 # (case, inventory text, host, file, lines it must have, lines it must not have)
 TABLE = [
+    ("mailbox alerts from the inventory", LAB, "mail", "/etc/prometheus/mailstack-rules.yml",
+     ["        expr: mailstack_mailbox_bytes > 10737418240", "        expr: mailstack_mailbox_messages > 50",
+      "        expr: delta(mailstack_mailbox_messages[1h]) > 10000"], []),
+    ("Dovecot counts logins and deliveries", VALID, "mx1", "/etc/dovecot/dovecot.conf",
+     ["  filter = event=auth_request_finished AND success=yes", "  filter = event=mail_delivery_finished"], []),
     ("no token logins by default", VALID, "mx1", "/etc/dovecot/dovecot.conf", ["auth_mechanisms = plain login"],
      ["auth_mechanisms = plain login oauthbearer xoauth2"]),
     ("token logins offered", OIDC, "mx1", "/etc/dovecot/dovecot.conf",

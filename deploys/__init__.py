@@ -12,6 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys import (
+    backup,
     base,
     bruteforce,
     clamav,
@@ -28,6 +29,7 @@ from deploys import (
     siem,
     siem_receiver,
     smime,
+    storage,
     tls,
 )
 from deploys.ops import apply as apply_service
@@ -36,8 +38,8 @@ from mailstack.component import Component, File, Service
 from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, idp, clamav, peekaboo, siem, limits, rspamd, dovecot, smime, postfix,
-    bruteforce, exporters, monitoring))
+    base, tls, dns, siem_receiver, pager_receiver, idp, storage, clamav, peekaboo, siem, limits, rspamd, dovecot,
+    smime, postfix, bruteforce, backup, exporters, monitoring))
 
 
 def served_roles() -> set[str]:

@@ -20,8 +20,10 @@ def runs_postfix(host: Host) -> bool:
 
 
 def watched_units(plan: HostPlan) -> str:
-    """The daemons this host's components keep running, as node exporter's unit pattern."""
-    units = sorted({u for c in plan.components for u in c.units if "." not in u})  # names: [a-z0-9@-]
+    """The daemons this host's components keep running, and the jobs their timers start,
+    as node exporter's unit pattern."""
+    units = sorted({u.removesuffix(".timer") for c in plan.components for u in c.units
+                    if "." not in u.removesuffix(".timer")})  # names: [a-z0-9@-]
     return "(" + "|".join(units) + ")[.]service"
 
 

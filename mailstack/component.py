@@ -147,12 +147,15 @@ class Component:
     section: str | None = None
     rules: tuple[Callable, ...] = ()
     enabled: Callable | None = None
+    platform_only: bool = False  # never on a lab host that plays the outside world
     extends: Mapping[str, Callable] = field(default_factory=dict)
     openings: Callable | None = None
     install: Callable | None = None
     configure: Callable | None = None
 
-    def serves(self, inv, roles) -> bool:
-        """Whether a host with `roles` runs this component under inventory `inv`."""
-        wanted = self.roles is None or bool(self.roles & set(roles))
+    def serves(self, inv, host) -> bool:
+        """Whether `host` runs this component under inventory `inv`."""
+        if self.platform_only and host.outside:
+            return False
+        wanted = self.roles is None or bool(self.roles & set(host.roles))
         return wanted and (self.enabled is None or self.enabled(inv))

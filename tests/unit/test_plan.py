@@ -32,15 +32,15 @@ def test_pop3_on_110_opens_only_where_a_hosted_domain_offers_it():
 
 def test_single_host_lab_publishes_nothing_internal():
     found = rules("lab.yml")
-    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995, 4593)}  # 4593: the IdP
+    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995, 4593, 8333)}  # IdP, S3
     assert {"tcp dport 53", "udp dport 53"} <= found["ext"]
 
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "clamav", "peekaboo", "siem", "limits", "rspamd",
-                                                             "dovecot", "smime", "postfix", "bruteforce", "exporters",
-                                                             "monitoring"]
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "storage", "clamav", "peekaboo", "siem", "limits", "rspamd",
+                                                             "dovecot", "smime", "postfix", "bruteforce", "backup",
+                                                             "exporters", "monitoring"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "dovecot", "postfix", "bruteforce", "exporters"]
 

@@ -1,5 +1,5 @@
 """The `mailstack` command: check inventories, print DNS records, generate docs, run the lab,
-look after a domain's quarantine and an account's sending limits."""
+look after a domain's quarantine, an account's sending limits and the mailbox backups."""
 
 from __future__ import annotations
 
@@ -130,6 +130,28 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return _on_host(inv.host(domain.mailbox[0]), command)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from deploys.backup import TOOL
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    if not inv.backup["enabled"]:
+        print(f"backup: backups are off in {args.inventory} (backup.enabled)", file=sys.stderr)
+        return 1
+    if args.action != "restore":  # every mailbox host of the platform
+        hosts = [h for h in inv.hosts_with("mailbox") if not h.outside]
+        return max(_on_host(h, [TOOL, args.action]) for h in hosts)
+    user = args.user.lower()
+    found = [u for u in inv.users if u.address == user]
+    if not found:
+        print(f"backup: {user} is no user in {args.inventory}", file=sys.stderr)
+        return 1
+    options = [*(["--folder", args.folder] if args.folder else []), *(["--beside"] if args.beside else []),
+               "--snapshot", args.snapshot]
+    return _on_host(inv.host(inv.domain(found[0].domain).mailbox[0]), [TOOL, "restore", user, *options])
+
+
 def inventory_option(command: argparse.ArgumentParser, what: str = "inventory") -> None:
     command.add_argument("-i", "--inventory", default=DEFAULT_INVENTORY,
                          help=f"{what} (default: $MAILSTACK_INVENTORY or inventories/lab.yml)")
@@ -191,6 +213,21 @@ def parser() -> argparse.ArgumentParser:
     for action in doing.choices.values():
         action.add_argument("login", help="the user's address")
     account.set_defaults(func=cmd_account)
+
+    backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore (over SSH)")
+    inventory_option(backup)
+    step = backup.add_subparsers(dest="action", required=True)
+    step.add_parser("list", help="the snapshots of every mailbox host")
+    step.add_parser("run", help="back up every mailbox host now (and apply the retention)")
+    step.add_parser("check", help="verify every mailbox host's repository")
+    back = step.add_parser("restore", help="put a user's mail (or one folder) back from a snapshot; "
+                                           "other users' mail keeps flowing")
+    back.add_argument("user", help="the user's address")
+    back.add_argument("--folder", help="only this folder (IMAP name, sub-folders as Parent.Child)")
+    back.add_argument("--beside", action="store_true", help="write it beside the mailbox (/var/vmail-restore/) "
+                                                            "instead of in place")
+    back.add_argument("--snapshot", default="latest", help="the snapshot id (default: the latest)")
+    backup.set_defaults(func=cmd_backup)
     return top
 
 

@@ -1,0 +1,202 @@
+"""S3 storage and backups (lessons 2, 7, 10): SeaweedFS on the storage host speaks S3 over
+HTTPS only, each purpose's key opens its own bucket only; restic backs the mailboxes up
+there, and the proof of a backup is a restore: a user's whole mailbox and another user's
+folder are deleted on the host, restored with `mailstack backup restore`, and read back
+over IMAP byte for byte, with their flags and UIDs."""
+
+from __future__ import annotations
+
+import http.client
+import imaplib
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from helpers import PASSWORD, lab_resolver, named_context
+from labenv import INVENTORY, ROOT
+from test_monitoring import alert
+
+from deploys import storage
+from deploys.backup import TOOL
+
+BACKUP_BUCKET = INVENTORY.s3["buckets"]["backup"]
+ARCHIVE_BUCKET = INVENTORY.s3["buckets"]["archive"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_names(nameserver):
+    """This machine resolves lab names through the lab's own DNS (for boto3's TLS checks)."""
+    resolver, original = lab_resolver(nameserver), socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".test"):
+            host = resolver.resolve(host, "A")[0].address
+        return original(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    yield
+    socket.getaddrinfo = original
+
+
+def s3(ca_file: str, purpose: str, secret: str | None = None):
+    key_id, key = storage.credentials(INVENTORY, purpose)
+    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=key_id,
+                        aws_secret_access_key=secret or key, region_name="us-east-1", verify=ca_file,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def test_the_backup_key_puts_gets_and_lists_in_its_bucket(ca_file, tag):
+    client = s3(ca_file, "backup")
+    body = f"{tag}\n".encode() * 1000
+    client.put_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}", Body=body)
+    try:
+        assert client.get_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}")["Body"].read() == body
+        listed = client.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix="test/")["Contents"]
+        assert f"test/{tag}" in [o["Key"] for o in listed]
+    finally:
+        client.delete_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}")
+
+
+def test_a_key_opens_its_own_bucket_only(ca_file, tag):
+    backup, archive = s3(ca_file, "backup"), s3(ca_file, "archive")
+    backup.put_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}", Body=b"backup data")
+    try:
+        for attempt in (lambda: archive.get_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}"),
+                        lambda: archive.list_objects_v2(Bucket=BACKUP_BUCKET),
+                        lambda: archive.put_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}-2", Body=b"x"),
+                        lambda: backup.put_object(Bucket=ARCHIVE_BUCKET, Key=f"test/{tag}", Body=b"x")):
+            with pytest.raises(ClientError) as refused:
+                attempt()
+            assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        archive.put_object(Bucket=ARCHIVE_BUCKET, Key=f"test/{tag}", Body=b"archive data")  # its own: yes
+        archive.delete_object(Bucket=ARCHIVE_BUCKET, Key=f"test/{tag}")
+    finally:
+        backup.delete_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}")
+
+
+def test_a_wrong_secret_and_plain_http_are_refused(ca_file, addr):
+    with pytest.raises(ClientError) as refused:
+        s3(ca_file, "backup", secret="not-the-secret").list_objects_v2(Bucket=BACKUP_BUCKET)
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    plain = http.client.HTTPConnection(addr["mail"], INVENTORY.s3["port"], timeout=10)
+    try:
+        plain.request("GET", f"/{BACKUP_BUCKET}")
+        answer = plain.getresponse()
+        assert answer.status == 400 and b"ListBucketResult" not in answer.read()  # "HTTP request to an HTTPS server"
+    except (ConnectionError, http.client.HTTPException):
+        pass  # or no answer at all
+
+
+# --- the proof: restore ------------------------------------------------------------------
+
+WHOLE, FOLDER_USER, FOLDER = "dave@tenant-b.test", "frank@legacy.test", "Archive"
+
+
+def imap(server: str, name: str, ca_file: str, user: str) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL(server, 993, ssl_context=named_context(ca_file, name), timeout=30)
+    client.login(user, PASSWORD)
+    return client
+
+
+def snapshot_of(client: imaplib.IMAP4_SSL, mailbox: str, tag: str) -> dict:
+    """UIDVALIDITY and, per UID, flags and bytes of the messages with `tag` in `mailbox`."""
+    client.select(f'"{mailbox}"', readonly=True)
+    validity = client.response("UIDVALIDITY")[1][0]
+    _, found = client.uid("SEARCH", None, "SUBJECT", f'"{tag}"')
+    messages = {}
+    for uid in found[0].split():
+        _, data = client.uid("FETCH", uid, "(FLAGS BODY.PEEK[])")
+        flags = sorted(re.search(rb"FLAGS \(([^)]*)\)", data[0][0]).group(1).split())
+        messages[uid] = (flags, data[0][1])
+    return {"uidvalidity": validity, "messages": messages}
+
+
+def fill(client: imaplib.IMAP4_SSL, mailbox: str, tag: str, count: int) -> None:
+    for i in range(count):
+        raw = (f"From: carol@ext.test\r\nTo: someone\r\nSubject: {tag} {i}\r\nMessage-ID: <{tag}.{i}@lab.test>\r\n\r\n"
+               + f"message {i} of {tag}\r\n" * (50 * (i + 1))).encode()
+        flags = r"(\Seen \Flagged)" if i == 0 else r"(\Seen)"
+        assert client.append(f'"{mailbox}"', flags, None, raw)[0] == "OK"
+
+
+def backup_run(mail) -> dict:
+    """Back up now; the figures of restic's summary."""
+    out = mail.check_output(f"{TOOL} run")
+    numbers = re.search(r"(\d+) new and (\d+) changed files, (\d+) bytes added", out)
+    return {"new": int(numbers[1]), "changed": int(numbers[2]), "added": int(numbers[3])}
+
+
+def mailstack_backup(*args: str) -> subprocess.CompletedProcess:
+    """`mailstack backup ARGS` against the lab inventory, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", "backup", "-i", str(INVENTORY.file), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_deleted_mailbox_and_folder_come_back_byte_for_byte(mail, addr, fqdn, ca_file, tag):
+    server, name = addr["mail"], fqdn["mail"]
+    with imap(server, name, ca_file, WHOLE) as client:
+        fill(client, "INBOX", tag, 3)
+        before_whole = snapshot_of(client, "INBOX", tag)
+    with imap(server, name, ca_file, FOLDER_USER) as client:
+        client.create(f'"{FOLDER}"')
+        fill(client, FOLDER, tag, 2)
+        before_folder = snapshot_of(client, FOLDER, tag)
+        inbox_before = client.select("INBOX", readonly=True)[1][0]
+    assert len(before_whole["messages"]) == 3 and len(before_folder["messages"]) == 2
+
+    first = backup_run(mail)
+    whole_home, folder_home = "/var/vmail/tenant-b.test/dave", "/var/vmail/legacy.test/frank"
+    mail.check_output(f"rm -rf {whole_home} {folder_home}/Maildir/.{FOLDER}")
+    assert not mail.file(whole_home).exists
+
+    for args in (("restore", WHOLE), ("restore", FOLDER_USER, "--folder", FOLDER)):
+        done = mailstack_backup(*args)
+        assert done.returncode == 0, done.stderr
+
+    with imap(server, name, ca_file, WHOLE) as client:
+        assert snapshot_of(client, "INBOX", tag) == before_whole  # same bytes, flags, UIDs, UIDVALIDITY
+    with imap(server, name, ca_file, FOLDER_USER) as client:
+        assert snapshot_of(client, FOLDER, tag) == before_folder
+        assert client.select("INBOX", readonly=True)[1][0] == inbox_before  # the rest was not touched
+    # the next backup only adds what changed since (Dovecot's rescan of the restored mailboxes)
+    second = backup_run(mail)
+    print(f"first backup: {first}; second: {second}")
+    assert second["added"] < max(first["added"], 1) + 256 * 1024
+
+
+def test_a_restore_beside_leaves_the_mailbox_alone(mail, addr, fqdn, ca_file):
+    done = mailstack_backup("restore", WHOLE, "--beside")
+    assert done.returncode == 0, done.stderr
+    restored = re.search(r"to (/var/vmail-restore/\S+)", done.stdout)[1]
+    try:
+        assert mail.file(f"{restored}/Maildir").is_directory
+        assert mail.file(restored).user == "vmail"
+    finally:
+        mail.check_output("rm -rf /var/vmail-restore")
+
+
+def test_a_failed_backup_is_a_failed_unit_and_an_alert(mail, ext):
+    since = time.time()
+    mail.check_output("systemctl stop mailstack-seaweedfs")
+    try:
+        assert mail.run("systemctl start mailstack-backup.service").rc != 0
+        assert mail.service("mailstack-backup.service").systemd_properties["ActiveState"] == "failed"
+        fired = alert(ext, "ScheduledJobFailed", "firing", since, timeout=120, name="mailstack-backup.service")
+        assert fired is not None, "no alert on a failed backup"
+    finally:
+        mail.check_output("systemctl start mailstack-seaweedfs && systemctl reset-failed mailstack-backup.service")
+    deadline = time.monotonic() + 60
+    while mail.run(f"{TOOL} list").rc != 0:
+        assert time.monotonic() < deadline, "SeaweedFS did not come back"
+        time.sleep(2)
+
+
+def test_the_list_shows_the_snapshots():
+    done = mailstack_backup("list")
+    assert done.returncode == 0 and "/var/vmail" in done.stdout, done

@@ -24,7 +24,7 @@ def environment(plan: HostPlan) -> str:
     repository = f"s3:{storage.endpoint(inv)}/{inv.s3['buckets']['backup']}/{plan.name}"
     return "\n".join([f"RESTIC_REPOSITORY={repository}", f"RESTIC_PASSWORD={password(inv, f'restic-{plan.name}')}",
                       f"AWS_ACCESS_KEY_ID={key_id}", f"AWS_SECRET_ACCESS_KEY={secret}",
-                      "RESTIC_CACHE_DIR=/var/cache/restic", ""])
+                      f"AWS_DEFAULT_REGION={inv.s3['region']}", "RESTIC_CACHE_DIR=/var/cache/restic", ""])
 
 
 def configure(plan: HostPlan) -> list[Service]:

@@ -28,16 +28,22 @@ INTERNAL = (9333, 19333, 8080, 18080, 8888, 18888)  # master, volume, filer (HTT
 GRPC_OFFSET = 10000  # SeaweedFS's S3 gateway also serves gRPC on its port + 10000
 
 
-def storage_host(inv: Inventory):
-    return inv.hosts_with("storage")[0]
+def deployed(inv: Inventory) -> bool:
+    return inv.s3["provider"] == "seaweedfs"
 
 
 def endpoint(inv: Inventory) -> str:
-    return f"https://{storage_host(inv).fqdn}:{inv.s3['port']}"
+    if not deployed(inv):
+        return inv.s3["endpoint"]
+    return f"https://{inv.hosts_with('storage')[0].fqdn}:{inv.s3['port']}"
 
 
 def credentials(inv: Inventory, purpose: str) -> tuple[str, str]:
-    """(access key id, secret key) of one purpose, generated once."""
+    """(access key id, secret key) of one purpose: generated once for the deployed store,
+    read from the operator's key file for an external one."""
+    if not deployed(inv):
+        key_id, secret = Path(inv.s3["key_files"][purpose]).expanduser().read_text().split()[:2]
+        return key_id, secret
     return f"mailstack-{purpose}-{password(inv, f's3-{purpose}-id')[:12].lower()}", password(inv, f"s3-{purpose}")
 
 
@@ -92,13 +98,38 @@ def local(plan: HostPlan) -> set[tuple[str, int]]:
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
-    """One storage host (a replicated cluster of several is not built yet), and one to back up to."""
+    """One storage host (a replicated cluster of several is not built yet), or an external S3
+    with its endpoint and keys; and somewhere to back up to."""
+    settings = data["s3"]
     stores = [i for i, h in enumerate(data["hosts"]) if "storage" in h["roles"]]
+    if settings["provider"] == "external":
+        problems = [pos.problem(("hosts", i, "roles"), "role 'storage' deploys SeaweedFS, but s3.provider is "
+                                "'external': drop the role or the external provider") for i in stores]
+        if "endpoint" not in settings:
+            problems.append(pos.problem(("s3", "provider"), "an external S3 needs s3.endpoint"))
+        elif not settings["endpoint"].startswith("https://"):
+            problems.append(pos.problem(("s3", "endpoint"), "mail crosses the network: use https://"))
+        wanted = ["backup"] if data["backup"]["enabled"] else []
+        for purpose in wanted:
+            if purpose not in settings["key_files"]:
+                problems.append(pos.problem(("s3", "provider"), f"an external S3 needs s3.key_files.{purpose} "
+                                            "(the backups use it)"))
+        for purpose, path in settings["key_files"].items():
+            file = Path(path).expanduser()
+            if not file.is_file() or len(file.read_text().split()) < 2:
+                problems.append(pos.problem(("s3", "key_files", purpose), f"{path} is not a file on this machine "
+                                            "with the access key id and the secret key on two lines"))
+        return problems
+    from mailstack.inventory import section_defaults
+
     problems = [pos.problem(("hosts", i, "roles"), "a second storage host would form a replicated "
                             "SeaweedFS cluster: not implemented yet (one storage host for now)") for i in stores[1:]]
+    if not stores and not data["backup"]["enabled"] and settings != section_defaults("s3"):
+        problems.append(pos.problem(("s3",), "has no effect: no host has the role storage (and the "
+                                    "backups are off); remove it or give a host that role"))
     if data["backup"]["enabled"] and not stores:
         problems.append(pos.problem(("backup", "enabled"), "backups go to the S3 store on the host with role "
-                                    "'storage': give one host that role"))
+                                    "'storage': give one host that role (or use an external S3)"))
     return problems
 
 
@@ -108,8 +139,8 @@ COMPONENT = Component(
     units=("mailstack-seaweedfs",),
     openings=openings,
     local=local,
-    section="s3",
-    rules=(rules,),
+    rules=(rules,),  # its section, s3, also serves an external store: the rules check it
+    enabled=deployed,
     install=install,
     configure=configure,
 )

@@ -139,17 +139,25 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not inv.backup["enabled"]:
         print(f"backup: backups are off in {args.inventory} (backup.enabled)", file=sys.stderr)
         return 1
+    hosts = [h for h in inv.hosts_with("mailbox") if not h.outside]
     if args.action != "restore":  # every mailbox host of the platform
-        hosts = [h for h in inv.hosts_with("mailbox") if not h.outside]
         return max(_on_host(h, [TOOL, args.action]) for h in hosts)
+    options = [*(["--beside"] if args.beside else []), "--snapshot", args.snapshot]
+    if args.all:
+        if args.folder or args.user:
+            print("backup: --all restores every user: no user, no --folder", file=sys.stderr)
+            return 1
+        return max(_on_host(h, [TOOL, "restore", "--all", *options]) for h in hosts)
+    if not args.user:
+        print("backup: restore needs a user or --all", file=sys.stderr)
+        return 1
     user = args.user.lower()
     found = [u for u in inv.users if u.address == user]
     if not found:
         print(f"backup: {user} is no user in {args.inventory}", file=sys.stderr)
         return 1
-    options = [*(["--folder", args.folder] if args.folder else []), *(["--beside"] if args.beside else []),
-               "--snapshot", args.snapshot]
-    return _on_host(inv.host(inv.domain(found[0].domain).mailbox[0]), [TOOL, "restore", user, *options])
+    folder = ["--folder", args.folder] if args.folder else []
+    return _on_host(inv.host(inv.domain(found[0].domain).mailbox[0]), [TOOL, "restore", user, *folder, *options])
 
 
 def inventory_option(command: argparse.ArgumentParser, what: str = "inventory") -> None:
@@ -220,9 +228,10 @@ def parser() -> argparse.ArgumentParser:
     step.add_parser("list", help="the snapshots of every mailbox host")
     step.add_parser("run", help="back up every mailbox host now (and apply the retention)")
     step.add_parser("check", help="verify every mailbox host's repository")
-    back = step.add_parser("restore", help="put a user's mail (or one folder) back from a snapshot; "
-                                           "other users' mail keeps flowing")
-    back.add_argument("user", help="the user's address")
+    back = step.add_parser("restore", help="put a user's mail (or one folder, or every mailbox host's "
+                                           "whole mail) back from a snapshot; mail keeps flowing")
+    back.add_argument("user", nargs="?", help="the user's address")
+    back.add_argument("--all", action="store_true", help="every user of every mailbox host (a lost host)")
     back.add_argument("--folder", help="only this folder (IMAP name, sub-folders as Parent.Child)")
     back.add_argument("--beside", action="store_true", help="write it beside the mailbox (/var/vmail-restore/) "
                                                             "instead of in place")

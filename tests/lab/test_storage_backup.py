@@ -181,6 +181,18 @@ def test_a_restore_beside_leaves_the_mailbox_alone(mail, addr, fqdn, ca_file):
         mail.check_output("rm -rf /var/vmail-restore")
 
 
+def test_a_whole_host_restores_beside(mail):
+    """A lost mailbox host: every user's mail comes back (beside here, to leave the lab alone)."""
+    done = mailstack_backup("restore", "--all", "--beside")
+    assert done.returncode == 0, done.stderr
+    restored = re.search(r"to (/var/vmail-restore/\S+)", done.stdout)[1]
+    try:
+        homes = set(mail.check_output(f"cd {restored} && ls -d */*").split())  # restored: .../var/vmail
+        assert {"tenant-b.test/dave", "legacy.test/frank", "example.test/alice"} <= homes
+    finally:
+        mail.check_output("rm -rf /var/vmail-restore")
+
+
 def test_a_failed_backup_is_a_failed_unit_and_an_alert(mail, ext):
     since = time.time()
     mail.check_output("systemctl stop mailstack-seaweedfs")

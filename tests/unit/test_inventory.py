@@ -156,6 +156,11 @@ BAD = [
                                       "provider: external, introspection_url: 'http://idp.example/introspect', "
                                       "client_secret_file: /etc/hostname}\n"), "oidc:", 1,
      "oidc.introspection_url: tokens cross the network: use https://"),
+    ("backups without a store", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nbackup: {enabled: true}\n"),
+     "backup: {enabled: true}", 1, "backup.enabled: backups go to the S3 store on the host with role 'storage'"),
+    ("external S3 over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\ns3: {provider: external, "
+                                     "endpoint: 'http://s3.example.org'}\n"), "s3:", 1,
+     "s3.endpoint: mail crosses the network: use https://"),
     ("planned role", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
      "hosts[1].roles[1]: 'auth' is not implemented yet (planned: issue 10 (Nauthilus))"),
 ]
@@ -319,3 +324,13 @@ def test_an_attachment_wait_without_peekaboo_is_refused():
     text = VALID.replace("    tenant: second\n", "    tenant: second\n    inbound: {attachment_wait: 0}\n")
     (found,) = problems(text)
     assert f"inv.yml:{line_of(text, 'attachment_wait')} domains[1].inbound.attachment_wait: has no effect" in found
+
+
+def test_storage_hosts_are_one_or_none_with_an_external_s3():
+    two = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, storage]")
+    two = two.replace("roles: [smime]", "roles: [smime, storage]")
+    assert any("a second storage host would form a replicated SeaweedFS cluster: not implemented yet" in p
+               for p in problems(two))
+    external = VALID.replace("roles: [smime]", "roles: [smime, storage]") + \
+        "s3: {provider: external, endpoint: 'https://s3.example.org'}\n"
+    assert any("role 'storage' deploys SeaweedFS, but s3.provider is 'external'" in p for p in problems(external))

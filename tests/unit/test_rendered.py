@@ -349,3 +349,17 @@ def test_the_hosts_get_every_pinned_wheel():
               for line in files["/opt/mailstack-peekaboo/wheels/requirements.txt"].lines}
     assert pinned <= wheels and "peekabooav" in wheels
 
+
+
+def test_backups_to_an_external_s3_use_its_endpoint_region_and_keys(tmp_path):
+    keys = tmp_path / "backup.keys"
+    keys.write_text("AKEXTERNAL\nexternal-secret\n")
+    text = VALID + ("backup: {enabled: true}\n"
+                    f"s3: {{provider: external, endpoint: 'https://s3.example.org', region: eu-central-1, "
+                    f"key_files: {{backup: '{keys}'}}}}\n")
+    files = rendered(text, "mx1")
+    env = files["/etc/mailstack/backup.env"]
+    assert env.secret and env.mode == "0600"
+    assert {"RESTIC_REPOSITORY=s3:https://s3.example.org/mailstack-backup/mx1", "AWS_ACCESS_KEY_ID=AKEXTERNAL",
+            "AWS_SECRET_ACCESS_KEY=external-secret", "AWS_DEFAULT_REGION=eu-central-1"} <= set(env.lines)
+    assert not any(path.startswith("/etc/seaweedfs") for host in ("mx1", "other") for path in rendered(text, host))

@@ -363,3 +363,26 @@ def test_backups_to_an_external_s3_use_its_endpoint_region_and_keys(tmp_path):
     assert {"RESTIC_REPOSITORY=s3:https://s3.example.org/mailstack-backup/mx1", "AWS_ACCESS_KEY_ID=AKEXTERNAL",
             "AWS_SECRET_ACCESS_KEY=external-secret", "AWS_DEFAULT_REGION=eu-central-1"} <= set(env.lines)
     assert not any(path.startswith("/etc/seaweedfs") for host in ("mx1", "other") for path in rendered(text, host))
+
+
+def test_an_external_oidc_provider_is_asked_with_the_operators_client_secret(tmp_path):
+    secret = tmp_path / "client.secret"
+    secret.write_text("operator-secret\n")
+    text = VALID + (f"oidc: {{enabled: true, provider: external, introspection_url: "
+                    f"'https://idp.example.org/introspect', client_secret_file: '{secret}'}}\n")
+    files = rendered(text, "mx1")
+    assert "introspection_url = https://mailstack:operator-secret@idp.example.org/introspect" in \
+        files["/etc/dovecot/mailstack/oauth2.conf.ext"].lines
+    assert not any(path.startswith("/etc/glewlwyd") for host in ("mx1", "other") for path in rendered(text, host))
+
+
+def test_backup_schedules_and_retention_come_from_the_inventory():
+    text = VALID.replace("roles: [smime]", "roles: [smime, storage]") + (
+        "backup: {enabled: true, schedule: '*-*-* 02:30', check_schedule: Sun, keep_daily: 3, keep_weekly: 2, "
+        "keep_monthly: 1}\n")
+    files = rendered(text, "mx1")
+    assert "OnCalendar=*-*-* 02:30" in files["/etc/systemd/system/mailstack-backup.timer"].lines
+    assert "OnCalendar=Sun" in files["/etc/systemd/system/mailstack-backup-check.timer"].lines
+    assert 'KEEP = ["--keep-daily", "3", "--keep-weekly", "2", "--keep-monthly", "1"]' in \
+        files["/usr/local/sbin/mailstack-backup"].lines
+    assert "/etc/mailstack/backup.env" not in rendered(text.replace("enabled: true, ", "enabled: false, "), "mx1")

@@ -8,6 +8,7 @@ SSH) lists snapshots, runs a backup and restores a user or one folder, in place 
 from __future__ import annotations
 
 from deploys import storage
+from deploys.dovecot import MAIL_ROOT
 from mailstack.component import Component, File, Service
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -15,7 +16,6 @@ from mailstack.secrets import password
 TOOL = "/usr/local/sbin/mailstack-backup"  # `mailstack backup` runs it over SSH
 ENVIRONMENT = "/etc/mailstack/backup.env"
 UNITS = "/etc/systemd/system"
-MAIL = "/var/vmail"
 
 
 def environment(plan: HostPlan) -> str:
@@ -33,8 +33,8 @@ def configure(plan: HostPlan) -> list[Service]:
     return [
         Service(None, (
             File.text(ENVIRONMENT, environment(plan), mode="0600", secret=True),
-            File.template(TOOL, "backup/mailstack-backup.py.j2", {"environment": ENVIRONMENT, "mail": MAIL, **keep},
-                          mode="0750"),
+            File.template(TOOL, "backup/mailstack-backup.py.j2",
+                          {"environment": ENVIRONMENT, "mail": MAIL_ROOT, **keep}, mode="0750"),
         )),
         *(Service(f"{unit}.timer", (
             File.template(f"{UNITS}/{unit}.service", "backup/mailstack-backup.service.j2",

@@ -12,6 +12,7 @@ from mailstack.component import TEMPLATES, Component, File, Opening, Service, gu
 from mailstack.plan import HostPlan
 
 VMAIL_UID = 5000
+MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (dovecot.conf: home)
 ETC = "/etc/dovecot/mailstack"
 SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}
 POP3_STARTTLS_PORT = 110
@@ -103,8 +104,8 @@ def configure(plan: HostPlan) -> list[Service]:
 def install(plan: HostPlan) -> None:
     server.group(name="vmail group", group="vmail", gid=VMAIL_UID)
     server.user(name="vmail user", user="vmail", uid=VMAIL_UID, group="vmail",
-                home="/var/vmail", shell="/usr/sbin/nologin", ensure_home=False)
-    files.directory(name="/var/vmail", path="/var/vmail", user="vmail", group="vmail", mode="0750")
+                home=MAIL_ROOT, shell="/usr/sbin/nologin", ensure_home=False)
+    files.directory(name=MAIL_ROOT, path=MAIL_ROOT, user="vmail", group="vmail", mode="0750")
     files.directory(name=ETC, path=ETC, mode="0755")
 
 

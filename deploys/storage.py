@@ -120,7 +120,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
                 problems.append(pos.problem(("s3", "key_files", purpose), f"{path} is not a file on this machine "
                                             "with the access key id and the secret key on two lines"))
         return problems
-    from mailstack.inventory import section_defaults
+    from mailstack.inventory import section_defaults  # here: mailstack.inventory loads the components
 
     problems = [pos.problem(("hosts", i, "roles"), "a second storage host would form a replicated "
                             "SeaweedFS cluster: not implemented yet (one storage host for now)") for i in stores[1:]]

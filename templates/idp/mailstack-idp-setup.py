@@ -73,7 +73,7 @@ def admin_session(api: Api, password: str) -> None:
 
 
 def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
-    """Create or update one item; `keep` names fields set on creation only. True if changed."""
+    """Create or update one item; `keep` names fields set on creation only. True if it changed."""
     status, current = api.call("GET", f"/{collection}/{wanted[key]}")
     if status == 404:
         api.must("POST", f"/{collection}/", wanted)
@@ -89,7 +89,7 @@ def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
     if changed:
         api.must("PUT", f"/{collection}/{wanted[key]}", update)
         print(f"updated {collection} {wanted[key]}")
-    return changed and collection == "mod/plugin"
+    return changed
 
 
 def main(state_file: str) -> None:

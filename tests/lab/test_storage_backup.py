@@ -93,6 +93,21 @@ def test_a_wrong_secret_and_plain_http_are_refused(ca_file, addr):
         pass  # or no answer at all
 
 
+def test_seaweedfs_internals_are_closed_to_the_network(addr):
+    """A host on the LAN reaches S3 over HTTPS only: not S3's gRPC, the master, volume or filer."""
+    for port in (INVENTORY.s3["port"] + storage.GRPC_OFFSET, *storage.INTERNAL):
+        with pytest.raises(OSError):
+            socket.create_connection((addr["mail"], port), timeout=5).close()
+
+
+def test_the_restore_tool_takes_no_path_for_a_user_or_folder(mail):
+    for args in ("restore ../../etc@x", "restore /etc@x", "restore bob@example.test --folder ../../../etc"):
+        refused = mail.run(f"{TOOL} {args}")
+        assert refused.rc != 0 and "no mail address" in refused.stderr + refused.stdout \
+            or "no folder name" in refused.stderr + refused.stdout, (args, refused.stderr)
+    assert not mail.file("/var/vmail-restore").exists
+
+
 # --- the proof: restore ------------------------------------------------------------------
 
 WHOLE, FOLDER_USER, FOLDER = "dave@tenant-b.test", "frank@legacy.test", "Archive"

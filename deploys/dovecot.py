@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import tls
+from deploys import ldap, tls
 from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
 from mailstack.plan import HostPlan
@@ -83,8 +83,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "auth_mechanisms": "plain login oauthbearer xoauth2" if inv.oidc["enabled"] else "plain login",
         "postmaster": inv.platform["postmaster"],
         "postfix_here": plan.is_mta,
+        # the inventory's users are looked up for their own domains only (directory users never)
+        "inventory_users": " ".join(f"*@{d.name}" for d in plan.mailbox_domains if d.user_source == "inventory"),
     }
     tokens = token_logins(plan) if inv.oidc["enabled"] else ()
+    directory = ldap.dovecot_files(plan)
     return [
         Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
@@ -95,9 +98,11 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
             *(File.text(f"{ETC}/passdb-{name}", passdb(plan, allowed), **SECRET) for name, allowed in PASSDBS.items()),
             *tokens,
+            *directory,
         ), check="doveconf -n >/dev/null",
-            absent=() if tokens else (f"{ETC}/token-passdb.conf", f"{ETC}/oauth2.conf.ext",
-                                      *(f"{ETC}/tokens-{name}" for name in PASSDBS))),
+            absent=(*(() if tokens else (f"{ETC}/token-passdb.conf", f"{ETC}/oauth2.conf.ext",
+                                         *(f"{ETC}/tokens-{name}" for name in PASSDBS))),
+                    *(path for path in ldap.dovecot_paths(plan) if path not in {f.path for f in directory}))),
     ]
 
 

@@ -13,7 +13,7 @@ from ipaddress import ip_network
 
 from pyinfra.operations import files
 
-from deploys import rspamd, tls
+from deploys import ldap, rspamd, tls
 from mailstack.component import Component, File, Opening, Service, guard, table
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
@@ -151,6 +151,8 @@ def configure(plan: HostPlan) -> list[Service]:
         "outbound_header_checks": f"regexp:{MAPS}/outbound-header-checks" if settings["strip_internal_headers"]
         else "",
         "services": services(plan),
+        "mailbox_maps": f"texthash:{MAPS}/mailboxes{ldap.postfix_maps(plan, 'mailboxes')}",
+        "sender_login_maps": f"texthash:{MAPS}/senders{ldap.postfix_maps(plan, 'senders')}",
         "deny_classes": [{"name": name, "checks": f"check_client_access cidr:{MAPS}/{name}-ips, "
                                                  f"check_sender_access texthash:{MAPS}/{name}-senders"}
                          for name, _, _ in deny_classes(plan)],
@@ -159,7 +161,9 @@ def configure(plan: HostPlan) -> list[Service]:
         File.template("/etc/postfix/main.cf", "postfix/main.cf.j2", context),
         File.template("/etc/postfix/master.cf", "postfix/master.cf.j2", context),
         *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
-    ), check="postfix check", reload=True)]
+        *ldap.postfix_files(plan),
+    ), check="postfix check", reload=True,
+        absent=tuple(ldap.postfix_path(n) for n in ("mailboxes", "senders") if n not in ldap.postfix_tables(plan)))]
 
 
 def install(plan: HostPlan) -> None:

@@ -9,7 +9,7 @@ import json
 
 from pyinfra.operations import files
 
-from mailstack.component import Component, File, Opening, Service, table
+from mailstack.component import Component, File, Opening, Service, guard, table
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -83,6 +83,8 @@ def configure(plan: HostPlan) -> list[Service]:
               for name in SECRET_CONFIG),
             File.template(f"{ETC}/rspamd.local.lua", "rspamd/rspamd.local.lua.j2", context),
             File.text(f"{MAPS_DIR}/tenant_allow.map", allow_table(plan)),
+            File.text(f"{MAPS_DIR}/directory-domains.map",
+                      "\n".join(guard(d.name) for d in inv.domains if d.user_source == "ldap")),
             File.text(f"{MAPS_DIR}/senders.map",
                       table((address, ",".join(logins)) for address, logins in inv.senders().items())),
             *(File.copy(s["path"], s["source"], secret=True, group="_rspamd", mode="0640") for s in signing),

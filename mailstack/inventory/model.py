@@ -45,6 +45,7 @@ class Domain:
     pop3: bool
     pop3_starttls: bool
     password_login: bool
+    user_source: str
     quota: str
     dkim: Mapping
     dmarc: Mapping

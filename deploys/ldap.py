@@ -1,0 +1,149 @@
+"""Domains with `user_source: ldap`: their users live in the organisation's directory.
+Dovecot finds a user there with the bind account and checks the password by binding as
+the user (no hash is ever read); Postfix finds recipients and each sender's one login
+there (proxy:ldap, no cache); who may log in on which service stays per domain, as for
+inventory users. LDAPS only, the server's certificate checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploys import dovecot, siem
+from mailstack.component import Component, File, Service
+from mailstack.inventory import Inventory, Positions, Problem
+from mailstack.plan import HostPlan
+from mailstack.secrets import password
+
+POSTFIX_SECRET = {"mode": "0640", "user": "root", "group": "postfix", "secret": True}
+CA = "/etc/mailstack/ldap-ca.pem"
+
+
+def directory_domains(domains) -> list:
+    return [d for d in domains if d.user_source == "ldap"]
+
+
+def bind_password(inv: Inventory) -> str:
+    """bind_dn's password: the operator's file, or (a lab's own directory) a generated one."""
+    if "bind_password_file" in inv.ldap:
+        return Path(inv.ldap["bind_password_file"]).expanduser().read_text().strip()
+    return password(inv, "ldap-bind")
+
+
+def ca_file(inv: Inventory) -> str:
+    return CA if "ca_file" in inv.ldap else siem.SYSTEM_CA
+
+
+def user_filter(inv: Inventory, key: str, domains) -> str:
+    """Entries of the class whose address is `key`, in one of `domains` only."""
+    mail = inv.ldap["mail_attribute"]
+    within = "".join(f"({mail}=*@{d.name})" for d in domains)
+    return f"(&(objectClass={inv.ldap['user_object_class']})({mail}={key})(|{within}))"
+
+
+def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
+    """Per directory domain, how to find its users (ldap-<domain>.conf.ext: that domain's
+    entries only, with its quota); ldap-logins.conf (the passdbs, the per-service gate,
+    the userdbs) and the gate's lists of domains."""
+    inv, domains = plan.inv, directory_domains(plan.mailbox_domains)
+    if not domains:
+        return ()
+    connection = {"uris": " ".join(inv.ldap["uris"]), "bind_dn": inv.ldap["bind_dn"],
+                  "bind_password": bind_password(inv), "base_dn": inv.ldap["base_dn"], "ca_file": ca_file(inv),
+                  "mail_attribute": inv.ldap["mail_attribute"], "mail_root": dovecot.MAIL_ROOT}
+    logins = {"etc": dovecot.ETC, "pop3_starttls_port": dovecot.POP3_STARTTLS_PORT,
+              "domains": [d.name for d in domains]}
+    return (*(File.template(f"{dovecot.ETC}/ldap-{d.name}.conf.ext", "ldap/dovecot-ldap.conf.ext.j2", {
+                **connection, "domain": d.name, "quota": d.quota, "user_filter": user_filter(inv, "%Lu", [d]),
+                "iterate_filter": user_filter(inv, "*", [d])}, **dovecot.SECRET) for d in domains),
+            File.template(f"{dovecot.ETC}/ldap-logins.conf", "ldap/dovecot-ldap-logins.conf.j2", logins),
+            *(File.text(f"{dovecot.ETC}/ldap-domains-{name}",
+                        "\n".join(f"{d.name}:::::::nopassword" for d in domains
+                                  if d.password_login and allowed(d)), **dovecot.SECRET)
+              for name, allowed in dovecot.PASSDBS.items()))
+
+
+def dovecot_paths(plan: HostPlan) -> tuple[str, ...]:
+    """Every file dovecot_files may write here (those it does not are removed)."""
+    return (f"{dovecot.ETC}/ldap-logins.conf", *(f"{dovecot.ETC}/ldap-domains-{name}" for name in dovecot.PASSDBS),
+            *(f"{dovecot.ETC}/ldap-{d.name}.conf.ext" for d in plan.mailbox_domains))
+
+
+def postfix_tables(plan: HostPlan) -> dict[str, tuple]:
+    """name -> (domains it answers for, file) of the LDAP tables this MTA needs:
+    `mailboxes` (recipients, on MX hosts), `senders` (sender -> login, on submission)."""
+    inv = plan.inv
+    wanted = {"mailboxes": directory_domains(plan.mx_domains), "senders": directory_domains(plan.submission_domains)}
+    return {name: (domains, postfix_path(name)) for name, domains in wanted.items()
+            if domains and inv.ldap.get("uris")}
+
+
+def postfix_path(name: str) -> str:
+    return f"/etc/postfix/mailstack/ldap-{name}.cf"
+
+
+def postfix_maps(plan: HostPlan, name: str) -> str:
+    """The proxy:ldap reference to add to a Postfix lookup (empty when not needed)."""
+    table = postfix_tables(plan).get(name)
+    return f", proxy:ldap:{table[1]}" if table else ""
+
+
+def postfix_files(plan: HostPlan) -> tuple[File, ...]:
+    inv = plan.inv
+    return tuple(File.template(path, "ldap/postfix-ldap.cf.j2", {
+        "uris": " ".join(inv.ldap["uris"]), "bind_dn": inv.ldap["bind_dn"], "bind_password": bind_password(inv),
+        "base_dn": inv.ldap["base_dn"], "ca_file": ca_file(inv), "domains": ", ".join(d.name for d in domains),
+        "query_filter": user_filter(inv, "%s", domains), "mail_attribute": inv.ldap["mail_attribute"],
+    }, **POSTFIX_SECRET) for domains, path in postfix_tables(plan).values())
+
+
+def configure(plan: HostPlan) -> list[Service]:
+    """The directory's own CA, where the inventory names one (Dovecot and Postfix read it)."""
+    return [Service(None, (File.copy(CA, plan.inv.ldap["ca_file"]),))] if "ca_file" in plan.inv.ldap else []
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """A directory to read, users in one place only, and a way for them to log in."""
+    settings, problems = data["ldap"], []
+    users_from = [i for i, d in enumerate(data["domains"]) if d["user_source"] == "ldap"]
+    directory_hosts = [h for h in data["hosts"] if "directory" in h["roles"]]
+    if users_from:
+        for key in ("uris", "base_dn", "bind_dn"):
+            if key not in settings:
+                problems.append(pos.problem(("domains", users_from[0], "user_source"),
+                                            f"users from LDAP need ldap.{key}"))
+        if "bind_password_file" not in settings and not directory_hosts:
+            problems.append(pos.problem(("domains", users_from[0], "user_source"), "ldap.bind_password_file is "
+                                        "needed: a generated password is only known to a lab's own directory host "
+                                        "(role 'directory')"))
+    elif {"uris", "base_dn", "bind_dn"} & set(settings):
+        problems.append(pos.problem(("ldap",), "ldap has no effect: no domain has user_source 'ldap'"))
+    for key in ("bind_password_file", "ca_file"):
+        if key in settings and not Path(settings[key]).expanduser().is_file():
+            problems.append(pos.problem(("ldap", key), f"{settings[key]} is not a file on this machine; the "
+                                        "deploy reads it from here"))
+    for i in users_from:
+        if not data["domains"][i]["password_login"]:
+            problems.append(pos.problem(("domains", i, "password_login"), "directory users log in with their "
+                                        "directory password; token logins are for inventory users only (not "
+                                        "implemented for directory users yet)"))
+    ldap_names = {data["domains"][i]["name"] for i in users_from}
+    for i, user in enumerate(data["users"]):
+        if user["address"].split("@")[1] in ldap_names:
+            problems.append(pos.problem(("users", i, "address"), "this domain takes its users from the "
+                                        "directory (user_source: ldap): add the user there, not here"))
+    if directory_hosts and not settings.get("base_dn", "dc=").startswith("dc="):
+        problems.append(pos.problem(("ldap", "base_dn"), "the lab's directory serves base_dn as its suffix: "
+                                    "start it with dc=, e.g. dc=lab,dc=test"))
+    return problems
+
+
+COMPONENT = Component(
+    name="ldap",
+    roles=frozenset({"mailbox", "mx", "submission"}),
+    packages=("dovecot-ldap", "postfix-ldap"),
+    section="ldap",
+    rules=(rules,),
+    enabled=lambda inv: bool(directory_domains(inv.domains)),
+    platform_only=True,
+    configure=configure,  # its Dovecot and Postfix files belong to their services (dovecot.py, postfix.py)
+)

@@ -16,10 +16,12 @@ from deploys import (
     base,
     bruteforce,
     clamav,
+    directory,
     dns,
     dovecot,
     exporters,
     idp,
+    ldap,
     limits,
     monitoring,
     pager_receiver,
@@ -38,8 +40,8 @@ from mailstack.component import Component, File, Service
 from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, idp, storage, clamav, peekaboo, siem, limits, rspamd, dovecot,
-    smime, postfix, bruteforce, backup, exporters, monitoring))
+    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, limits, rspamd,
+    ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
 
 
 def served_roles() -> set[str]:

@@ -245,6 +245,10 @@ def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
         if "siem" in host["roles"]:
             problems.append(pos.problem(("hosts", i, "roles"), "the 'siem' role plays a SIEM in a lab; name "
                                         "your SIEM's receivers under siem.syslog (or set platform.lab: true)"))
+        if "directory" in host["roles"]:
+            problems.append(pos.problem(("hosts", i, "roles"), "the 'directory' role plays an organisation's LDAP "
+                                        "directory in a lab; name yours under ldap.uris (or set platform.lab: "
+                                        "true)"))
         if not host["ssh"]["verify_host_key"]:
             problems.append(pos.problem(("hosts", i, "ssh", "verify_host_key"), "host keys are always "
                                         "verified outside a lab: put the host's key into a known_hosts file "

@@ -2,10 +2,11 @@
 
 From this machine to the lab's mailbox host (993, TLS, a new connection per login), 4
 parallel clients, 400 logins each way: a password from the inventory (AUTH PLAIN against
-Dovecot's passwd-file) and an OAuth2 token (XOAUTH2, checked at the lab IdP's introspection
-endpoint on every login). Prints logins/s, the median and 95th percentile of one login
-(connect + TLS + AUTHENTICATE), and what introspection adds. Nauthilus and LDAP are not
-measured yet (not deployed: issue 10). Needs the running lab (scripts/lab-up).
+Dovecot's passwd-file), a directory user (found over LDAPS, then a bind as the user, on
+every login: nothing is cached) and an OAuth2 token (XOAUTH2, checked at the lab IdP's
+introspection endpoint on every login). Prints logins/s, the median and 95th percentile of
+one login (connect + TLS + AUTHENTICATE), and what each source adds. Nauthilus is not
+measured (no artifact here: issue 10). Needs the running lab (scripts/lab-up).
 """
 
 import imaplib
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 from helpers import PASSWORD, named_context  # noqa: E402
 from labenv import INVENTORY  # noqa: E402
+from test_directory import DOMAIN, add_entry, delete_entry  # noqa: E402
 from test_oidc import token, xoauth2  # noqa: E402
 
 from mailstack.secrets import lab_ca  # noqa: E402
@@ -53,8 +55,15 @@ def main() -> None:
     access_token = token(CA, USER)
     print(f"{LOGINS} IMAP logins, {CLIENTS} clients, new TLS connection each")
     password = measure("password (inventory)", lambda imap: imap.login(USER, PASSWORD))
+    add_entry("benchuser", f"benchuser@{DOMAIN}", "bench directory pw")
+    try:
+        directory = measure("password (LDAP directory)",
+                            lambda imap: imap.login(f"benchuser@{DOMAIN}", "bench directory pw"))
+    finally:
+        delete_entry("benchuser")
     oauth = measure("token (XOAUTH2, introspect)", lambda imap: imap.authenticate(
         "XOAUTH2", lambda _: xoauth2(USER, access_token).encode()))
+    print(f"the directory adds {(directory - password) * 1000:.1f} ms per login (median)")
     print(f"introspection adds {(oauth - password) * 1000:.1f} ms per login (median)")
 
 

@@ -132,7 +132,7 @@ BAD = [
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
-     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'directory', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
      "'auth', 'idp', 'smime', 'sandbox', 'storage', 'backup', 'monitoring']"),
     ("SIEM over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nsiem:\n  http:\n"
                                   "    - http://siem.example/records\n"), "http://siem", 1,
@@ -161,6 +161,28 @@ BAD = [
     ("external S3 over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\ns3: {provider: external, "
                                      "endpoint: 'http://s3.example.org'}\n"), "s3:", 1,
      "s3.endpoint: mail crosses the network: use https://"),
+    ("directory role outside a lab", ("roles: [smime]", "roles: [smime, directory]"), "roles: [smime, directory]", 1,
+     "hosts[1].roles: the 'directory' role plays an organisation's LDAP directory in a lab; name yours under "
+     "ldap.uris (or set platform.lab: true)"),
+    ("directory users listed in the inventory", ("    tenant: second\n", "    tenant: second\n    user_source: ldap\n"),
+     "ben@two.example", 1, "users[1].address: this domain takes its users from the directory (user_source: ldap): "
+     "add the user there, not here"),
+    ("users from LDAP without a directory", ("    tenant: second\n", "    tenant: second\n    user_source: ldap\n"),
+     "user_source: ldap", 1, "domains[1].user_source: users from LDAP need ldap.uris"),
+    ("directory users without passwords", ("    tenant: second\n", "    tenant: second\n    user_source: ldap\n"
+                                           "    password_login: false\n"), "password_login: false", 1,
+     "domains[1].password_login: directory users log in with their directory password; token logins are for "
+     "inventory users only"),
+    ("a directory no domain uses", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nldap: {uris: "
+                                    "['ldaps://dir.example'], base_dn: 'dc=example', bind_dn: 'cn=mail,dc=example', "
+                                    "bind_password_file: /etc/hostname}\n"), "ldap:", 1,
+     "ldap: ldap has no effect: no domain has user_source 'ldap'"),
+    ("a directory in clear", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nldap: {uris: "
+                              "['ldap://dir.example']}\n"), "ldap:", 1,
+     "ldap.uris[0]: 'ldap://dir.example' is not an ldaps:// URI"),
+    ("an operator directory without its bind password", ("    tenant: second\n", "    tenant: second\n    "
+                                                          "user_source: ldap\n"), "user_source: ldap", 1,
+     "domains[1].user_source: ldap.bind_password_file is needed"),
     ("planned role", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
      "hosts[1].roles[1]: 'auth' is not implemented yet (planned: issue 10 (Nauthilus))"),
 ]

@@ -28,6 +28,32 @@ OIDC = VALID.replace("roles: [smime]", "roles: [smime, idp]").replace(
 
 # (case, inventory text, host, file, lines it must have, lines it must not have)
 TABLE = [
+    ("directory users: looked up, then bound as", LAB, "mail", "/etc/dovecot/mailstack/ldap-campus.test.conf.ext",
+     ["uris = ldaps://ext.lab.test", "auth_bind = yes", "tls_require_cert = hard",
+      "pass_filter = (&(objectClass=inetOrgPerson)(mail=%Lu)(|(mail=*@campus.test)))",
+      "user_attrs = =uid=vmail, =gid=vmail, =home=/var/vmail/%Ld/%Ln, =quota_rule=*:storage=2G",
+      "iterate_filter = (&(objectClass=inetOrgPerson)(mail=*)(|(mail=*@campus.test)))"], ["userPassword"]),
+    ("directory users: only their domains, then the service gate", LAB, "mail",
+     "/etc/dovecot/mailstack/ldap-logins.conf",
+     ["  username_filter = *@campus.test", "  skip = unauthenticated", "  result_failure = return-fail",
+      "  args = username_format=%Ld /etc/dovecot/mailstack/ldap-domains-%s%{if;%{lport};eq;110;-starttls;}"], []),
+    ("directory users: the domain lets them in", LAB, "mail", "/etc/dovecot/mailstack/ldap-domains-imap",
+     ["campus.test:::::::nopassword"], ["example.test"]),
+    ("directory users: Dovecot asks the directory after the inventory", LAB, "mail", "/etc/dovecot/dovecot.conf",
+     ["!include_try /etc/dovecot/mailstack/ldap-logins.conf"], []),
+    ("directory users: Postfix recipients", LAB, "mail", "/etc/postfix/main.cf",
+     ["virtual_mailbox_maps = texthash:/etc/postfix/mailstack/mailboxes, "
+      "proxy:ldap:/etc/postfix/mailstack/ldap-mailboxes.cf",
+      "smtpd_sender_login_maps = texthash:/etc/postfix/mailstack/senders, "
+      "proxy:ldap:/etc/postfix/mailstack/ldap-senders.cf"], []),
+    ("directory users: a sender's one login", LAB, "mail", "/etc/postfix/mailstack/ldap-senders.cf",
+     ["server_host = ldaps://ext.lab.test", "domain = campus.test", "tls_require_cert = yes",
+      "query_filter = (&(objectClass=inetOrgPerson)(mail=%s)(|(mail=*@campus.test)))", "result_attribute = mail", "bind = yes"], []),
+    ("no directory: Postfix asks none", VALID, "mx1", "/etc/postfix/main.cf",
+     ["virtual_mailbox_maps = texthash:/etc/postfix/mailstack/mailboxes"], ["proxy:ldap"]),
+    ("the lab directory: no hash is ever read", LAB, "ext", "/etc/ldap/slapd.conf",
+     ["access to attrs=userPassword", "  by anonymous auth", "  by * none", "disallow bind_anon", "require authc",
+      'suffix "dc=campus,dc=test"', '  by dn.exact="cn=mailstack,dc=campus,dc=test" read'], []),
     ("mailbox alerts from the inventory", LAB, "mail", "/etc/prometheus/mailstack-rules.yml",
      ["        expr: mailstack_mailbox_bytes > 10737418240", "        expr: mailstack_mailbox_messages > 50",
       "        expr: delta(mailstack_mailbox_messages[1h]) > 10000"], []),
@@ -265,6 +291,29 @@ def test_dovecot_introspects_at_the_idp_with_the_client_secret_never_in_clear_el
 def test_no_token_logins_leave_no_token_files():
     [dovecot] = [s for s in services(VALID, "mx1") if s.unit == "dovecot"]
     assert {"/etc/dovecot/mailstack/token-passdb.conf", "/etc/dovecot/mailstack/tokens-imap"} <= set(dovecot.absent)
+
+
+def test_an_operators_directory_is_read_with_its_password_and_ca(tmp_path):
+    secret, ca = tmp_path / "bind.secret", tmp_path / "directory-ca.pem"
+    secret.write_text("operator-bind-pw\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    text = VALID.replace("    tenant: second\n", "    tenant: second\n    user_source: ldap\n").replace(
+        "  - address: ben@two.example\n    password: \"{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$abc$def\"\n", "") + (
+        f"ldap: {{uris: ['ldaps://dc1.example.org', 'ldaps://dc2.example.org:3269'], base_dn: 'dc=example,dc=org', "
+        f"bind_dn: 'cn=mail,dc=example,dc=org', bind_password_file: '{secret}', ca_file: '{ca}', "
+        f"user_object_class: user}}\n")
+    files = rendered(text, "mx1")
+    dovecot, postfix = files["/etc/dovecot/mailstack/ldap-two.example.conf.ext"], files["/etc/postfix/mailstack/ldap-mailboxes.cf"]
+    assert {"dnpass = operator-bind-pw", "uris = ldaps://dc1.example.org ldaps://dc2.example.org:3269",
+            "tls_ca_cert_file = /etc/mailstack/ldap-ca.pem",
+            "user_filter = (&(objectClass=user)(mail=%Lu)(|(mail=*@two.example)))"} <= set(dovecot.lines)
+    assert {"bind_pw = operator-bind-pw", "domain = two.example"} <= set(postfix.lines)
+    for secret_file in (dovecot, postfix, files["/etc/postfix/mailstack/ldap-senders.cf"]):
+        assert secret_file.secret and not int(secret_file.mode, 8) & 0o007
+    assert files["/etc/mailstack/ldap-ca.pem"].content == ca.read_bytes()
+    assert not any(path.startswith("/etc/ldap") for host in ("mx1", "other") for path in rendered(text, host))
+    [plain] = [s for s in services(VALID, "mx1") if s.unit == "dovecot"]
+    assert "/etc/dovecot/mailstack/ldap-logins.conf" in plain.absent  # a directory turned off leaves no lookup
 
 
 def test_rendering_is_deterministic():

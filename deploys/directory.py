@@ -23,6 +23,19 @@ DATA = "/var/lib/ldap"
 SEED_TOOL = "/usr/local/sbin/mailstack-directory-seed"
 # who manages the entries: root on the host, over ldapi with SASL EXTERNAL
 HOST_ROOT = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
+SLAPD_UNIT = """[Unit]
+Description=OpenLDAP directory (mailstack lab: LDAPS and ldapi only)
+After=network.target
+
+[Service]
+Type=forking
+ExecStartPre=/usr/bin/install -d -o openldap -g openldap /run/slapd
+PIDFile=/run/slapd/slapd.pid
+ExecStart=/usr/sbin/slapd -h "ldaps:/// ldapi:///" -u openldap -g openldap -f /etc/ldap/slapd.conf
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 def ssha(secret: str) -> str:
@@ -50,9 +63,8 @@ def configure(plan: HostPlan) -> list[Service]:
                "etc": ETC, "data": DATA, "mail_attribute": ldap["mail_attribute"]}
     return [
         Service("slapd", (
-            File.text("/etc/default/slapd", 'SLAPD_CONF=/etc/ldap/slapd.conf\nSLAPD_USER="openldap"\n'
-                      'SLAPD_GROUP="openldap"\nSLAPD_PIDFILE=\nSLAPD_SERVICES="ldaps:/// ldapi:///"\n'
-                      'SLAPD_OPTIONS=""\n'),
+            # a unit of its own, instead of the package's init script: LDAPS and ldapi only
+            File.text("/etc/systemd/system/slapd.service", SLAPD_UNIT),
             File.template("/etc/ldap/slapd.conf", "directory/slapd.conf.j2", context, mode="0640",
                           group="openldap"),
             File.copy(f"{ETC}/cert.pem", tls.local_files(plan)[0]),

@@ -117,9 +117,8 @@ def dockerd_up() -> None:
 
 def dockerd_down() -> None:
     stop_pid(DOCKER_PID, 30)
-    for bridge in ("docker0",):
-        if Path(f"/sys/class/net/{bridge}").exists():
-            run(["ip", "link", "del", bridge])
+    if Path("/sys/class/net/docker0").exists():  # dockerd leaves its bridge behind
+        run(["ip", "link", "del", "docker0"])
 
 
 def image(lab: Lab) -> str:

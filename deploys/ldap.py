@@ -33,6 +33,12 @@ def ca_file(inv: Inventory) -> str:
     return CA if "ca_file" in inv.ldap else siem.SYSTEM_CA
 
 
+def connection(inv: Inventory) -> dict:
+    """How Dovecot and Postfix alike reach the directory and what they look for there."""
+    return {"uris": " ".join(inv.ldap["uris"]), "bind_dn": inv.ldap["bind_dn"], "bind_password": bind_password(inv),
+            "base_dn": inv.ldap["base_dn"], "ca_file": ca_file(inv), "mail_attribute": inv.ldap["mail_attribute"]}
+
+
 def user_filter(inv: Inventory, key: str, domains) -> str:
     """Entries of the class whose address is `key`, in one of `domains` only."""
     mail = inv.ldap["mail_attribute"]
@@ -47,13 +53,11 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
     inv, domains = plan.inv, directory_domains(plan.mailbox_domains)
     if not domains:
         return ()
-    connection = {"uris": " ".join(inv.ldap["uris"]), "bind_dn": inv.ldap["bind_dn"],
-                  "bind_password": bind_password(inv), "base_dn": inv.ldap["base_dn"], "ca_file": ca_file(inv),
-                  "mail_attribute": inv.ldap["mail_attribute"], "mail_root": dovecot.MAIL_ROOT}
+    reach = {**connection(inv), "mail_root": dovecot.MAIL_ROOT}
     logins = {"etc": dovecot.ETC, "pop3_starttls_port": dovecot.POP3_STARTTLS_PORT,
               "domains": [d.name for d in domains]}
     return (*(File.template(f"{dovecot.ETC}/ldap-{d.name}.conf.ext", "ldap/dovecot-ldap.conf.ext.j2", {
-                **connection, "domain": d.name, "quota": d.quota, "user_filter": user_filter(inv, "%Lu", [d]),
+                **reach, "domain": d.name, "quota": d.quota, "user_filter": user_filter(inv, "%Lu", [d]),
                 "iterate_filter": user_filter(inv, "*", [d])}, **dovecot.SECRET) for d in domains),
             File.template(f"{dovecot.ETC}/ldap-logins.conf", "ldap/dovecot-ldap-logins.conf.j2", logins),
             *(File.text(f"{dovecot.ETC}/ldap-domains-{name}",
@@ -71,10 +75,8 @@ def dovecot_paths(plan: HostPlan) -> tuple[str, ...]:
 def postfix_tables(plan: HostPlan) -> dict[str, tuple]:
     """name -> (domains it answers for, file) of the LDAP tables this MTA needs:
     `mailboxes` (recipients, on MX hosts), `senders` (sender -> login, on submission)."""
-    inv = plan.inv
     wanted = {"mailboxes": directory_domains(plan.mx_domains), "senders": directory_domains(plan.submission_domains)}
-    return {name: (domains, postfix_path(name)) for name, domains in wanted.items()
-            if domains and inv.ldap.get("uris")}
+    return {name: (domains, postfix_path(name)) for name, domains in wanted.items() if domains}
 
 
 def postfix_path(name: str) -> str:
@@ -90,10 +92,9 @@ def postfix_maps(plan: HostPlan, name: str) -> str:
 def postfix_files(plan: HostPlan) -> tuple[File, ...]:
     inv = plan.inv
     return tuple(File.template(path, "ldap/postfix-ldap.cf.j2", {
-        "uris": " ".join(inv.ldap["uris"]), "bind_dn": inv.ldap["bind_dn"], "bind_password": bind_password(inv),
-        "base_dn": inv.ldap["base_dn"], "ca_file": ca_file(inv), "domains": ", ".join(d.name for d in domains),
-        "query_filter": user_filter(inv, "%s", domains), "mail_attribute": inv.ldap["mail_attribute"],
-    }, **POSTFIX_SECRET) for domains, path in postfix_tables(plan).values())
+        **connection(inv), "domains": ", ".join(d.name for d in domains),
+        "query_filter": user_filter(inv, "%s", domains)}, **POSTFIX_SECRET)
+        for domains, path in postfix_tables(plan).values())
 
 
 def configure(plan: HostPlan) -> list[Service]:

@@ -140,8 +140,10 @@ def test_the_bind_account_reads_no_password_hash_and_the_lan_reaches_no_director
                         f"-b '{LDAP['base_dn']}' '(mail={address})' mail userPassword",
                 stdin=bind_password(INVENTORY).encode())
     assert f"mail: {address}" in found and "userPassword" not in found
-    anonymous = ssh("mail", f"LDAPTLS_CACERT={SYSTEM_CA} ldapsearch -LLL -x -H {LDAP['uris'][0]} -b '{LDAP['base_dn']}' '(mail=*)' mail; true")
+    anonymous = ssh("mail", f"LDAPTLS_CACERT={SYSTEM_CA} ldapsearch -LLL -x -H {LDAP['uris'][0]} -b '{LDAP['base_dn']}' "
+                            "'(mail=*)' mail 2>&1; echo rc=$?")
     assert "mail:" not in anonymous and "dn:" not in anonymous
+    assert "rc=0" not in anonymous, anonymous  # refused, over the same TLS the bound search just used
     with socket.socket() as lan:  # the test machine: a host on the lab's LAN, not a mail host
         lan.settimeout(3)
         assert lan.connect_ex((addr["ext"], 636)) != 0

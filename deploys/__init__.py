@@ -20,6 +20,7 @@ from deploys import (
     dns,
     dovecot,
     exporters,
+    filter_link,
     idp,
     ldap,
     limits,
@@ -41,7 +42,7 @@ from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, limits, rspamd,
-    ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
+    filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
 
 
 def served_roles() -> set[str]:

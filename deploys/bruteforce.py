@@ -1,9 +1,8 @@
-"""Hosts with `mailbox` (where Dovecot checks every password: IMAP, POP3, and SMTP AUTH
-through its SASL service): fail2ban from Debian counts failed logins in Dovecot's log and
-bans the client address on every login port, through nftables, for a time from the
-inventory. Never the platform's own hosts. The protection everyone gets, with or without
-Nauthilus. (A submission host without Dovecot, issue 13, will have to count Postfix's SASL
-failures instead.)"""
+"""Hosts with `mailbox` or `submission` (where Dovecot checks every password: IMAP, POP3,
+and SMTP AUTH through its SASL service): fail2ban from Debian counts failed logins in
+Dovecot's log and bans the client address on every login port, through nftables, for a
+time from the inventory. Never the platform's own hosts. The protection everyone gets,
+with or without Nauthilus."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="bruteforce",
-    roles=frozenset({"mailbox"}),
+    roles=frozenset({"mailbox", "submission"}),
     packages=("fail2ban", "python3-systemd"),
     units=("fail2ban",),
     section="bruteforce",

@@ -1,6 +1,9 @@
 """Hosts with `mailbox`: Dovecot IMAP/POP3/LMTP with Maildir, quota, autoexpunge,
 Sieve, users from the inventory (hashed passwords, and OAuth2 tokens with `oidc`), the
-SASL socket for Postfix, and the tool that lists and releases a domain's quarantine."""
+SASL socket for Postfix, LMTP with STARTTLS for MX hosts elsewhere, and the tool that
+lists and releases a domain's quarantine. Hosts with `submission` but no mailbox run
+Dovecot's authentication only: Postfix's SASL stays on the host, no password crosses
+the network again."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pyinfra.operations import files, server
 from deploys import ldap, tls
 from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
-from mailstack.plan import HostPlan
+from mailstack.plan import LMTP_PORT, HostPlan
 
 VMAIL_UID = 5000
 MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (dovecot.conf: home)
@@ -25,7 +28,7 @@ PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
 
 def passdb(plan: HostPlan, allowed) -> str:
     """passwd-file lines of the enabled users whose domain lets them in this way with a password."""
-    domains = {d.name: d for d in plan.mailbox_domains}
+    domains = {d.name: d for d in plan.login_domains}
     return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::" for u in plan.inv.users
                      if u.enabled and u.domain in domains and allowed(domains[u.domain])
                      and domains[u.domain].password_login)
@@ -34,7 +37,7 @@ def passdb(plan: HostPlan, allowed) -> str:
 def token_users(plan: HostPlan, allowed) -> str:
     """The enabled users whose domain lets them in this way, whatever password_login says:
     after the provider vouched for the token (nopassword: the token was the proof)."""
-    domains = {d.name: d for d in plan.mailbox_domains}
+    domains = {d.name: d for d in plan.login_domains}
     return "\n".join(f"{guard(u.address)}:::::::nopassword" for u in plan.inv.users
                       if u.enabled and u.domain in domains and allowed(domains[u.domain]))
 
@@ -69,6 +72,7 @@ def pop3_starttls(plan: HostPlan) -> bool:
 
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.dovecot
+    mailbox = "mailbox" in plan.roles
     context = {
         **tls.context(plan),
         "etc": ETC,
@@ -79,20 +83,26 @@ def configure(plan: HostPlan) -> list[Service]:
         "max_user_connections": settings["max_user_connections"],
         "pop3_plain_port": POP3_STARTTLS_PORT if pop3_starttls(plan) else 0,
         "pop3_starttls_port": POP3_STARTTLS_PORT,
-        "protocols": "imap pop3 lmtp",
+        "protocols": "imap pop3 lmtp" if mailbox else "none",
         "auth_mechanisms": "plain login oauthbearer xoauth2" if inv.oidc["enabled"] else "plain login",
         "postmaster": inv.platform["postmaster"],
-        "postfix_here": plan.is_mta,
+        "lmtp_socket": mailbox and "mx" in plan.roles,  # Postfix here delivers here
+        "sasl_socket": "submission" in plan.roles,  # Postfix here asks for submission logins
+        "lmtp_address": plan.host.address if plan.lmtp_clients else "",
+        "lmtp_port": LMTP_PORT,
         # the inventory's users are looked up for their own domains only (directory users never)
-        "inventory_users": " ".join(f"*@{d.name}" for d in plan.mailbox_domains if d.user_source == "inventory"),
+        "inventory_users": " ".join(f"*@{d.name}" for d in plan.login_domains if d.user_source == "inventory"),
     }
     tokens = token_logins(plan) if inv.oidc["enabled"] else ()
     directory = ldap.dovecot_files(plan)
-    return [
+    mail = [
         Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
                 on_change=f"sievec {ETC}/spam-to-junk.sieve"),
         Service(None, (File.copy(QUARANTINE_TOOL, TEMPLATES / "dovecot" / "mailstack-quarantine.py", mode="0750"),)),
+    ] if mailbox else []
+    return [
+        *mail,
         Service("dovecot", (
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
@@ -115,14 +125,18 @@ def install(plan: HostPlan) -> None:
 
 
 def openings(plan: HostPlan) -> list[Opening]:
-    if not pop3_starttls(plan):
-        return []
-    return [Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)")]
+    result = []
+    if pop3_starttls(plan):
+        result.append(Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)"))
+    if plan.lmtp_clients:
+        result.append(Opening(LMTP_PORT, "tcp", "mailbox: LMTP (STARTTLS) from the MX hosts",
+                              plan.peers(plan.lmtp_clients), bind=plan.host.address))
+    return result
 
 
 COMPONENT = Component(
     name="dovecot",
-    roles=frozenset({"mailbox"}),
+    roles=frozenset({"mailbox", "submission"}),
     packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve"),
     units=("dovecot",),
     public={"mailbox": ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3, implicit TLS"))},

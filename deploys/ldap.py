@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploys import dovecot, siem
+from deploys import dovecot, tls
 from mailstack.component import Component, File, Service
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
@@ -30,7 +30,7 @@ def bind_password(inv: Inventory) -> str:
 
 
 def ca_file(inv: Inventory) -> str:
-    return CA if "ca_file" in inv.ldap else siem.SYSTEM_CA
+    return CA if "ca_file" in inv.ldap else tls.TRUST
 
 
 def connection(inv: Inventory) -> dict:
@@ -50,7 +50,7 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
     """Per directory domain, how to find its users (ldap-<domain>.conf.ext: that domain's
     entries only, with its quota); ldap-logins.conf (the passdbs, the per-service gate,
     the userdbs) and the gate's lists of domains."""
-    inv, domains = plan.inv, directory_domains(plan.mailbox_domains)
+    inv, domains = plan.inv, directory_domains(plan.login_domains)
     if not domains:
         return ()
     reach = {**connection(inv), "mail_root": dovecot.MAIL_ROOT}
@@ -69,7 +69,7 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
 def dovecot_paths(plan: HostPlan) -> tuple[str, ...]:
     """Every file dovecot_files may write here (those it does not are removed)."""
     return (f"{dovecot.ETC}/ldap-logins.conf", *(f"{dovecot.ETC}/ldap-domains-{name}" for name in dovecot.PASSDBS),
-            *(f"{dovecot.ETC}/ldap-{d.name}.conf.ext" for d in plan.mailbox_domains))
+            *(f"{dovecot.ETC}/ldap-{d.name}.conf.ext" for d in plan.login_domains))
 
 
 def postfix_tables(plan: HostPlan) -> dict[str, tuple]:

@@ -116,6 +116,11 @@ def services(plan: HostPlan) -> list[dict]:
              "options": ["syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes", *SUBMISSION,
                          *via_gateway]},
         ]
+    if any(plan.lmtp_target(d).startswith("lmtp-tls:") for d in plan.mx_domains):
+        # mailbox hosts elsewhere: LMTP with STARTTLS and the host's certificate verified
+        result.append({"line": "lmtp-tls  unix  -       -       n       -       -       lmtp",
+                       "options": ["syslog_name=postfix/lmtp-tls", "lmtp_tls_security_level=secure",
+                                   "lmtp_tls_secure_cert_match=nexthop"]})
     if hop:
         listen = return_listen(plan)
         returning = [f"mynetworks={'127.0.0.1' if hop.plaintext else hop.gateway.address}/32",
@@ -124,7 +129,7 @@ def services(plan: HostPlan) -> list[dict]:
             {"line": "smime     unix  -       -       n       -       10      smtp",
              "options": ["syslog_name=postfix/smime",
                          f"smtp_tls_security_level={'none' if hop.plaintext else 'secure'}",
-                         "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.CA}",
+                         "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.TRUST}",
                          "smtp_host_lookup=native", "smtp_send_xforward_command=no", "smtp_header_checks="]},
             {"line": f"{listen}:{inv.smime['reinject_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",

@@ -9,7 +9,7 @@ import json
 
 from pyinfra.operations import files
 
-from mailstack.component import Component, File, Opening, Service, guard, table
+from mailstack.component import Component, File, Service, guard, table
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -57,7 +57,7 @@ def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.rspamd
     signing = _signing(plan)
     context = {
-        "proxy_bind": plan.rspamd_bind,
+        "proxy_bind": "127.0.0.1",  # Postfix hosts elsewhere come through the TLS tunnel (filter_link)
         "milter_port": MILTER_PORT,
         "dns_timeout": settings["dns_timeout"],
         "reject_score": settings["reject_score"],
@@ -100,27 +100,15 @@ def install(plan: HostPlan) -> None:
                path=f"{ETC}/local.d/worker-controller.inc", present=False)
 
 
-def local(plan: HostPlan) -> set[tuple[str, int]]:
-    ports = {("127.0.0.1", 11333), ("127.0.0.1", 11334), ("127.0.0.1", 6379), ("::1", 6379)}
-    return ports | ({("127.0.0.1", MILTER_PORT)} if plan.rspamd_bind == "127.0.0.1" else set())
-
-
-def openings(plan: HostPlan) -> list[Opening]:
-    """The milter port, for Postfix hosts that use this filter from elsewhere."""
-    users = plan.peers(h for h in plan.inv.hosts if not h.outside and {"mx", "submission"} & set(h.roles))
-    if plan.rspamd_bind == "127.0.0.1" or not users:
-        return []
-    return [Opening(MILTER_PORT, "tcp", "filter: rspamd milter for Postfix", users, bind=plan.rspamd_bind)]
-
 
 COMPONENT = Component(
     name="rspamd",
     roles=frozenset({"filter"}),
     packages=("rspamd", "redis-server"),
     units=("rspamd", "redis-server"),
-    local=local,
+    local=(("127.0.0.1", MILTER_PORT), ("127.0.0.1", 11333), ("127.0.0.1", 11334), ("127.0.0.1", 6379),
+           ("::1", 6379)),
     section="rspamd",
-    openings=openings,
     install=install,
     configure=configure,
 )

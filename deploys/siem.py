@@ -11,7 +11,6 @@ from mailstack.component import TEMPLATES, Component, File, Service
 from mailstack.plan import HostPlan
 
 RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
-SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"  # holds the platform CA (tls.ca) too
 HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http"
 RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"
 
@@ -28,7 +27,7 @@ def configure(plan: HostPlan) -> list[Service]:
     own = tls.context(plan)
     return [Service("rsyslog", (
         File.template("/etc/rsyslog.d/mailstack-siem.conf", "siem/forward.conf.j2",
-                      {"port": RELAY_PORT, "receivers": plan.inv.siem["syslog"], "ca_file": SYSTEM_CA,
+                      {"port": RELAY_PORT, "receivers": plan.inv.siem["syslog"], "ca_file": tls.TRUST,
                        "cert": own["tls_cert"], "key": own["tls_key"], "endpoints": plan.inv.siem["http"],
                        "http_program": HTTP_PROGRAM}),
         File.copy(HTTP_PROGRAM, TEMPLATES / "siem" / "siem-http.py", mode="0755"),

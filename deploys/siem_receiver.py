@@ -5,7 +5,7 @@ JSON; each writes them to a file the tests read."""
 from __future__ import annotations
 
 from deploys import tls
-from deploys.siem import RSYSLOG_CHECK, SYSTEM_CA
+from deploys.siem import RSYSLOG_CHECK
 from mailstack.component import TEMPLATES, Component, File, Opening, Service
 from mailstack.plan import HostPlan
 
@@ -31,7 +31,7 @@ def configure(plan: HostPlan) -> list[Service]:
     context = tls.context(plan)
     return [Service("rsyslog", (
         File.template("/etc/rsyslog.d/mailstack-siem-receiver.conf", "siem/receive.conf.j2",
-                      {"port": PORT, "log": LOG, "ca_file": SYSTEM_CA,
+                      {"port": PORT, "log": LOG, "ca_file": tls.TRUST,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
     ), check=RSYSLOG_CHECK), https_receiver(plan, "mailstack-siem-http", "the SIEM's HTTPS JSON receiver",
                                             HTTP_PORT, HTTP_LOG)]

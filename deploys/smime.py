@@ -18,7 +18,6 @@ USER = "mailstack-smime"
 HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
 SOURCE = Path(__file__).resolve().parent.parent / "smimegw"
-TRUST = "/etc/ssl/certs/ca-certificates.crt"  # includes the platform CA (tls deploy)
 OWNED = {"user": USER, "group": USER}
 
 
@@ -67,7 +66,7 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "max_mime_depth": settings["max_mime_depth"],
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
-        "trust": TRUST,
+        "trust": tls.TRUST,
         "tls_cert": None if plaintext else f"{ETC}/tls/cert.pem",
         "tls_key": None if plaintext else f"{ETC}/tls/key.pem",
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),

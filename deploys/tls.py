@@ -19,6 +19,9 @@ TLS_DIR = "/etc/mailstack/tls"
 CERT = f"{TLS_DIR}/cert.pem"
 KEY = f"{TLS_DIR}/key.pem"
 CA = f"{TLS_DIR}/ca.pem"
+# what a host trusts when it checks another platform host: the system's store, which holds
+# the platform CA too (lab-ca) or the public CAs of the operator's certificates (files)
+TRUST = "/etc/ssl/certs/ca-certificates.crt"
 # Mozilla "intermediate": TLS 1.2+, forward-secret AEAD ciphers only.
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -39,7 +42,7 @@ def context(plan: HostPlan) -> dict:
     """TLS settings every service template uses; the fingerprint changes with the
     certificate, so services that embed it restart on renewal."""
     cert, _, _ = local_files(plan)
-    return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": CA, "tls_ciphers": CIPHERS,
+    return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": TRUST, "tls_ciphers": CIPHERS,
             "tls_min_version": plan.inv.tls["min_version"],
             "tls_fingerprint": hashlib.sha256(cert.read_bytes()).hexdigest()[:16]}
 

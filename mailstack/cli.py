@@ -109,6 +109,11 @@ def cmd_account(args: argparse.Namespace) -> int:
         return 1
     # the submission host of the user's domain counts its mail (its rspamd and Redis)
     host = inv.host(inv.domain(users[login].domain).submission[0])
+    if "filter" not in host.roles:
+        print(f"account: {host.name} reaches rspamd on another host; `mailstack account` for such a "
+              "platform (counters on the filter host, held mail on each submission host) is not "
+              "implemented yet (issue 11)", file=sys.stderr)
+        return 1
     return _on_host(host, [ACCOUNT_TOOL, args.action, login, *(["--drop"] if getattr(args, "drop", False) else [])])
 
 

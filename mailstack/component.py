@@ -129,7 +129,8 @@ class Component:
     local: (address, port) it listens on for this host's own use only (or a function of
     the plan giving them); the firewall opens none of them. section: its inventory schema section.
     rules: checks of the inventory (data, positions) -> problems. enabled: whether the
-    inventory turns it on (default: always, for hosts with its roles). extends: files it adds
+    inventory turns it on (default: always, for hosts with its roles). needed: whether a
+    host with its roles needs it under the topology (inventory, host) -> bool. extends: files it adds
     to another component's service, by unit (e.g. rspamd's antivirus settings), so that
     service is checked and restarted with them. Stages, each given the host's plan:
     `openings` (ports only some peers may reach), `install` (pyinfra operations: users,
@@ -147,6 +148,7 @@ class Component:
     section: str | None = None
     rules: tuple[Callable, ...] = ()
     enabled: Callable | None = None
+    needed: Callable | None = None
     platform_only: bool = False  # never on a lab host that plays the outside world
     extends: Mapping[str, Callable] = field(default_factory=dict)
     openings: Callable | None = None
@@ -158,4 +160,5 @@ class Component:
         if self.platform_only and host.outside:
             return False
         wanted = self.roles is None or bool(self.roles & set(host.roles))
-        return wanted and (self.enabled is None or self.enabled(inv))
+        return (wanted and (self.enabled is None or self.enabled(inv))
+                and (self.needed is None or self.needed(inv, host)))

@@ -14,7 +14,8 @@ from mailstack.dns import service_names, zones
 from mailstack.inventory import Domain, Host, Inventory
 
 MTA_ROLES = frozenset({"mx", "submission"})
-MILTER_PORT = 11332
+MILTER_PORT = 11332  # rspamd's milter on loopback; across hosts, the TLS tunnel's port too
+LMTP_PORT = 24  # Dovecot's LMTP for MX hosts elsewhere (STARTTLS)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,17 @@ class GatewayHop:
 
     def nexthop(self, port: int) -> str:
         return f"[{self.connect}]:{port}"
+
+
+@dataclass(frozen=True)
+class FilterLink:
+    """The TLS tunnel that carries the milter protocol between Postfix hosts and a filter
+    host elsewhere (Postfix and rspamd speak milter without TLS): its `server` end on the
+    filter host, its `client` end on each Postfix host without `filter`."""
+
+    side: str  # "server" or "client"
+    filters: tuple[Host, ...]  # the filter hosts (a client tries them in order)
+    mtas: tuple[Host, ...]  # the Postfix hosts that use them from elsewhere
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,10 @@ class HostPlan:
     mx_domains: tuple[Domain, ...]  # domains this host receives mail for
     mailbox_domains: tuple[Domain, ...]  # domains whose mailboxes live here
     submission_domains: tuple[Domain, ...]  # domains whose users submit here
-    milter: str | None  # where Postfix here reaches rspamd (None: no filter)
-    rspamd_bind: str  # where rspamd here listens for milters
+    login_domains: tuple[Domain, ...]  # domains whose users' passwords Dovecot here checks
+    milter: str | None  # where Postfix here reaches rspamd, or the tunnel to it (None: no filter)
+    filter_link: FilterLink | None  # this host's end of the milter tunnel, if it has one
+    lmtp_clients: tuple[Host, ...]  # MX hosts elsewhere that deliver here over LMTP
     gateway: GatewayHop | None  # the S/MIME hop, for its MTAs and the gateway host
     platform_fqdns: tuple[str, ...]  # every host name of the platform itself
     certificate_names: tuple[str, ...]  # names this host's certificate must carry
@@ -73,10 +87,12 @@ class HostPlan:
         return bool(MTA_ROLES & self.roles)
 
     def lmtp_target(self, domain: Domain) -> str:
+        """Postfix's transport to the domain's mailbox host: a socket here, else LMTP with
+        verified TLS (master.cf's lmtp-tls) to the host's name."""
         store = domain.mailbox[0]
         if store == self.name:
             return "lmtp:unix:private/dovecot-lmtp"
-        return f"lmtp:inet:[{self.inv.host(store).fqdn}]:24"
+        return f"lmtp-tls:inet:[{self.inv.host(store).fqdn}]:{LMTP_PORT}"
 
     @cached_property
     def openings(self) -> tuple[Opening, ...]:
@@ -120,11 +136,17 @@ def _gateway(inv: Inventory, host: Host, mtas: list[Host]) -> GatewayHop | None:
     )
 
 
-def _milter(inv: Inventory, host: Host) -> str | None:
-    filters = inv.hosts_with("filter")
-    if host.outside or not filters:
+def filter_link(inv: Inventory, host: Host) -> FilterLink | None:
+    """The host's end of the milter tunnel, if Postfix and rspamd are on different hosts."""
+    filters = tuple(h for h in inv.hosts_with("filter") if not h.outside)
+    remote = tuple(h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles) and "filter" not in h.roles)
+    if host.outside or not filters or not remote:
         return None
-    return "127.0.0.1" if "filter" in host.roles else filters[0].address
+    if host in remote:
+        return FilterLink("client", filters, remote)
+    if host in filters:
+        return FilterLink("server", filters, remote)
+    return None
 
 
 def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> dict[str, HostPlan]:
@@ -138,24 +160,29 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     isolated = bool(inv.platform["lab"] and nameservers)
     resolver = Resolver(isolated=isolated, zones=tuple(sorted(zones(inv))) if isolated else (),
                         nameservers=tuple(h.address for h in nameservers))
-    milters = {h.name: _milter(inv, h) for h in inv.hosts}
     own_names = {d.name for d in own}
     lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
                          if inv.tls["source"] == "lab-ca" and "certificate" not in p
                          and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
-    remote_milter = any(milters[m.name] not in (None, "127.0.0.1") for m in inv.hosts_with("mx"))
+    filtered = any(not h.outside for h in inv.hosts_with("filter"))
     result = {}
     for host in inv.hosts:
+        mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
+        submission = tuple(d for d in inv.domains if host.name in d.submission)
         result[host.name] = HostPlan(
             inv=inv,
             host=host,
             components=tuple(c for c in components if c.serves(inv, host)),
             own_domains=own,
             mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
-            mailbox_domains=tuple(d for d in inv.domains if host.name in d.mailbox),
-            submission_domains=tuple(d for d in inv.domains if host.name in d.submission),
-            milter=milters[host.name],
-            rspamd_bind=host.address if remote_milter else "127.0.0.1",
+            mailbox_domains=mailbox,
+            submission_domains=submission,
+            login_domains=tuple(d for d in inv.domains if d in mailbox or d in submission),
+            # rspamd here, or this host's end of the tunnel to the filter host
+            milter="127.0.0.1" if filtered and not host.outside and host in mtas else None,
+            filter_link=filter_link(inv, host),
+            lmtp_clients=tuple(m for m in mtas if m.name != host.name and "mx" in m.roles
+                               and any(host.name in d.mailbox for d in inv.domains if m.name in d.mx)),
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
             certificate_names=tuple(service_names(inv, host)),

@@ -1,7 +1,6 @@
 """Rules that hold for every platform, whatever its components: names and addresses
-unique, references resolve, tenants stay apart, lab-only settings stay in labs, and
-role splits the deploys do not build yet are refused. Each component brings its own
-rules (deploys/<component>.py)."""
+unique, references resolve, tenants stay apart, lab-only settings stay in labs. Each
+component brings its own rules (deploys/<component>.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +52,7 @@ def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
 def platform_problems(data: dict, pos: Positions) -> list[Problem]:
     """Every rule of this module, all problems at once."""
     return [problem for rule in (_host_problems, _domain_problems, _policy_problems, _list_problems, _address_problems,
-                                 _send_as_problems, _lab_only_problems, _topology_problems)
+                                 _send_as_problems, _lab_only_problems)
             for problem in rule(data, pos)]
 
 
@@ -254,31 +253,3 @@ def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
                                         "verified outside a lab: put the host's key into a known_hosts file "
                                         "(ssh.known_hosts) instead of turning the check off"))
     return problems
-
-
-def _topology_problems(data: dict, pos: Positions) -> list[Problem]:
-    """Splits of roles across hosts that the deploys do not build yet (issue 13)."""
-    problems = []
-    hosts = {h["name"]: h for h in data["hosts"]}
-    filters = [h for h in data["hosts"] if "filter" in h["roles"] and not h["outside"]]
-    for i, host in enumerate(data["hosts"]):
-        roles = set(host["roles"])
-        if host["outside"]:
-            continue
-        if "submission" in roles and "mailbox" not in roles:
-            problems.append(pos.problem(("hosts", i, "roles"), "a 'submission' host without 'mailbox' needs "
-                                        "SASL from a remote Dovecot, which is not implemented yet (issue 13)"))
-        if filters and {"mx", "submission"} & roles and "filter" not in roles:
-            problems.append(pos.problem(("hosts", i, "roles"), "Postfix here would reach rspamd on another "
-                                        "host, which is not implemented yet (issue 13): add 'filter'"))
-    for i, domain in enumerate(data["domains"]):
-        if all(hosts.get(m, {}).get("outside") for m in domain["mx"]):
-            continue
-        store = mailbox_hosts(domain, data["hosts"])
-        for j, mx in enumerate(domain["mx"]):
-            if store and mx not in store:
-                problems.append(pos.problem(("domains", i, "mx", j), f"MX host {mx!r} would deliver to the "
-                                            f"mailbox host {store[0]!r} over the network, which is not "
-                                            "implemented yet (issue 13): make it the domain's mailbox host"))
-    return problems
-

@@ -76,7 +76,13 @@ class Lab:
         raise LabError(f"no lab host named {name!r}; hosts: {', '.join(h.name for h in self.hosts)}")
 
     def up(self) -> None:
-        """Bring every host up; hosts already running are left alone."""
+        """Bring every host up; hosts already running are left alone. Refused while
+        hosts of another lab inventory run (they would share the bridge and names)."""
+        foreign = sorted(d.name for d in (STATE_DIR / "machines").glob("*")
+                         if d.name not in {h.name for h in self.hosts})
+        if foreign:
+            raise LabError(f"hosts of another lab inventory are here ({', '.join(foreign)}): "
+                           "run `mailstack lab down` first")
         image = build_image(self.recipe)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self._ssh_material()
@@ -97,12 +103,15 @@ class Lab:
             log("already up")
 
     def down(self) -> None:
-        """Stop every host and remove its tree, the bridge and the apt proxy."""
-        for host in self.hosts:
+        """Stop every host and remove its tree, the bridge and the apt proxy; hosts of
+        another lab inventory left running go too (they share the bridge)."""
+        machines = STATE_DIR / "machines"
+        others = [LabHost(d.name, "") for d in machines.iterdir()
+                  if d.is_dir() and d.name not in {h.name for h in self.hosts}] if machines.exists() else []
+        for host in (*self.hosts, *others):
             stop_pid(host.pid_file, 30)
             kill_container(host.name)
             shutil.rmtree(host.root.parent, ignore_errors=True)
-        machines = STATE_DIR / "machines"
         if machines.exists() and not any(machines.iterdir()):
             machines.rmdir()
         proxy_down()
@@ -125,19 +134,20 @@ class Lab:
         for host in inv.hosts:
             state = "running" if pid_alive(LabHost(host.name, host.address).pid_file) else "STOPPED"
             role = "outside world: " if host.outside else ""
-            lines.append(f"  {host.name:<6} {host.address:<12} {host.fqdn:<16} {state:<8} "
+            lines.append(f"  {host.name:<8} {host.address:<12} {host.fqdn:<17} {state:<8} "
                          f"{role}{', '.join(host.roles)}")
         platform = [h for h in inv.hosts if not h.outside and "mailbox" in h.roles][0]
         user = next(u for u in inv.users if platform.name in inv.domain(u.domain).mailbox)
+        sender = inv.host(inv.domain(user.domain).submission[0])
         outside = next((u for u in inv.users
                         if all(inv.host(n).outside for n in inv.domain(u.domain).mx)), user)
         lines += [
             "",
             f"Log in as {user.address}, password '{LAB_PASSWORD}' (every lab user has it):",
-            f"  IMAP {platform.address}:993, POP3 :995, submission :587 (STARTTLS) and :465",
+            f"  IMAP {platform.address}:993, POP3 :995; submission {sender.address}:587 (STARTTLS) and :465",
             f"  CA certificate: {ca_file}",
             "Send a test mail to the outside world and read it there:",
-            f"  swaks --server {platform.address}:587 --tls --auth-user {user.address} "
+            f"  swaks --server {sender.address}:587 --tls --auth-user {user.address} "
             f"--auth-password '{LAB_PASSWORD}' --from {user.address} --to {outside.address}",
             f"  .venv/bin/mailstack lab ssh {inv.domain(outside.domain).mx[0]} doveadm search -u "
             f"{outside.address} mailbox INBOX all",

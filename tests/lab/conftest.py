@@ -7,8 +7,7 @@ import time
 import uuid
 
 import pytest
-import testinfra
-from labenv import INVENTORY, SSH_CONFIG
+from labenv import INVENTORY, SSH_CONFIG, host
 
 from mailstack.secrets import lab_ca
 
@@ -22,26 +21,22 @@ def inv():
 def lab_is_up():
     if not SSH_CONFIG.exists():
         pytest.fail("the lab is not up: run scripts/lab-up first", pytrace=False)
-    for host in INVENTORY.hosts:
-        ok = subprocess.run(["ssh", "-F", str(SSH_CONFIG), host.name, "true"],
+    for lab_host in INVENTORY.hosts:
+        ok = subprocess.run(["ssh", "-F", str(SSH_CONFIG), lab_host.name, "true"],
                             capture_output=True, timeout=30).returncode == 0
         if not ok:
-            pytest.fail(f"lab host {host.name} does not answer over ssh: run scripts/lab-up",
+            pytest.fail(f"lab host {lab_host.name} does not answer over ssh: run scripts/lab-up",
                         pytrace=False)
-
-
-def _host(name: str):
-    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
 
 
 @pytest.fixture(scope="session")
 def mail():
-    return _host("mail")
+    return host("mail")
 
 
 @pytest.fixture(scope="session")
 def ext():
-    return _host("ext")
+    return host("ext")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import testinfra
+
 from mailstack.inventory import load
 from mailstack.lab import STATE_DIR
 from mailstack.plan import plans
@@ -22,3 +24,8 @@ def ssh(name: str, command: str, stdin: bytes = b"") -> str:
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout.decode(errors="replace")
+
+
+def host(name: str):
+    """A testinfra host of the lab, over SSH."""
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))

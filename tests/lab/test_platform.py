@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from helpers import lab_resolver
-from labenv import PLANS, ROOT
+from labenv import INVENTORY, PLANS, ROOT
+from labenv import host as machine
 
 from deploys import COMPONENTS
 
@@ -29,9 +30,10 @@ def test_the_expectations_cover_the_whole_lab():
     assert (ANY, 110) not in PORTS["ext"] and ("10.77.0.20", 53) in PORTS["ext"]
 
 
-@pytest.fixture(params=["mail", "ext"])
+@pytest.fixture(params=sorted(PLANS))
 def lab_host(request):
-    return request.param, request.getfixturevalue(request.param)
+    """Every host of the lab inventory in use (the main lab, or the multi-host one)."""
+    return request.param, machine(request.param)
 
 
 def test_services_enabled_and_running(lab_host):
@@ -94,7 +96,7 @@ def test_hosts_resolve_lab_names_and_refuse_the_rest(mail):
 
 def deploy() -> tuple[str, str, str, str]:
     """Run the lab deploy; (operations, changed, errors, unchanged) from its summary."""
-    env = {**os.environ, "MAILSTACK_INVENTORY": "inventories/lab.yml"}
+    env = {**os.environ, "MAILSTACK_INVENTORY": str(INVENTORY.file)}  # the lab under test
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     proc = subprocess.run([pyinfra, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

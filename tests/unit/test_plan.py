@@ -80,6 +80,37 @@ def test_the_gateway_hop_is_one_fact_for_both_sides():
     assert (hop.connect, hop.gateway_listen, hop.plaintext) == ("127.0.0.1", "127.0.0.1", True)
 
 
+def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed():
+    multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
+    found = rules("lab-multi.yml")
+    mtas = "ip saddr { 10.77.0.11, 10.77.0.12 }"
+    # the filter host: the milter only inside the tunnel, only for the Postfix hosts
+    assert found["filter1"] == {"tcp dport 22", f"{mtas} tcp dport 11332"}
+    assert multi["filter1"].filter_link.side == "server"
+    assert [h.name for h in multi["filter1"].filter_link.mtas] == ["mx1", "mx2"]
+    # each mailbox backend: LMTP only for the MX hosts, login ports for everyone
+    for backend in ("mb1", "mb2"):
+        assert f"{mtas} tcp dport 24" in found[backend]
+        assert [h.name for h in multi[backend].lmtp_clients] == ["mx1", "mx2"]
+        assert multi[backend].filter_link is None and multi[backend].milter is None
+    for mx in ("mx1", "mx2"):
+        plan = multi[mx]
+        assert plan.milter == "127.0.0.1" and plan.filter_link.side == "client"  # the tunnel's end
+        assert ("127.0.0.1", 11332) in plan.listeners and not any(o.port in (24, 11332) for o in plan.openings)
+        assert [c.name for c in plan.components if c.name in ("rspamd", "filter-link", "dovecot")] == [
+            "filter-link", "dovecot"]  # Dovecot for SASL only
+        transport = postfix.maps(plan)["transport"]
+        assert transport.splitlines() == ["example.test lmtp-tls:inet:[mb1.lab.test]:24",
+                                          "tenant-b.test lmtp-tls:inet:[mb2.lab.test]:24"]
+        (lmtp,) = [s for s in postfix.services(plan) if s["line"].startswith("lmtp-tls ")]
+        assert "lmtp_tls_security_level=secure" in lmtp["options"]
+        assert {d.name for d in plan.login_domains} == {"example.test", "tenant-b.test"}
+    # one host with everything needs no tunnel and no LMTP port
+    single = plans(load(ROOT / "inventories" / "lab.yml"))["mail"]
+    assert single.filter_link is None and single.lmtp_clients == ()
+    assert "filter-link" not in [c.name for c in single.components]
+
+
 WITHOUT_GATEWAY = VALID.replace("roles: [smime]", "roles: [mailbox]")
 
 

@@ -1,0 +1,211 @@
+"""The platform split across hosts (inventories/lab-multi.yml, `scripts/multi-lab`): two MX
+hosts that are submission hosts too, two mailbox backends, one filter host. Mail reaches
+the backend that holds the recipient's domain, over LMTP with verified TLS; Postfix reaches
+rspamd on the filter host through a TLS tunnel that admits only the platform's Postfix
+hosts; logins on a submission host without mailboxes are checked there (no password
+crosses the network again); MX 1 down, mail comes in through MX 2; the filter host down,
+both MX answer 4xx and nothing is lost; one sending limit counts on both submission hosts."""
+
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+from helpers import PASSWORD, imap_find, message, named_context, submit
+from labenv import PLANS, SSH_CONFIG, host
+
+from mailstack.secrets import host_certificate
+
+pytestmark = pytest.mark.skipif(not any(p.lmtp_clients for p in PLANS.values()),
+                                reason="needs the multi-host lab (scripts/multi-lab up): this lab's "
+                                       "MX hosts deliver to mailboxes on their own host")
+
+BACKEND = {"alice@example.test": "mb1", "dave@tenant-b.test": "mb2"}
+LIMITED = "gina@example.test"  # 4 messages a minute (lab-multi.yml)
+OUTSIDE = "carol@ext.test"
+
+
+@pytest.fixture(scope="module")
+def filter_ready():
+    """rspamd on the filter host scans (it compiles its rules for a while after a start)."""
+    wait_until(lambda: host("filter1").run("rspamc -h 127.0.0.1:11334 stat").rc == 0, 120, "rspamd on filter1")
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def from_outside(addr, fqdn, ca_file, msg):
+    """carol@ext.test sends through her own provider (ext), which follows our MX records."""
+    submit(addr["ext"], fqdn["ext"], ca_file, OUTSIDE, msg)
+
+
+def ssh(name: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, command], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def reachable(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_mail_reaches_the_backend_of_its_domain_over_verified_tls(addr, fqdn, ca_file, tag, filter_ready):
+    for user, backend in BACKEND.items():
+        from_outside(addr, fqdn, ca_file, message(OUTSIDE, user, f"{tag}-{backend}"))
+    for user, backend in BACKEND.items():
+        raw = imap_find(addr[backend], fqdn[backend], ca_file, user, f"{tag}-{backend}")
+        assert raw is not None, f"{user}'s mail did not arrive on {backend}"
+        assert f"by {fqdn[backend]} with LMTPS".encode() in raw  # Dovecot: LMTP inside TLS
+        assert b"Authentication-Results: mx" in raw  # rspamd on filter1 checked it for the MX
+        other = next(b for b in BACKEND.values() if b != backend)
+        domain = user.split("@")[1]
+        assert host(other).run(f"test -e /var/vmail/{domain}").rc != 0, f"{domain} mail on {other}"
+    logs = "".join(host(mx).check_output("journalctl -t postfix/lmtp-tls/lmtp -o cat --no-pager")
+                   for mx in ("mx1", "mx2"))
+    assert "Verified TLS connection established to mb1.lab.test" in logs
+    assert "Verified TLS connection established to mb2.lab.test" in logs
+
+
+def test_lmtp_admits_only_the_mx_hosts_and_offers_starttls(addr, fqdn):
+    for backend in ("mb1", "mb2"):
+        assert not reachable(addr[backend], 24), f"LMTP on {backend} is open to this machine"
+        assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr[backend]}/24'").returncode != 0
+        probe = ssh("mx1", f"echo QUIT | timeout 10 openssl s_client -starttls lmtp -connect {addr[backend]}:24 "
+                           f"-verify_hostname {fqdn[backend]} -verify_return_error -brief")
+        assert "Verification: OK" in probe.stderr, probe.stderr
+
+
+def tunnel_attempt(cert: str, key: str) -> str:
+    """What the filter host's end of the tunnel says to a TLS client on mx1 with this
+    certificate (none: ""), which sends a line as soon as it is connected."""
+    since = int(time.time())
+    with_cert = f"-cert {cert} -key {key}" if cert else ""
+    ssh("mx1", f"(echo hello; sleep 2) | timeout 10 openssl s_client -connect 10.77.0.41:11332 -quiet {with_cert}")
+    time.sleep(1)
+    return ssh("filter1", f"journalctl -u mailstack-milter-tls -o cat --no-pager --since @{since}").stdout
+
+
+def test_the_milter_tunnel_admits_only_the_platforms_postfix_hosts(addr, inv):
+    filter_address = addr["filter1"]
+    assert not reachable(filter_address, 11332)  # this machine: the firewall drops it
+    for name in ("ext", "mb1"):
+        assert ssh(name, f"timeout 5 bash -c '</dev/tcp/{filter_address}/11332'").returncode != 0, name
+    # from an MX host, which the firewall lets through: only its own certificate opens the tunnel
+    bare = tunnel_attempt("", "")
+    assert "peer did not return a certificate" in bare and "0 byte(s) sent to socket" in bare, bare
+    cert, key = host_certificate(inv, "mb1", PLANS["mb1"].certificate_names)  # valid, but no Postfix host's
+    subprocess.run(["scp", "-q", "-F", str(SSH_CONFIG), str(cert), str(key), "mx1:/tmp/"], check=True)
+    try:
+        refused = tunnel_attempt(f"/tmp/{cert.name}", f"/tmp/{key.name}")
+    finally:
+        ssh("mx1", f"rm -f /tmp/{cert.name} /tmp/{key.name}")
+    assert "Rejected by CERT at depth=0: CN=mb1.lab.test" in refused and "0 byte(s) sent to socket" in refused
+    admitted = tunnel_attempt("/etc/mailstack/tls/cert.pem", "/etc/mailstack/tls/key.pem")
+    assert "Certificate accepted at depth=0: CN=mx1.lab.test" in admitted, admitted
+    assert "6 byte(s) sent to socket" in admitted, admitted  # "hello\n" reached rspamd's milter
+    # the plain milter (rspamd) listens on loopback; the host's address has the TLS end only
+    listeners = {line.split()[3] for line in host("filter1").check_output("ss -Htlnp sport = :11332").splitlines()
+                 if "stunnel" not in line}
+    assert listeners == {"127.0.0.1:11332"}
+
+
+@pytest.mark.parametrize("mx", ["mx1", "mx2"])
+def test_logins_on_a_submission_host_without_mailboxes(addr, fqdn, ca_file, tag, mx, filter_ready):
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        submit(addr[mx], fqdn[mx], ca_file, "alice@example.test", message("alice@example.test", OUTSIDE, tag),
+               password=f"wrong-{tag}")
+    submit(addr[mx], fqdn[mx], ca_file, "dave@tenant-b.test", message("dave@tenant-b.test", OUTSIDE, tag))
+    assert wait_for_outside(tag), f"dave's mail through {mx} did not arrive at ext"
+    assert host(mx).run("test -e /var/vmail/example.test").rc != 0  # no mailbox here, only the logins
+
+
+def wait_for_outside(tag: str, count: int = 1, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = ssh("ext", f"doveadm search -u {OUTSIDE} mailbox INBOX subject {tag}").stdout.splitlines()
+        if len(found) >= count:
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_mx1_down_mail_comes_in_through_mx2(addr, fqdn, ca_file, tag, filter_ready):
+    mx1 = host("mx1")
+    mx1.run("systemctl stop postfix")
+    try:
+        wait_until(lambda: not reachable(addr["mx1"], 25), 30, "Postfix on mx1 stopped")
+        from_outside(addr, fqdn, ca_file, message(OUTSIDE, "alice@example.test", tag))
+        raw = imap_find(addr["mb1"], fqdn["mb1"], ca_file, "alice@example.test", tag, timeout=120)
+        assert raw is not None, "mail did not come in through the second MX"
+        assert f"by {fqdn['mx2']} (Postfix)".encode() in raw
+    finally:
+        mx1.run("systemctl start postfix")
+
+
+def smtp_reply(address: str, recipient: str) -> tuple[int, bytes]:
+    """What an MX says to a message for `recipient` from this machine (port 25)."""
+    try:
+        with smtplib.SMTP(address, 25, timeout=60, local_hostname="client.lab.test") as client:
+            client.sendmail(OUTSIDE, [recipient], message(OUTSIDE, recipient, "probe").as_bytes())
+            return 250, b""
+    except smtplib.SMTPRecipientsRefused as err:
+        return next(iter(err.recipients.values()))
+    except smtplib.SMTPResponseException as err:
+        return err.smtp_code, err.smtp_error
+
+
+def test_filter_host_down_both_mx_defer_and_nothing_is_lost(addr, fqdn, ca_file, tag, filter_ready):
+    filter_host = host("filter1")
+    filter_host.run("systemctl stop rspamd")
+    try:
+        for mx in ("mx1", "mx2"):
+            code, text = smtp_reply(addr[mx], "alice@example.test")
+            assert 400 <= code < 500, (mx, code, text)
+        from_outside(addr, fqdn, ca_file, message(OUTSIDE, "dave@tenant-b.test", tag))
+        time.sleep(5)
+        assert imap_find(addr["mb2"], fqdn["mb2"], ca_file, "dave@tenant-b.test", tag, timeout=5) is None
+        assert tag in ssh("ext", "postqueue -p").stdout or ssh("ext", "mailq").stdout  # waiting at ext
+    finally:
+        filter_host.run("systemctl start rspamd")
+    wait_until(lambda: filter_host.run("rspamc -h 127.0.0.1:11334 stat").rc == 0, 120, "rspamd back on filter1")
+    ssh("ext", "postqueue -f")
+    raw = imap_find(addr["mb2"], fqdn["mb2"], ca_file, "dave@tenant-b.test", tag, timeout=120)
+    assert raw is not None, "the deferred mail was lost"
+
+
+def sent_through(addr, fqdn, ca_file, mx: str, count: int, tag: str) -> list[int]:
+    codes = []
+    context = named_context(ca_file, fqdn[mx])
+    with smtplib.SMTP(addr[mx], 587, timeout=60) as client:
+        client.starttls(context=context)
+        client.login(LIMITED, PASSWORD)
+        for i in range(count):
+            try:
+                client.sendmail(LIMITED, [OUTSIDE], message(LIMITED, OUTSIDE, f"{tag}-{mx}-{i}").as_bytes())
+                codes.append(250)
+            except smtplib.SMTPResponseException as err:
+                codes.append(err.smtp_code)
+            except smtplib.SMTPRecipientsRefused as err:
+                codes.append(next(iter(err.recipients.values()))[0])
+    return codes
+
+
+def test_one_limit_counts_on_both_submission_hosts(addr, fqdn, ca_file, tag, filter_ready):
+    if time.time() % 60 > 45:  # one fixed minute window for the whole burst
+        time.sleep(61 - time.time() % 60)
+    forget = ("REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /etc/redis/mailstack.conf) redis-cli --scan "
+              f"--pattern 'mailstack:limits:{LIMITED}:*' | REDISCLI_AUTH=$(sed -n 's/^requirepass //p' "
+              "/etc/redis/mailstack.conf) xargs -r redis-cli DEL")
+    assert ssh("filter1", forget).returncode == 0
+    codes = sent_through(addr, fqdn, ca_file, "mx1", 3, tag) + sent_through(addr, fqdn, ca_file, "mx2", 3, tag)
+    assert codes == [250] * 4 + [451] * 2, codes  # 4 a minute, wherever she submits
+    assert wait_for_outside(tag, 4)

@@ -1,5 +1,5 @@
-"""Hosts with `mailbox` or `submission` (where Dovecot checks every password: IMAP, POP3,
-and SMTP AUTH through its SASL service): fail2ban from Debian counts failed logins in
+"""Hosts with `mailbox`, `submission` or `proxy` (where Dovecot checks every password:
+IMAP, POP3, and SMTP AUTH through its SASL service): fail2ban from Debian counts failed logins in
 Dovecot's log and bans the client address on every login port, through nftables, for a
 time from the inventory. Never the platform's own hosts. The protection everyone gets,
 with or without Nauthilus."""
@@ -30,7 +30,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="bruteforce",
-    roles=frozenset({"mailbox", "submission"}),
+    roles=frozenset({"mailbox", "submission", "proxy"}),
     packages=("fail2ban", "python3-systemd"),
     units=("fail2ban",),
     section="bruteforce",

@@ -12,6 +12,7 @@ from pyinfra.operations import files, server
 from deploys import ldap, tls
 from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
+from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_PORT, HostPlan
 
 VMAIL_UID = 5000
@@ -24,22 +25,42 @@ QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantin
 # POP3 on port 110, adds "-starttls": each domain decides for its own users.
 PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
            "pop3-starttls": lambda d: d.pop3 and d.pop3_starttls, "smtp": lambda d: True}
+# where a proxy sends each kind of login on its mailbox host (implicit TLS, name verified)
+BACKEND_PORTS = {"imap": 993, "pop3": 995, "pop3-starttls": 995}
 
 
-def passdb(plan: HostPlan, allowed) -> str:
-    """passwd-file lines of the enabled users whose domain lets them in this way with a password."""
+def logins(plan: HostPlan, service: str) -> list:
+    """The enabled users Dovecot here checks for `service`, whose domain lets them in this
+    way: for submission (smtp), the users of the domains submitting here; for IMAP and POP3,
+    the users whose mailbox is here, and on a proxy every user of the platform's domains."""
+    if service == "smtp":
+        domains = {d.name: d for d in plan.submission_domains}
+        wanted = [u for u in plan.inv.users if u.domain in domains]
+    else:
+        domains = {d.name: d for d in plan.login_domains}
+        wanted = [u for u in plan.inv.users if u.domain in domains] if plan.is_proxy else plan.mailbox_users
+    return [u for u in wanted if u.enabled and u.domain in domains and PASSDBS[service](domains[u.domain])]
+
+
+def proxy_fields(plan: HostPlan, user, service: str) -> str:
+    """On a proxy: the fields that send the login on to the user's mailbox host over TLS."""
+    if not plan.is_proxy or user.mailbox == plan.name or service not in BACKEND_PORTS:
+        return ""
+    store = plan.inv.host(user.mailbox)
+    return f"proxy=y host={store.fqdn} hostip={store.address} port={BACKEND_PORTS[service]} ssl=yes"
+
+
+def passdb(plan: HostPlan, service: str) -> str:
+    """passwd-file lines of the users who may log in this way with a password."""
     domains = {d.name: d for d in plan.login_domains}
-    return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::" for u in plan.inv.users
-                     if u.enabled and u.domain in domains and allowed(domains[u.domain])
-                     and domains[u.domain].password_login)
+    return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::{proxy_fields(plan, u, service)}"
+                     for u in logins(plan, service) if domains[u.domain].password_login)
 
 
-def token_users(plan: HostPlan, allowed) -> str:
-    """The enabled users whose domain lets them in this way, whatever password_login says:
-    after the provider vouched for the token (nopassword: the token was the proof)."""
-    domains = {d.name: d for d in plan.login_domains}
-    return "\n".join(f"{guard(u.address)}:::::::nopassword" for u in plan.inv.users
-                      if u.enabled and u.domain in domains and allowed(domains[u.domain]))
+def token_users(plan: HostPlan, service: str) -> str:
+    """The users who may log in this way, whatever password_login says: after the provider
+    vouched for the token (nopassword: the token was the proof)."""
+    return "\n".join(f"{guard(u.address)}:::::::nopassword" for u in logins(plan, service))
 
 
 def token_logins(plan: HostPlan) -> tuple[File, ...]:
@@ -48,17 +69,14 @@ def token_logins(plan: HostPlan) -> tuple[File, ...]:
     scheme, rest = url.split("://", 1)
     return (File.template(f"{ETC}/token-passdb.conf", "dovecot/token-passdb.conf.j2",
                           {"etc": ETC, "pop3_starttls_port": POP3_STARTTLS_PORT}),
-            *(File.text(f"{ETC}/tokens-{name}", token_users(plan, allowed), **SECRET)
-              for name, allowed in PASSDBS.items()),
+            *(File.text(f"{ETC}/tokens-{name}", token_users(plan, name), **SECRET) for name in PASSDBS),
             File.template(f"{ETC}/oauth2.conf.ext", "dovecot/oauth2.conf.ext.j2",
                           {"introspection_url": f"{scheme}://{client_id}:{secret}@{rest}",
                            "scope": plan.inv.oidc["scope"]}, **SECRET))
 
 
 def userdb(plan: HostPlan) -> str:
-    domains = {d.name for d in plan.mailbox_domains}
-    return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}"
-                     for u in plan.inv.users if u.domain in domains)
+    return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}" for u in plan.mailbox_users)
 
 
 def quarantines(plan: HostPlan) -> list[tuple[str, str]]:
@@ -66,8 +84,13 @@ def quarantines(plan: HostPlan) -> list[tuple[str, str]]:
     return [tuple(d.inbound["quarantine"].split("@")) for d in plan.mailbox_domains if "quarantine" in d.inbound]
 
 
+def reading_domains(plan: HostPlan) -> tuple:
+    """The domains whose users read mail here (IMAP, POP3): held here, or proxied."""
+    return plan.login_domains if plan.is_proxy else plan.mailbox_domains if "mailbox" in plan.roles else ()
+
+
 def pop3_starttls(plan: HostPlan) -> bool:
-    return any(d.pop3 and d.pop3_starttls for d in plan.mailbox_domains)
+    return any(d.pop3 and d.pop3_starttls for d in reading_domains(plan))
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -83,7 +106,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "max_user_connections": settings["max_user_connections"],
         "pop3_plain_port": POP3_STARTTLS_PORT if pop3_starttls(plan) else 0,
         "pop3_starttls_port": POP3_STARTTLS_PORT,
-        "protocols": "imap pop3 lmtp" if mailbox else "none",
+        "protocols": "imap pop3 lmtp" if mailbox else "imap pop3" if plan.is_proxy else "none",
+        # a proxy hands on the client's address; a mailbox host behind proxies believes them
+        "trusted_proxies": " ".join(plan.peers(plan.proxies)) if mailbox else "",
+        "client_trust": tls.TRUST,
+        "login_chroot": "" if plan.is_proxy else "login",
         "auth_mechanisms": "plain login oauthbearer xoauth2" if inv.oidc["enabled"] else "plain login",
         "postmaster": inv.platform["postmaster"],
         "lmtp_socket": mailbox and "mx" in plan.roles,  # Postfix here delivers here
@@ -106,7 +133,7 @@ def configure(plan: HostPlan) -> list[Service]:
         Service("dovecot", (
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
-            *(File.text(f"{ETC}/passdb-{name}", passdb(plan, allowed), **SECRET) for name, allowed in PASSDBS.items()),
+            *(File.text(f"{ETC}/passdb-{name}", passdb(plan, name), **SECRET) for name in PASSDBS),
             *tokens,
             *directory,
         ), check="doveconf -n >/dev/null",
@@ -124,10 +151,34 @@ def install(plan: HostPlan) -> None:
     files.directory(name=ETC, path=ETC, mode="0755")
 
 
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """A proxy passes on password logins of inventory users; what it cannot pass on yet is
+    refused rather than answered from the proxy's own (empty) storage."""
+    proxies = [i for i, h in enumerate(data["hosts"]) if "proxy" in h["roles"]]
+    if not proxies:
+        return []
+    problems = []
+    if data["oidc"]["enabled"]:
+        problems.append(pos.problem(("hosts", proxies[0], "roles"), "token logins (oidc.enabled) through "
+                                    "a Dovecot proxy are not implemented yet (issue 13)"))
+    for i, domain in enumerate(data["domains"]):
+        if domain["user_source"] == "ldap":
+            problems.append(pos.problem(("domains", i, "user_source"), "directory users behind a Dovecot "
+                                        "proxy are not implemented yet (issue 13)"))
+    return problems
+
+
+MAIL_PORTS = ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3, implicit TLS"))
+
+
 def openings(plan: HostPlan) -> list[Opening]:
-    result = []
+    """A mailbox host behind proxies opens its mail ports to them only; POP3 with STARTTLS
+    where a domain read here allows it; LMTP for the MX hosts elsewhere."""
+    behind = plan.peers(plan.proxies) if "mailbox" in plan.roles and not plan.is_proxy else ()
+    result = [Opening(port, "tcp", f"mailbox: {why}{', for the proxies' if behind else ''}", behind)
+              for port, why in MAIL_PORTS if "mailbox" in plan.roles and not plan.is_proxy]
     if pop3_starttls(plan):
-        result.append(Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)"))
+        result.append(Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)", behind))
     if plan.lmtp_clients:
         result.append(Opening(LMTP_PORT, "tcp", "mailbox: LMTP (STARTTLS) from the MX hosts",
                               plan.peers(plan.lmtp_clients), bind=plan.host.address))
@@ -136,11 +187,12 @@ def openings(plan: HostPlan) -> list[Opening]:
 
 COMPONENT = Component(
     name="dovecot",
-    roles=frozenset({"mailbox", "submission"}),
+    roles=frozenset({"mailbox", "submission", "proxy"}),
     packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve"),
     units=("dovecot",),
-    public={"mailbox": ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3, implicit TLS"))},
+    public={"proxy": MAIL_PORTS},
     section="dovecot",
+    rules=(rules,),
     openings=openings,
     install=install,
     configure=configure,

@@ -47,6 +47,15 @@ def deny_maps(plan: HostPlan) -> dict[str, str]:
     return result
 
 
+def transports(plan: HostPlan) -> list[tuple[str, str]]:
+    """Where each domain's mail goes (its first mailbox host), and each user whose mailbox
+    is on another of the domain's hosts (Postfix looks the address up before the domain)."""
+    domains = {d.name: d for d in plan.mx_domains}
+    return [*((d.name, plan.lmtp_target(d.mailbox[0])) for d in plan.mx_domains),
+            *((u.address, plan.lmtp_target(u.mailbox)) for u in plan.inv.users
+              if u.domain in domains and u.mailbox != domains[u.domain].mailbox[0])]
+
+
 def maps(plan: HostPlan) -> dict[str, str]:
     """The lookup tables (texthash) this host needs, by file name."""
     inv = plan.inv
@@ -61,7 +70,7 @@ def maps(plan: HostPlan) -> dict[str, str]:
         "mailboxes": table((u.address, f"{u.domain}/{u.address.split('@')[0]}/")
                            for u in inv.users if u.domain in mx_names),
         "aliases": table((a.address, ",".join(a.to)) for a in inv.aliases if a.domain in mx_names),
-        "transport": table((d.name, plan.lmtp_target(d)) for d in plan.mx_domains),
+        "transport": table(transports(plan)),
         "senders": table((a, ",".join(u)) for a, u in
                          inv.senders({d.name for d in plan.submission_domains}).items()),
         "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
@@ -116,7 +125,7 @@ def services(plan: HostPlan) -> list[dict]:
              "options": ["syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes", *SUBMISSION,
                          *via_gateway]},
         ]
-    if any(plan.lmtp_target(d).startswith("lmtp-tls:") for d in plan.mx_domains):
+    if any(target.startswith("lmtp-tls:") for _, target in transports(plan)):
         # mailbox hosts elsewhere: LMTP with STARTTLS and the host's certificate verified
         result.append({"line": "lmtp-tls  unix  -       -       n       -       -       lmtp",
                        "options": ["syslog_name=postfix/lmtp-tls", "lmtp_tls_security_level=secure",

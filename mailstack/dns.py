@@ -38,11 +38,17 @@ def smtp_name(domain: Domain) -> str:
     return f"smtp.{domain.name}"
 
 
+def reading_hosts(inv: Inventory, domain: Domain) -> list[Host]:
+    """Where the domain's users read mail: the platform's proxies, else its mailbox hosts."""
+    proxies = [h for h in inv.hosts_with("proxy") if not h.outside]
+    return proxies if proxies and domain in inv.own_domains() else [inv.host(name) for name in domain.mailbox]
+
+
 def service_names(inv: Inventory, host: Host) -> list[str]:
     """Every name clients use to reach `host`: its FQDN first, then service names."""
     names = [host.fqdn]
     for domain in inv.domains:
-        if host.name in domain.mailbox:
+        if host in reading_hosts(inv, domain):
             names.append(imap_name(domain))
         if host.name in domain.submission:
             names.append(smtp_name(domain))
@@ -79,8 +85,7 @@ def domain_records(inv: Inventory, domain: Domain) -> list[Record]:
         key = dkim_key(inv, d, domain.dkim["selector"], domain.dkim["bits"])
         records.append(Record(f"{domain.dkim['selector']}._domainkey.{d}", "TXT",
                               dkim_public_record(key)))
-    mailbox = [inv.host(name) for name in domain.mailbox]
-    records += _address_records(imap_name(domain), mailbox)
+    records += _address_records(imap_name(domain), reading_hosts(inv, domain))
     if domain.imap:
         records.append(Record(f"_imaps._tcp.{d}", "SRV", f"0 1 993 {imap_name(domain)}."))
     if domain.pop3:

@@ -11,7 +11,7 @@ from functools import cached_property
 
 from mailstack.component import Component, Opening
 from mailstack.dns import service_names, zones
-from mailstack.inventory import Domain, Host, Inventory
+from mailstack.inventory import Domain, Host, Inventory, User
 
 MTA_ROLES = frozenset({"mx", "submission"})
 MILTER_PORT = 11332  # rspamd's milter on loopback; across hosts, the TLS tunnel's port too
@@ -63,6 +63,8 @@ class HostPlan:
     mailbox_domains: tuple[Domain, ...]  # domains whose mailboxes live here
     submission_domains: tuple[Domain, ...]  # domains whose users submit here
     login_domains: tuple[Domain, ...]  # domains whose users' passwords Dovecot here checks
+    mailbox_users: tuple[User, ...]  # users whose mailboxes are on this host
+    proxies: tuple[Host, ...]  # the Dovecot proxies in front of the mailbox hosts
     milter: str | None  # where Postfix here reaches rspamd, or the tunnel to it (None: no filter)
     filter_link: FilterLink | None  # this host's end of the milter tunnel, if it has one
     lmtp_clients: tuple[Host, ...]  # MX hosts elsewhere that deliver here over LMTP
@@ -86,13 +88,16 @@ class HostPlan:
     def is_mta(self) -> bool:
         return bool(MTA_ROLES & self.roles)
 
-    def lmtp_target(self, domain: Domain) -> str:
-        """Postfix's transport to the domain's mailbox host: a socket here, else LMTP with
-        verified TLS (master.cf's lmtp-tls) to the host's name."""
-        store = domain.mailbox[0]
+    def lmtp_target(self, store: str) -> str:
+        """Postfix's transport to a mailbox host: a socket here, else LMTP with verified
+        TLS (master.cf's lmtp-tls) to the host's name."""
         if store == self.name:
             return "lmtp:unix:private/dovecot-lmtp"
         return f"lmtp-tls:inet:[{self.inv.host(store).fqdn}]:{LMTP_PORT}"
+
+    @property
+    def is_proxy(self) -> bool:
+        return "proxy" in self.roles
 
     @cached_property
     def openings(self) -> tuple[Opening, ...]:
@@ -165,10 +170,12 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
                          if inv.tls["source"] == "lab-ca" and "certificate" not in p
                          and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
     filtered = any(not h.outside for h in inv.hosts_with("filter"))
+    proxies = tuple(h for h in inv.hosts_with("proxy") if not h.outside)
     result = {}
     for host in inv.hosts:
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
         submission = tuple(d for d in inv.domains if host.name in d.submission)
+        proxied = own if "proxy" in host.roles else ()
         result[host.name] = HostPlan(
             inv=inv,
             host=host,
@@ -177,12 +184,14 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
             mailbox_domains=mailbox,
             submission_domains=submission,
-            login_domains=tuple(d for d in inv.domains if d in mailbox or d in submission),
+            login_domains=tuple(d for d in inv.domains if d in mailbox or d in submission or d in proxied),
             # rspamd here, or this host's end of the tunnel to the filter host
             milter="127.0.0.1" if filtered and not host.outside and host in mtas else None,
             filter_link=filter_link(inv, host),
             lmtp_clients=tuple(m for m in mtas if m.name != host.name and "mx" in m.roles
                                and any(host.name in d.mailbox for d in inv.domains if m.name in d.mx)),
+            mailbox_users=tuple(u for u in inv.users if u.mailbox == host.name),
+            proxies=proxies,
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
             certificate_names=tuple(service_names(inv, host)),

@@ -66,6 +66,7 @@ class Domain:
 class User:
     address: str
     password: str
+    mailbox: str  # the host that holds the mailbox
     quota: str
     enabled: bool
     send_as: tuple[str, ...]
@@ -144,6 +145,10 @@ class Inventory:
         raise AttributeError(name)
 
 
+def _domain(user: dict) -> str:
+    return user["address"].split("@")[1].lower()
+
+
 def model(data: dict, file: str, sections) -> Inventory:
     """The model of validated `data` (defaults applied); `sections`: the component sections."""
     platform = data["platform"]
@@ -153,9 +158,10 @@ def model(data: dict, file: str, sections) -> Inventory:
                                "mailbox": mailbox_hosts(d, data["hosts"]),
                                "submission": submission_hosts(d, data["hosts"])})
                for d in data["domains"]]
-    quotas = {d["name"]: d["quota"] for d in data["domains"]}
+    by_name = {d.name: d for d in domains}
     users = [_build(User, {**u, "address": u["address"].lower(),
-                           "quota": u.get("quota", quotas[u["address"].split("@")[1].lower()])})
+                           "mailbox": u.get("mailbox", next(iter(by_name[_domain(u)].mailbox), "")),
+                           "quota": u.get("quota", by_name[_domain(u)].quota)})
              for u in data["users"]]
     aliases = [_build(Alias, {**a, "address": a["address"].lower(),
                               "to": [t.lower() for t in a["to"]]}) for a in data["aliases"]]

@@ -11,8 +11,8 @@ from mailstack.inventory.source import PathT, Positions, Problem, format_path
 
 # role -> (roles of which at least one must exist somewhere, why)
 ROLE_NEEDS = {
-    "submission": (("mailbox", "proxy"), "an authentication path (Dovecot SASL on a 'mailbox' or 'proxy' host)"),
-    "mx": (("mailbox", "proxy"), "somewhere to deliver to (a 'mailbox' or 'proxy' host)"),
+    "submission": (("mailbox",), "mailboxes whose users log in (a 'mailbox' host)"),
+    "mx": (("mailbox",), "somewhere to deliver to (a 'mailbox' host)"),
     "proxy": (("mailbox",), "mailbox backends (hosts with 'mailbox')"),
     "sandbox": (("filter",), "rspamd to call it (a 'filter' host)"),
 }
@@ -30,14 +30,12 @@ def _duplicates(values: list, where: list[PathT], pos: Positions, what: str) -> 
 
 
 def mailbox_hosts(domain: dict, hosts: list[dict]) -> list[str]:
-    """Where a domain's mail is delivered: explicit, or derived from the roles."""
+    """Where a domain's mailboxes are: explicit, or derived from the roles."""
     if "mailbox" in domain:
         return list(domain["mailbox"])
-    store = {"mailbox", "proxy"}
     roles = {h["name"]: set(h["roles"]) for h in hosts}
-    on_mx = [name for name in domain["mx"] if roles.get(name, set()) & store]
-    proxies = [h["name"] for h in hosts if "proxy" in h["roles"]]
-    return on_mx or proxies or [h["name"] for h in hosts if "mailbox" in h["roles"]]
+    on_mx = [name for name in domain["mx"] if "mailbox" in roles.get(name, set())]
+    return on_mx or [h["name"] for h in hosts if "mailbox" in h["roles"]]
 
 
 def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
@@ -98,16 +96,19 @@ def _domain_problems(data: dict, pos: Positions) -> list[Problem]:
                 problems.append(pos.problem(where, f"MX host {mx!r} does not have the 'mx' role "
                                             f"(its roles: {', '.join(sorted(roles_of[mx]))})"))
         for j, name in enumerate(domain.get("mailbox", ())):
-            if not roles_of.get(name, set()) & {"mailbox", "proxy"}:
+            if "mailbox" not in roles_of.get(name, set()):
                 problems.append(pos.problem(("domains", i, "mailbox", j), f"host {name!r} is "
-                                            "not defined or has neither 'mailbox' nor 'proxy'"))
+                                            "not defined or has no 'mailbox' role"))
+        if len(domain.get("mailbox", ())) > 1 and not any("proxy" in r for r in roles_of.values()):
+            problems.append(pos.problem(("domains", i, "mailbox"), "a domain on several mailbox hosts "
+                                        "needs a 'proxy' host, where its users log in"))
         for j, name in enumerate(domain.get("submission", ())):
             if "submission" not in roles_of.get(name, set()):
                 problems.append(pos.problem(("domains", i, "submission", j), f"host {name!r} is "
                                             "not defined or has no 'submission' role"))
         if "mailbox" not in domain and len(mailbox_hosts(domain, hosts)) > 1:
-            problems.append(pos.problem(("domains", i), "several mailbox hosts and no proxy could "
-                                        "hold this domain: say which in domains[].mailbox"))
+            problems.append(pos.problem(("domains", i), "several mailbox hosts could hold this "
+                                        "domain: say which in domains[].mailbox"))
     return problems
 
 
@@ -185,10 +186,15 @@ def _address_problems(data: dict, pos: Positions) -> list[Problem]:
     user_addresses = [u["address"].lower() for u in users]
     problems += _duplicates(user_addresses, [("users", i, "address") for i in range(len(users))],
                             pos, "user address")
+    stores = {d["name"]: mailbox_hosts(d, data["hosts"]) for d in data["domains"]}
     for i, address in enumerate(user_addresses):
         if address.split("@")[1] not in local:
             problems.append(pos.problem(("users", i, "address"), f"domain "
                                         f"{address.split('@')[1]!r} of this user is not listed under domains"))
+        elif "mailbox" in users[i] and users[i]["mailbox"] not in stores[address.split("@")[1]]:
+            backends = ", ".join(stores[address.split("@")[1]]) or "none"
+            problems.append(pos.problem(("users", i, "mailbox"), f"{users[i]['mailbox']!r} is not one of "
+                                        f"the mailbox hosts of its domain ({backends})"))
     alias_addresses = [a["address"].lower() for a in aliases]
     problems += _duplicates(alias_addresses, [("aliases", i, "address") for i in range(len(aliases))],
                             pos, "alias address")

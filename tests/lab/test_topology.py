@@ -1,18 +1,21 @@
 """The platform split across hosts (inventories/lab-multi.yml, `scripts/multi-lab`): two MX
-hosts that are submission hosts too, two mailbox backends, one filter host. Mail reaches
-the backend that holds the recipient's domain, over LMTP with verified TLS; Postfix reaches
+hosts that are submission hosts too, a Dovecot proxy, two mailbox backends, one filter host.
+Mail reaches the backend that holds the recipient's mailbox (by the inventory), over LMTP
+with verified TLS, and is read through the proxy, which logs in on that backend over TLS
+(the backends take mail logins from the proxy only); Postfix reaches
 rspamd on the filter host through a TLS tunnel that admits only the platform's Postfix
 hosts; logins on a submission host without mailboxes are checked there (no password
 crosses the network again); MX 1 down, mail comes in through MX 2; the filter host down,
 both MX answer 4xx and nothing is lost; one sending limit counts on both submission hosts."""
 
+import imaplib
 import smtplib
 import socket
 import subprocess
 import time
 
 import pytest
-from helpers import PASSWORD, imap_find, message, named_context, submit
+from helpers import PASSWORD, imap_find, message, named_context, pop3_find, submit
 from labenv import PLANS, SSH_CONFIG, host
 
 from mailstack.secrets import host_certificate
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.skipif(not any(p.lmtp_clients for p in PLANS.values()),
                                 reason="needs the multi-host lab (scripts/multi-lab up): this lab's "
                                        "MX hosts deliver to mailboxes on their own host")
 
-BACKEND = {"alice@example.test": "mb1", "dave@tenant-b.test": "mb2"}
+BACKEND = {"alice@example.test": "mb1", "bob@example.test": "mb2", "dave@tenant-b.test": "mb2"}  # lab-multi.yml
+PROXY = "proxy1"
 LIMITED = "gina@example.test"  # 4 messages a minute (lab-multi.yml)
 OUTSIDE = "carol@ext.test"
 
@@ -58,21 +62,42 @@ def reachable(address: str, port: int) -> bool:
         return False
 
 
-def test_mail_reaches_the_backend_of_its_domain_over_verified_tls(addr, fqdn, ca_file, tag, filter_ready):
+def test_mail_reaches_the_users_backend_over_verified_tls_and_is_read_through_the_proxy(addr, fqdn, ca_file, tag,
+                                                                                        filter_ready):
+    for user in BACKEND:
+        from_outside(addr, fqdn, ca_file, message(OUTSIDE, user, f"{tag}-{user}"))
     for user, backend in BACKEND.items():
-        from_outside(addr, fqdn, ca_file, message(OUTSIDE, user, f"{tag}-{backend}"))
-    for user, backend in BACKEND.items():
-        raw = imap_find(addr[backend], fqdn[backend], ca_file, user, f"{tag}-{backend}")
-        assert raw is not None, f"{user}'s mail did not arrive on {backend}"
-        assert f"by {fqdn[backend]} with LMTPS".encode() in raw  # Dovecot: LMTP inside TLS
+        raw = imap_find(addr[PROXY], fqdn[PROXY], ca_file, user, f"{tag}-{user}")
+        assert raw is not None, f"{user}'s mail cannot be read through the proxy"
+        assert f"by {fqdn[backend]} with LMTPS".encode() in raw  # delivered on its backend, LMTP inside TLS
         assert b"Authentication-Results: mx" in raw  # rspamd on filter1 checked it for the MX
-        other = next(b for b in BACKEND.values() if b != backend)
-        domain = user.split("@")[1]
-        assert host(other).run(f"test -e /var/vmail/{domain}").rc != 0, f"{domain} mail on {other}"
+        local, domain = user.split("@")
+        other = next(b for b in ("mb1", "mb2") if b != backend)
+        assert host(backend).run(f"test -d /var/vmail/{domain}/{local}").rc == 0
+        assert host(other).run(f"test -e /var/vmail/{domain}/{local}").rc != 0, f"{user} has a mailbox on {other}"
     logs = "".join(host(mx).check_output("journalctl -t postfix/lmtp-tls/lmtp -o cat --no-pager")
                    for mx in ("mx1", "mx2"))
     assert "Verified TLS connection established to mb1.lab.test" in logs
     assert "Verified TLS connection established to mb2.lab.test" in logs
+    # the backend saw the proxy's login over TLS, and the real client (this machine) through it
+    login = host("mb2").check_output("journalctl -t dovecot -o cat --no-pager | grep 'user=<bob@example.test>' "
+                                     "| grep imap-login | tail -1")
+    assert "rip=10.77.0.1," in login and "TLS" in login, login
+    assert "proxy(bob@example.test,10.77.0.32:993): Started proxying to <10.77.0.32> (<mb2.lab.test>)" in host(PROXY).check_output(
+        "journalctl -t dovecot -o cat --no-pager")
+    assert pop3_find(addr[PROXY], fqdn[PROXY], ca_file, "bob@example.test", f"{tag}-bob@example.test")
+
+
+def test_the_proxy_checks_the_password_and_the_backends_take_logins_from_it_only(addr, fqdn, ca_file, tag):
+    with pytest.raises(imaplib.IMAP4.error), \
+            imaplib.IMAP4_SSL(addr[PROXY], 993, ssl_context=named_context(ca_file, fqdn[PROXY])) as imap:
+        imap.login("bob@example.test", f"wrong-{tag}")
+    assert f"wrong-{tag}" not in host("mb2").check_output("journalctl -t dovecot -o cat --no-pager --since -2min")
+    for backend in ("mb1", "mb2"):
+        for port in (143, 993, 995):
+            assert not reachable(addr[backend], port), f"{backend}:{port} is open to this machine"
+        assert ssh(PROXY, f"timeout 5 bash -c '</dev/tcp/{addr[backend]}/993'").returncode == 0
+        assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr[backend]}/993'").returncode != 0
 
 
 def test_lmtp_admits_only_the_mx_hosts_and_offers_starttls(addr, fqdn):
@@ -144,7 +169,7 @@ def test_mx1_down_mail_comes_in_through_mx2(addr, fqdn, ca_file, tag, filter_rea
     try:
         wait_until(lambda: not reachable(addr["mx1"], 25), 30, "Postfix on mx1 stopped")
         from_outside(addr, fqdn, ca_file, message(OUTSIDE, "alice@example.test", tag))
-        raw = imap_find(addr["mb1"], fqdn["mb1"], ca_file, "alice@example.test", tag, timeout=120)
+        raw = imap_find(addr[PROXY], fqdn[PROXY], ca_file, "alice@example.test", tag, timeout=120)
         assert raw is not None, "mail did not come in through the second MX"
         assert f"by {fqdn['mx2']} (Postfix)".encode() in raw
     finally:
@@ -172,13 +197,13 @@ def test_filter_host_down_both_mx_defer_and_nothing_is_lost(addr, fqdn, ca_file,
             assert 400 <= code < 500, (mx, code, text)
         from_outside(addr, fqdn, ca_file, message(OUTSIDE, "dave@tenant-b.test", tag))
         time.sleep(5)
-        assert imap_find(addr["mb2"], fqdn["mb2"], ca_file, "dave@tenant-b.test", tag, timeout=5) is None
+        assert imap_find(addr[PROXY], fqdn[PROXY], ca_file, "dave@tenant-b.test", tag, timeout=5) is None
         assert tag in ssh("ext", "postqueue -p").stdout or ssh("ext", "mailq").stdout  # waiting at ext
     finally:
         filter_host.run("systemctl start rspamd")
     wait_until(lambda: filter_host.run("rspamc -h 127.0.0.1:11334 stat").rc == 0, 120, "rspamd back on filter1")
     ssh("ext", "postqueue -f")
-    raw = imap_find(addr["mb2"], fqdn["mb2"], ca_file, "dave@tenant-b.test", tag, timeout=120)
+    raw = imap_find(addr[PROXY], fqdn[PROXY], ca_file, "dave@tenant-b.test", tag, timeout=120)
     assert raw is not None, "the deferred mail was lost"
 
 

@@ -109,10 +109,10 @@ BAD = [
      "domains[0].name (line 13)"),
     ("duplicate YAML key", ("    tenant: second\n", "    tenant: second\n    tenant: third\n"),
      "tenant: third", 1, "domains[1].tenant: duplicate key 'tenant' (first on line 18)"),
-    ("submission without auth path", ("roles: [mx, submission, mailbox, filter]", "roles: [submission, filter]"),
+    ("submission without mailboxes", ("roles: [mx, submission, mailbox, filter]", "roles: [submission, filter]"),
      "roles: [submission", 1,
-     "hosts[0].roles: role 'submission' needs an authentication path (Dovecot SASL on a 'mailbox' "
-     "or 'proxy' host), but no host has it"),
+     "hosts[0].roles: role 'submission' needs mailboxes whose users log in (a 'mailbox' host), "
+     "but no host has it"),
     ("discard without confirmation", ("    dmarc:\n", "    inbound: {spam: discard}\n    dmarc:\n"),
      "spam: discard", 1, "domains[0].inbound.spam: 'discard' drops spam without telling the sender; "
      "set domains[].inbound.confirm_discard: true for one.example to choose it on purpose"),
@@ -264,9 +264,24 @@ def test_lab_only_settings_are_refused_in_production():
     check_text(lab + LAB_CLAMAV, "inv.yml")
 
 
-def test_the_dovecot_proxy_is_refused_until_it_is_built():
-    text = VALID.replace("roles: [smime]", "roles: [smime, proxy]")
-    assert any("hosts[1].roles[1]: 'proxy' is not implemented yet" in p for p in problems(text)), problems(text)
+MULTI = (ROOT / "inventories" / "lab-multi.yml").read_text()
+
+
+@pytest.mark.parametrize("mutation,path,expected", [
+    (("    mailbox: mb2\n", "    mailbox: mx1\n"), "users[1].mailbox",
+     "'mx1' is not one of the mailbox hosts of its domain (mb1, mb2)"),
+    (("  - {name: proxy1, address: 10.77.0.25, roles: [proxy],", "  - {name: proxy1, address: 10.77.0.25, roles: [dns],"),
+     "domains[0].mailbox", "a domain on several mailbox hosts needs a 'proxy' host, where its users log in"),
+    (("bruteforce:", "oidc: {enabled: true, provider: external, introspection_url: 'https://idp.example/i', "
+                     "client_secret_file: /etc/hostname}\nbruteforce:"),
+     "hosts[2].roles", "token logins (oidc.enabled) through a Dovecot proxy are not implemented yet"),
+    (("    mailbox: [mb2]\n", "    mailbox: [mb2]\n    user_source: ldap\n"), "domains[1].user_source",
+     "directory users behind a Dovecot proxy are not implemented yet"),
+])
+def test_backends_and_the_proxy_are_checked(mutation, path, expected):
+    assert mutation[0] in MULTI
+    found = problems(MULTI.replace(*mutation))
+    assert any(f"{path}: {expected}" in p for p in found), found
 
 
 def test_operator_tls_files_must_exist_here():

@@ -5,7 +5,8 @@ whom, and what only a lab does."""
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
 
-from deploys import COMPONENTS, image_disabled_units, image_packages, image_preseed, postfix, rspamd
+from deploys import COMPONENTS, dovecot, image_disabled_units, image_packages, image_preseed, postfix, rspamd
+from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
 
@@ -101,7 +102,8 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
             "filter-link", "dovecot"]  # Dovecot for SASL only
         transport = postfix.maps(plan)["transport"]
         assert transport.splitlines() == ["example.test lmtp-tls:inet:[mb1.lab.test]:24",
-                                          "tenant-b.test lmtp-tls:inet:[mb2.lab.test]:24"]
+                                          "tenant-b.test lmtp-tls:inet:[mb2.lab.test]:24",
+                                          "bob@example.test lmtp-tls:inet:[mb2.lab.test]:24"]  # his own backend
         (lmtp,) = [s for s in postfix.services(plan) if s["line"].startswith("lmtp-tls ")]
         assert "lmtp_tls_security_level=secure" in lmtp["options"]
         assert {d.name for d in plan.login_domains} == {"example.test", "tenant-b.test"}
@@ -109,6 +111,28 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
     single = plans(load(ROOT / "inventories" / "lab.yml"))["mail"]
     assert single.filter_link is None and single.lmtp_clients == ()
     assert "filter-link" not in [c.name for c in single.components]
+
+
+def test_users_read_mail_through_the_proxy_and_each_backend_holds_only_its_own():
+    multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
+    found = rules("lab-multi.yml")
+    assert {"tcp dport 143", "tcp dport 993", "tcp dport 995"} <= found["proxy1"]
+    for backend in ("mb1", "mb2"):  # mail ports for the proxy only
+        assert {f"ip saddr {{ 10.77.0.25 }} tcp dport {p}" for p in (143, 993, 995)} <= found[backend]
+        assert not {"tcp dport 143", "tcp dport 993", "tcp dport 995"} & found[backend]
+    proxy = dovecot.passdb(multi["proxy1"], "imap").splitlines()
+    assert [line.split(":")[0] for line in proxy] == ["alice@example.test", "bob@example.test", "gina@example.test",
+                                                       "dave@tenant-b.test"]
+    assert proxy[1].endswith("::::::proxy=y host=mb2.lab.test hostip=10.77.0.32 port=993 ssl=yes")
+    assert dovecot.passdb(multi["proxy1"], "pop3").splitlines()[0].endswith(
+        "proxy=y host=mb1.lab.test hostip=10.77.0.31 port=995 ssl=yes")
+    mb1, mb2 = (dovecot.passdb(multi[b], "imap") for b in ("mb1", "mb2"))
+    assert ("bob@" not in mb1 and "alice@" in mb1) and ("alice@" not in mb2 and "bob@" in mb2 and "dave@" in mb2)
+    assert "proxy=" not in mb1 + mb2 and "proxy=" not in dovecot.passdb(multi["mx1"], "smtp")
+    assert {line.split(":")[0] for line in dovecot.userdb(multi["mb2"]).splitlines()} == {"bob@example.test",
+                                                                                          "dave@tenant-b.test"}
+    dns = {(r.name, r.type, r.value) for r in domain_records(multi["mb1"].inv, multi["mb1"].inv.domain("example.test"))}
+    assert ("imap.example.test", "A", "10.77.0.25") in dns  # clients find the proxy
 
 
 WITHOUT_GATEWAY = VALID.replace("roles: [smime]", "roles: [mailbox]")

@@ -70,8 +70,9 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "tls_cert": None if plaintext else f"{ETC}/tls/cert.pem",
         "tls_key": None if plaintext else f"{ETC}/tls/key.pem",
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),
-        "reinject_host": plan.host.fqdn,
-        "reinject_address": hop.gateway_listen,
+        # each copy goes back to the Postfix host it came from, checked by that host's name
+        "returns": {"127.0.0.1": plan.host.fqdn} if plaintext else
+        {h.address: h.fqdn for h in inv.hosts if h.address in hop.mta_addresses},
         "reinject_ca": None if plaintext else tls.CA,
         "inbound_port": settings["reinject_port"],
         "outbound_port": settings["reinject_outbound_port"],

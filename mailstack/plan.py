@@ -191,7 +191,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             lmtp_clients=tuple(m for m in mtas if m.name != host.name and "mx" in m.roles
                                and any(host.name in d.mailbox for d in inv.domains if m.name in d.mx)),
             mailbox_users=tuple(u for u in inv.users if u.mailbox == host.name),
-            proxies=proxies,
+            proxies=() if host.outside else proxies,  # the outside world has none in front of it
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
             certificate_names=tuple(service_names(inv, host)),

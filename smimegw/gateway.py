@@ -54,7 +54,7 @@ class Gateway:
     def __init__(self, config: Config, submitted: bool = False):
         self.config = config
         self.submitted = submitted
-        self._idle: dict[int, queue.SimpleQueue] = {}  # port -> open re-injection connections
+        self._idle: dict[tuple[str, int], queue.SimpleQueue] = {}  # (host, port) -> open re-injection connections
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         peer = session.peer[0] if session.peer else ""
@@ -74,10 +74,14 @@ class Gateway:
 
     async def handle_DATA(self, server, session, envelope):
         pass_id = uuid.uuid4().hex[:16]
+        peer = session.peer[0] if session.peer else ""
+        if peer not in self.config.returns:  # the mail goes back to the Postfix it came from
+            log.warning("pass=%s no way back to %s", pass_id, peer)
+            return "451 4.3.0 S/MIME gateway cannot return mail to this client"
         try:
             copies = await self.process(envelope, pass_id)
             for (port, recipients), data in copies.items():
-                await asyncio.to_thread(self.reinject, port, envelope.mail_from, recipients, data)
+                await asyncio.to_thread(self.reinject, (peer, port), envelope.mail_from, recipients, data)
         except mime.MimeLimit as err:
             log.warning("pass=%s refused: %s", pass_id, err)
             return f"554 5.6.0 {err}; the S/MIME gateway does not process it"
@@ -147,21 +151,22 @@ class Gateway:
             parts.append("signature=none")
         return "; ".join(parts).encode()
 
-    def reinject(self, port: int, sender: str, recipients: tuple[str, ...], data: bytes) -> None:
-        """Hand one copy back to Postfix, over a kept-open (TLS) connection when there is one."""
-        client, reused = self._connection(port)
+    def reinject(self, target: tuple[str, int], sender: str, recipients: tuple[str, ...], data: bytes) -> None:
+        """Hand one copy back to Postfix at `target` (address, port), over a kept-open (TLS)
+        connection when there is one."""
+        client, reused = self._connection(target)
         try:
             refused = client.sendmail(sender, list(recipients), data.replace(b"\n", b"\r\n"))
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused) as err:
             client.close()
             stale = isinstance(err, smtplib.SMTPServerDisconnected) or err.smtp_code == 421
             if reused and stale:  # the server timed the kept connection out: open a new one
-                return self.reinject(port, sender, recipients, data)
+                return self.reinject(target, sender, recipients, data)
             if isinstance(err, smtplib.SMTPSenderRefused):
                 raise ReinjectError(err.smtp_code, err.smtp_error.decode(errors="replace")) from None
             raise
         except smtplib.SMTPRecipientsRefused as err:
-            self._release(port, client)
+            self._release(target, client)
             code, text = next(iter(err.recipients.values()))
             raise ReinjectError(code, text.decode(errors="replace")) from None
         except smtplib.SMTPResponseException as err:
@@ -170,12 +175,12 @@ class Gateway:
         except BaseException:
             client.close()
             raise
-        self._release(port, client)
+        self._release(target, client)
         if refused:  # partial refusal: defer all, Postfix retries (duplicates beat loss)
             raise ReinjectError(451, f"4.3.0 re-injection refused {sorted(refused)}")
 
-    def _connection(self, port: int) -> tuple[smtplib.SMTP, bool]:
-        idle = self._idle.setdefault(port, queue.SimpleQueue())
+    def _connection(self, target: tuple[str, int]) -> tuple[smtplib.SMTP, bool]:
+        idle = self._idle.setdefault(target, queue.SimpleQueue())
         while True:
             try:
                 since, client = idle.get_nowait()
@@ -185,21 +190,22 @@ class Gateway:
                 return client, True
             client.close()
         config = self.config
-        client = smtplib.SMTP(config.reinject_address, port, local_hostname=config.hostname, timeout=120)
+        address, port = target
+        client = smtplib.SMTP(address, port, local_hostname=config.hostname, timeout=120)
         try:
             if config.reinject_ca:
                 context = ssl.create_default_context(cafile=config.reinject_ca)
-                client.starttls(context=_Named(context, config.reinject_host))
+                client.starttls(context=_Named(context, config.returns[address]))
             client.ehlo()
         except BaseException:
             client.close()
             raise
         return client, False
 
-    def _release(self, port: int, client: smtplib.SMTP) -> None:
+    def _release(self, target: tuple[str, int], client: smtplib.SMTP) -> None:
         """Keep a few connections open for the next copies; Postfix would time out idle
         ones (faster under load), so they are reused only for MAX_IDLE seconds."""
-        idle = self._idle[port]
+        idle = self._idle[target]
         try:
             if idle.qsize() >= MAX_KEPT:
                 client.quit()

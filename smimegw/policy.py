@@ -42,8 +42,7 @@ class Config:
     listen: str
     port: int  # inbound: mail from outside, handed over by the MX
     trust: str
-    reinject_host: str
-    reinject_address: str
+    returns: dict[str, str]  # client address -> name on its certificate: mail goes back where it came from
     inbound_port: int
     outbound_port: int
     reinject_ca: str | None
@@ -72,7 +71,7 @@ class Config:
     def check(self) -> None:
         """Plaintext only when both ends are on loopback, and only when asked for."""
         if self.tls_cert is None:
-            for address in (self.listen, self.reinject_address):
+            for address in (self.listen, *self.returns):
                 if not ipaddress.ip_address(address).is_loopback:
                     raise ValueError(f"plaintext is allowed on loopback only, not on {address}")
         if self.on_missing_certificate not in ("bounce", "defer"):

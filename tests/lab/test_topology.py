@@ -2,7 +2,8 @@
 hosts that are submission hosts too, a Dovecot proxy, two mailbox backends, one filter host.
 Mail reaches the backend that holds the recipient's mailbox (by the inventory), over LMTP
 with verified TLS, and is read through the proxy, which logs in on that backend over TLS
-(the backends take mail logins from the proxy only); Postfix reaches
+(the backends take mail logins from the proxy only); the S/MIME gateway on its own host
+signs and encrypts what both submission hosts hand it; Postfix reaches
 rspamd on the filter host through a TLS tunnel that admits only the platform's Postfix
 hosts; logins on a submission host without mailboxes are checked there (no password
 crosses the network again); MX 1 down, mail comes in through MX 2; the filter host down,
@@ -16,9 +17,9 @@ import time
 
 import pytest
 from helpers import PASSWORD, imap_find, message, named_context, pop3_find, submit
-from labenv import PLANS, SSH_CONFIG, host
+from labenv import INVENTORY, PLANS, SSH_CONFIG, host
 
-from mailstack.secrets import host_certificate
+from mailstack.secrets import domain_certificate, host_certificate
 
 pytestmark = pytest.mark.skipif(not any(p.lmtp_clients for p in PLANS.values()),
                                 reason="needs the multi-host lab (scripts/multi-lab up): this lab's "
@@ -234,3 +235,26 @@ def test_one_limit_counts_on_both_submission_hosts(addr, fqdn, ca_file, tag, fil
     codes = sent_through(addr, fqdn, ca_file, "mx1", 3, tag) + sent_through(addr, fqdn, ca_file, "mx2", 3, tag)
     assert codes == [250] * 4 + [451] * 2, codes  # 4 a minute, wherever she submits
     assert wait_for_outside(tag, 4)
+
+
+def test_the_gateway_on_its_own_host_signs_and_encrypts_for_both_submission_hosts(addr, fqdn, ca_file, tag,
+                                                                                 filter_ready, tmp_path):
+    for mx in ("mx1", "mx2"):
+        submit(addr[mx], fqdn[mx], ca_file, "alice@example.test",
+               message("alice@example.test", OUTSIDE, f"{tag}-{mx}", body=f"Confidential {tag}\n"))
+    for mx in ("mx1", "mx2"):
+        raw = imap_find(addr["ext"], fqdn["ext"], ca_file, OUTSIDE, f"{tag}-{mx}")
+        assert raw is not None, f"alice's mail through {mx} did not reach ext"
+        assert f"Confidential {tag}".encode() not in raw and b"enveloped-data" in raw  # encrypted for ext.test
+        partner_cert, partner_key = domain_certificate(INVENTORY, "ext.test")
+        opened = subprocess.run(["openssl", "cms", "-decrypt", "-recip", str(partner_cert), "-inkey", str(partner_key)],
+                                input=raw, capture_output=True, timeout=60)
+        assert opened.returncode == 0, opened.stderr
+        signer = tmp_path / f"signer-{mx}.pem"
+        verified = subprocess.run(["openssl", "cms", "-verify", "-CAfile", ca_file, "-signer", str(signer)],
+                                  input=opened.stdout, capture_output=True, timeout=60)
+        assert verified.returncode == 0 and f"Confidential {tag}".encode() in verified.stdout, verified.stderr
+        assert signer.read_bytes().strip() in domain_certificate(INVENTORY, "example.test")[0].read_bytes()
+    for port in (10025, 10028):  # the gateway takes mail from the platform's Postfix hosts only
+        assert not reachable(addr["gw"], port)
+        assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr['gw']}/{port}'").returncode != 0

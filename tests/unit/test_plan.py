@@ -120,6 +120,7 @@ def test_users_read_mail_through_the_proxy_and_each_backend_holds_only_its_own()
     for backend in ("mb1", "mb2"):  # mail ports for the proxy only
         assert {f"ip saddr {{ 10.77.0.25 }} tcp dport {p}" for p in (143, 993, 995)} <= found[backend]
         assert not {"tcp dport 143", "tcp dport 993", "tcp dport 995"} & found[backend]
+    assert {"tcp dport 143", "tcp dport 993", "tcp dport 995"} <= found["ext"]  # the outside world: no proxy
     proxy = dovecot.passdb(multi["proxy1"], "imap").splitlines()
     assert [line.split(":")[0] for line in proxy] == ["alice@example.test", "bob@example.test", "gina@example.test",
                                                        "dave@tenant-b.test"]

@@ -69,8 +69,8 @@ class PortSMTP(SMTP):
         self.port = port
 
 
-def start(handler, port, **kwargs) -> Controller:
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+def start(handler, port, hostname="127.0.0.1", **kwargs) -> Controller:
+    controller = Controller(handler, hostname=hostname, port=port)
     controller.factory = lambda: PortSMTP(handler, port, **kwargs)
     controller.start()
     return controller
@@ -85,7 +85,7 @@ def lab(pki):
     def make(**overrides):
         settings = dict(
             hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
-            reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+            returns={"127.0.0.1": "mta.test"}, inbound_port=inbound,
             outbound_port=outbound, reinject_ca=None,
             tenants={"a.test": Domain("always", "opportunistic", *pki["a.test"]),
                      "b.test": Domain("always", "never", *pki["b.test"])},
@@ -115,10 +115,10 @@ def lab(pki):
         controller.stop()
 
 
-def send(port, sender, recipients, data: bytes):
+def send(port, sender, recipients, data: bytes, source: str = "127.0.0.1"):
     """smtplib sends bytes as they are: give it CRLF line ends, as SMTP requires."""
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0)) as client:
         return client.sendmail(sender, recipients, data)
 
 
@@ -220,7 +220,7 @@ def test_reinjection_answers_reach_postfix(pki, reply, code):
     inbound, gateway_port = free_port(), free_port()
     controllers = [start(sink, inbound)]
     config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
-                    reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+                    returns={"127.0.0.1": "mta.test"}, inbound_port=inbound,
                     outbound_port=inbound, reinject_ca=None)
     controllers.append(start(Gateway(config), gateway_port))
     try:
@@ -232,10 +232,33 @@ def test_reinjection_answers_reach_postfix(pki, reply, code):
             c.stop()
 
 
+def test_each_copy_goes_back_to_the_postfix_it_came_from(pki):
+    """Several Postfix hosts share one gateway: a copy returns to the host that sent it, and
+    a client with no way back gets 451 (Postfix keeps the mail)."""
+    port, gateway_port = free_port(), free_port()
+    sinks = {address: Sink() for address in ("127.0.0.1", "127.0.0.2")}
+    controllers = [start(sink, port, hostname=address) for address, sink in sinks.items()]
+    config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
+                    returns={"127.0.0.1": "mta1.test", "127.0.0.2": "mta2.test"}, inbound_port=port,
+                    outbound_port=port, reinject_ca=None)
+    controllers.append(start(Gateway(config), gateway_port))
+    try:
+        send(gateway_port, "x@p.test", ["alice@a.test"], plain(to="alice@a.test", subject="two"), source="127.0.0.2")
+        send(gateway_port, "x@p.test", ["alice@a.test"], plain(to="alice@a.test", subject="one"), source="127.0.0.1")
+        assert [b"Subject: two" in m[3] for m in sinks["127.0.0.2"].messages] == [True]
+        assert [b"Subject: one" in m[3] for m in sinks["127.0.0.1"].messages] == [True]
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            send(gateway_port, "x@p.test", ["alice@a.test"], plain(to="alice@a.test"), source="127.0.0.3")
+        assert err.value.smtp_code == 451
+    finally:
+        for c in controllers:
+            c.stop()
+
+
 def test_plaintext_only_on_loopback(pki):
     with pytest.raises(ValueError, match="plaintext is allowed on loopback only"):
-        Config(hostname="gw", listen="192.0.2.10", port=1, trust=pki["ca"], reinject_host="m",
-               reinject_address="127.0.0.1", inbound_port=2, outbound_port=3, reinject_ca=None).check()
+        Config(hostname="gw", listen="192.0.2.10", port=1, trust=pki["ca"], returns={"127.0.0.1": "m"},
+               inbound_port=2, outbound_port=3, reinject_ca=None).check()
 
 
 def test_unknown_clients_are_refused(lab):
@@ -257,8 +280,8 @@ def test_starttls_is_required_when_tls_is_configured(pki, tmp_path):
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
     port = free_port()
-    config = Config(hostname="gw", listen="127.0.0.1", port=port, trust=pki["ca"], reinject_host="m",
-                    reinject_address="127.0.0.1", inbound_port=1, outbound_port=1, reinject_ca=None,
+    config = Config(hostname="gw", listen="127.0.0.1", port=port, trust=pki["ca"], returns={"127.0.0.1": "m"},
+                    inbound_port=1, outbound_port=1, reinject_ca=None,
                     tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"))
     controller = start(Gateway(config), port, tls_context=context, require_starttls=True)
     try:
@@ -301,7 +324,7 @@ class TimingOutSink(Sink):
 def test_a_kept_connection_the_server_timed_out_is_replaced(pki):
     sink, inbound, gateway_port = TimingOutSink(), free_port(), free_port()
     config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
-                    reinject_host="mta.test", reinject_address="127.0.0.1", inbound_port=inbound,
+                    returns={"127.0.0.1": "mta.test"}, inbound_port=inbound,
                     outbound_port=inbound, reinject_ca=None)
     controllers = [start(sink, inbound), start(Gateway(config), gateway_port)]
     try:

@@ -97,7 +97,10 @@ def _on_host(host, command: list[str]) -> int:
 
 
 def cmd_account(args: argparse.Namespace) -> int:
+    import subprocess
+
     from deploys.limits import ACCOUNT_TOOL
+    from mailstack.remote import ssh_argv
 
     inv = _load_or_report(args.inventory)
     if inv is None:
@@ -107,14 +110,23 @@ def cmd_account(args: argparse.Namespace) -> int:
     if login not in users:
         print(f"account: {login} is no user in {args.inventory}", file=sys.stderr)
         return 1
-    # the submission host of the user's domain counts its mail (its rspamd and Redis)
-    host = inv.host(inv.domain(users[login].domain).submission[0])
-    if "filter" not in host.roles:
-        print(f"account: {host.name} reaches rspamd on another host; `mailstack account` for such a "
-              "platform (counters on the filter host, held mail on each submission host) is not "
-              "implemented yet (issue 11)", file=sys.stderr)
-        return 1
-    return _on_host(host, [ACCOUNT_TOOL, args.action, login, *(["--drop"] if getattr(args, "drop", False) else [])])
+    drop = ["--drop"] if getattr(args, "drop", False) else []
+    # the counters are in the filter host's Redis; held mail waits on the Postfix host that took it
+    submission = [inv.host(name) for name in inv.domain(users[login].domain).submission]
+    counters = next((h for h in submission if "filter" in h.roles), None) or \
+        next(h for h in inv.hosts_with("filter") if not h.outside)
+    if args.action != "release" or counters in submission and len(submission) == 1:
+        return _on_host(counters, [ACCOUNT_TOOL, args.action, login, *drop])
+    found = subprocess.run(ssh_argv(counters, [ACCOUNT_TOOL, "held", login]), capture_output=True, text=True)
+    if found.returncode:
+        print(found.stderr, end="", file=sys.stderr)
+        return found.returncode
+    held = found.stdout.split()
+    for host in submission if held else ():
+        status = _on_host(host, [ACCOUNT_TOOL, "release-mail", *drop, *held])
+        if status:
+            return status
+    return _on_host(counters, [ACCOUNT_TOOL, "release", login, *drop, "--counters-only"])
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:

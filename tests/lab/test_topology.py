@@ -10,14 +10,16 @@ crosses the network again); MX 1 down, mail comes in through MX 2; the filter ho
 both MX answer 4xx and nothing is lost; one sending limit counts on both submission hosts."""
 
 import imaplib
+import json
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 from helpers import PASSWORD, imap_find, message, named_context, pop3_find, submit
-from labenv import INVENTORY, PLANS, SSH_CONFIG, host
+from labenv import INVENTORY, PLANS, ROOT, SSH_CONFIG, host
 
 from mailstack.secrets import domain_certificate, host_certificate
 
@@ -235,6 +237,44 @@ def test_one_limit_counts_on_both_submission_hosts(addr, fqdn, ca_file, tag, fil
     codes = sent_through(addr, fqdn, ca_file, "mx1", 3, tag) + sent_through(addr, fqdn, ca_file, "mx2", 3, tag)
     assert codes == [250] * 4 + [451] * 2, codes  # 4 a minute, wherever she submits
     assert wait_for_outside(tag, 4)
+
+
+def account(*args: str) -> subprocess.CompletedProcess:
+    """`mailstack account` against the lab under test."""
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", "account", "--inventory", str(INVENTORY.file),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def held_on(name: str, tag: str) -> list[str]:
+    queue = [json.loads(line) for line in host(name).check_output("postqueue -j").splitlines()]
+    return [e["queue_id"] for e in queue if e["queue_name"] == "hold"
+            and tag in host(name).check_output(f"postcat -h -q {e['queue_id']}")]
+
+
+def test_an_account_held_on_one_submission_host_is_released_from_the_filter_host(addr, fqdn, ca_file, tag,
+                                                                                 filter_ready):
+    user, recipients = "ivan@example.test", [OUTSIDE, "alice@example.test"]  # hold_after 3 (lab-multi.yml)
+    assert account("release", user).returncode == 0
+    codes = []
+    with smtplib.SMTP(addr["mx2"], 587, timeout=60) as client:
+        client.starttls(context=named_context(ca_file, fqdn["mx2"]))
+        client.login(user, PASSWORD)
+        for i in range(3):
+            try:
+                client.sendmail(user, recipients, message(user, OUTSIDE, f"{tag}-{i}").as_bytes())
+                codes.append(250)
+            except smtplib.SMTPResponseException as err:
+                codes.append(err.smtp_code)
+    assert codes == [250, 250, 451], codes  # the 2nd crosses 3 recipients: kept; then no more
+    [queue_id] = held_on("mx2", tag)
+    assert held_on("mx1", tag) == []
+    status = account("status", user)
+    assert "on hold              yes" in status.stdout and queue_id in status.stdout, status
+    assert not wait_for_outside(f"{tag}-1", timeout=5), "the held message must not leave"
+    done = account("release", user)
+    assert done.returncode == 0 and "1 held message(s) released" in done.stdout, done  # on mx2
+    assert wait_for_outside(f"{tag}-1"), "the released message did not arrive"
+    assert "on hold              no" in account("status", user).stdout
 
 
 def test_the_gateway_on_its_own_host_signs_and_encrypts_for_both_submission_hosts(addr, fqdn, ca_file, tag,

@@ -123,7 +123,7 @@ def test_users_read_mail_through_the_proxy_and_each_backend_holds_only_its_own()
     assert {"tcp dport 143", "tcp dport 993", "tcp dport 995"} <= found["ext"]  # the outside world: no proxy
     proxy = dovecot.passdb(multi["proxy1"], "imap").splitlines()
     assert [line.split(":")[0] for line in proxy] == ["alice@example.test", "bob@example.test", "gina@example.test",
-                                                       "dave@tenant-b.test"]
+                                                       "ivan@example.test", "dave@tenant-b.test"]
     assert proxy[1].endswith("::::::proxy=y host=mb2.lab.test hostip=10.77.0.32 port=993 ssl=yes")
     assert dovecot.passdb(multi["proxy1"], "pop3").splitlines()[0].endswith(
         "proxy=y host=mb1.lab.test hostip=10.77.0.31 port=995 ssl=yes")

@@ -1,8 +1,15 @@
-"""The host with role `storage`: SeaweedFS (master, volume, filer and S3 gateway in one
-`weed server`), S3 over HTTPS only with the host's certificate on the host's address; the
-internal ports stay on loopback. Telemetry is off. One bucket per purpose (backup,
-archive), each with its own generated key pair allowed into that bucket only; the keys
-stay in the secrets directory."""
+"""Hosts with role `storage`: SeaweedFS (master, volume, filer and S3 gateway in one
+`weed server`), S3 over HTTPS only with the host's certificate on the host's address.
+Telemetry is off. One bucket per purpose (backup, archive), each with its own generated key
+pair allowed into that bucket only; the keys stay in the secrets directory.
+
+One storage host keeps master, volume and filer on loopback. Three or more form one cluster
+(SeaweedFS's own): the masters elect a leader among themselves (raft), every file is kept on
+two hosts (replication 001), and each filer follows the others' metadata, so any host's S3
+gateway serves every object while one host is down. Between the hosts gRPC is mutual TLS
+(only the storage hosts' certificate names are admitted) and HTTP is HTTPS with client
+certificates; writes to a volume need the master's signed token; the firewall opens the
+internal ports to the other storage hosts only."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from pathlib import Path
 from pyinfra.operations import files, server
 
 from deploys import tls
-from mailstack.component import TEMPLATES, Component, File, Opening, Service
+from mailstack.component import TEMPLATES, Component, File, Opening, Service, render
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -26,6 +33,7 @@ OWNER = {"user": "seaweedfs", "group": "seaweedfs"}
 PURPOSES = ("backup", "archive")
 INTERNAL = (9333, 19333, 8080, 18080, 8888, 18888)  # master, volume, filer (HTTP, gRPC): loopback only
 GRPC_OFFSET = 10000  # SeaweedFS's S3 gateway also serves gRPC on its port + 10000
+REPLICATION = "001"  # each file on two hosts (SeaweedFS: one more copy on another server)
 
 
 def deployed(inv: Inventory) -> bool:
@@ -58,11 +66,34 @@ def identities(inv: Inventory) -> str:
     return json.dumps({"identities": entries}, indent=1)
 
 
+def storage_hosts(inv: Inventory) -> tuple:
+    return tuple(h for h in inv.hosts_with("storage") if not h.outside)
+
+
+def cluster(plan: HostPlan) -> bool:
+    return len(storage_hosts(plan.inv)) > 1
+
+
+def security(plan: HostPlan) -> str:
+    """security.toml of a cluster: mutual TLS for gRPC and HTTPS between the storage hosts,
+    and the key that signs the master's write tokens."""
+    context = {"etc": ETC, "ca": tls.TRUST, "names": ",".join(h.fqdn for h in storage_hosts(plan.inv)),
+               "jwt_key": password(plan.inv, "seaweedfs-jwt")}
+    return render("storage/security.toml.j2", context, f"{ETC}/security.toml")
+
+
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.s3
     cert, key, _ = tls.local_files(plan)
+    together = cluster(plan)
     context = {"weed": WEED, "data_dir": settings["data_dir"], "address": plan.host.address,
-               "port": settings["port"], "etc": ETC}
+               "port": settings["port"], "etc": ETC,
+               # one host: the internals on loopback; a cluster: on the host's address, by name (TLS)
+               "ip": plan.host.fqdn if together else "127.0.0.1",
+               "bind": plan.host.address if together else "127.0.0.1",
+               "cluster_flags": f"-master.peers={','.join(f'{h.fqdn}:9333' for h in storage_hosts(inv))} "
+                                f"-master.defaultReplication={REPLICATION}"
+                                if together else ""}
     return [
         Service("mailstack-seaweedfs", (
             File.copy(WEED, program(LOCK, "weed"), mode="0755"),
@@ -71,11 +102,13 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text(f"{ETC}/s3.json", identities(inv), mode="0640", group="seaweedfs", secret=True),
             File.copy(f"{ETC}/tls/cert.pem", cert, **OWNER),
             File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNER),
-        )),
+            *((File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),)
+              if together else ()),
+        ), absent=() if together else (f"{ETC}/security.toml",)),
         Service(None, (
             File.copy(BUCKETS_TOOL, TEMPLATES / "storage" / "mailstack-s3-buckets.sh", mode="0755"),
             File.text(f"{ETC}/buckets", "\n".join(settings["buckets"][p] for p in PURPOSES)),
-        ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets"),
+        ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets {context['ip']}:9333"),
     ]
 
 
@@ -88,18 +121,25 @@ def install(plan: HostPlan) -> None:
 
 
 def openings(plan: HostPlan) -> list[Opening]:
-    return [Opening(plan.inv.s3["port"], "tcp", "storage: S3 object storage, HTTPS", (), plan.host.address)]
+    """S3 for anyone with a key; in a cluster, the internals (TLS) for the other storage hosts."""
+    peers = plan.peers(storage_hosts(plan.inv)) if cluster(plan) else ()
+    return [Opening(plan.inv.s3["port"], "tcp", "storage: S3 object storage, HTTPS", (), plan.host.address),
+            *(Opening(port, "tcp", "storage: SeaweedFS cluster (mutual TLS)", peers, plan.host.address)
+              for port in INTERNAL if peers)]
 
 
 def local(plan: HostPlan) -> set[tuple[str, int]]:
-    """What weed listens on besides S3: its internals on loopback, S3's gRPC (closed by the firewall)."""
+    """What weed listens on besides S3 and the cluster ports: its internals on loopback (all
+    of them on one host; a cluster's master and filer there too), S3 on loopback too, S3's
+    gRPC (closed by the firewall)."""
     s3 = plan.inv.s3["port"]
-    return {("127.0.0.1", p) for p in (*INTERNAL, s3, s3 + GRPC_OFFSET)} | {(plan.host.address, s3 + GRPC_OFFSET)}
+    inside = (9333, 19333, 8888, 18888) if cluster(plan) else INTERNAL
+    return {("127.0.0.1", p) for p in (*inside, s3, s3 + GRPC_OFFSET)} | {(plan.host.address, s3 + GRPC_OFFSET)}
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
-    """One storage host (a replicated cluster of several is not built yet), or an external S3
-    with its endpoint and keys; and somewhere to back up to."""
+    """One storage host or an odd number of them (one cluster), or an external S3 with its
+    endpoint and keys; and somewhere to back up to."""
     settings = data["s3"]
     stores = [i for i, h in enumerate(data["hosts"]) if "storage" in h["roles"]]
     if settings["provider"] == "external":
@@ -122,8 +162,9 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
         return problems
     from mailstack.inventory import section_defaults  # here: mailstack.inventory loads the components
 
-    problems = [pos.problem(("hosts", i, "roles"), "a second storage host would form a replicated "
-                            "SeaweedFS cluster: not implemented yet (one storage host for now)") for i in stores[1:]]
+    problems = [pos.problem(("hosts", stores[-1], "roles"), f"{len(stores)} storage hosts: a SeaweedFS cluster "
+                            "needs an odd number (its masters must keep a majority when one is down): "
+                            "use 1, 3 or 5")] if stores and len(stores) % 2 == 0 else []
     if not stores and not data["backup"]["enabled"] and settings != section_defaults("s3"):
         problems.append(pos.problem(("s3",), "has no effect: no host has the role storage (and the "
                                     "backups are off); remove it or give a host that role"))

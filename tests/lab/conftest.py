@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 import uuid
 
 import pytest
+from helpers import lab_resolver
 from labenv import INVENTORY, SSH_CONFIG, host
 
 from mailstack.secrets import lab_ca
@@ -75,3 +77,18 @@ def rspamd_ready(mail):
             return
         time.sleep(1)
     pytest.fail("rspamd did not become ready within 120 s")
+
+
+@pytest.fixture(scope="module")
+def lab_names(nameserver):
+    """This machine resolves lab names through the lab's own DNS (for TLS checks by name)."""
+    resolver, original = lab_resolver(nameserver), socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".test"):
+            host = resolver.resolve(host, "A")[0].address
+        return original(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    yield
+    socket.getaddrinfo = original

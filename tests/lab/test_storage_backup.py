@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from helpers import PASSWORD, lab_resolver, named_context
+from helpers import PASSWORD, named_context
 from labenv import INVENTORY, ROOT
 from test_monitoring import alert
 
@@ -27,21 +27,7 @@ from deploys.backup import TOOL
 
 BACKUP_BUCKET = INVENTORY.s3["buckets"]["backup"]
 ARCHIVE_BUCKET = INVENTORY.s3["buckets"]["archive"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def lab_names(nameserver):
-    """This machine resolves lab names through the lab's own DNS (for boto3's TLS checks)."""
-    resolver, original = lab_resolver(nameserver), socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(".test"):
-            host = resolver.resolve(host, "A")[0].address
-        return original(host, *args, **kwargs)
-
-    socket.getaddrinfo = getaddrinfo
-    yield
-    socket.getaddrinfo = original
+pytestmark = pytest.mark.usefixtures("lab_names")  # boto3 checks the store's certificate by name
 
 
 def s3(ca_file: str, purpose: str, secret: str | None = None):

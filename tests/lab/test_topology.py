@@ -3,7 +3,8 @@ hosts that are submission hosts too, a Dovecot proxy, two mailbox backends, one 
 Mail reaches the backend that holds the recipient's mailbox (by the inventory), over LMTP
 with verified TLS, and is read through the proxy, which logs in on that backend over TLS
 (the backends take mail logins from the proxy only); the S/MIME gateway on its own host
-signs and encrypts what both submission hosts hand it; Postfix reaches
+signs and encrypts what both submission hosts hand it; three storage hosts keep every object
+on two of them and serve it while one is down; Postfix reaches
 rspamd on the filter host through a TLS tunnel that admits only the platform's Postfix
 hosts; logins on a submission host without mailboxes are checked there (no password
 crosses the network again); MX 1 down, mail comes in through MX 2; the filter host down,
@@ -11,16 +12,21 @@ both MX answer 4xx and nothing is lost; one sending limit counts on both submiss
 
 import imaplib
 import json
+import os
 import smtplib
 import socket
 import subprocess
 import sys
 import time
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from helpers import PASSWORD, imap_find, message, named_context, pop3_find, submit
 from labenv import INVENTORY, PLANS, ROOT, SSH_CONFIG, host
 
+from deploys import storage
 from mailstack.secrets import domain_certificate, host_certificate
 
 pytestmark = pytest.mark.skipif(not any(p.lmtp_clients for p in PLANS.values()),
@@ -298,3 +304,72 @@ def test_the_gateway_on_its_own_host_signs_and_encrypts_for_both_submission_host
     for port in (10025, 10028):  # the gateway takes mail from the platform's Postfix hosts only
         assert not reachable(addr["gw"], port)
         assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr['gw']}/{port}'").returncode != 0
+
+
+STORES = ("store1", "store2", "store3")
+
+
+def s3_at(name: str, fqdn, ca_file: str):
+    """The backup key's S3 client at one storage host's gateway."""
+    key_id, key = storage.credentials(INVENTORY, "backup")
+    return boto3.client("s3", endpoint_url=f"https://{fqdn[name]}:{INVENTORY.s3['port']}", aws_access_key_id=key_id,
+                        aws_secret_access_key=key, region_name="us-east-1", verify=ca_file,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                                      connect_timeout=5, read_timeout=30))
+
+
+def read_back(name: str, fqdn, ca_file: str, key: str, timeout: float = 90) -> bytes | None:
+    """The object as one host's gateway serves it, once it does (a filer follows the others
+    within moments; after a host went down the masters first elect a leader)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return s3_at(name, fqdn, ca_file).get_object(Bucket=INVENTORY.s3["buckets"]["backup"],
+                                                         Key=key)["Body"].read()
+        except (ClientError, BotoCoreError):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(2)
+
+
+def volumes(name: str) -> set[str]:
+    """The SeaweedFS volume files on one storage host."""
+    listing = host(name).check_output(f"find {INVENTORY.s3['data_dir']} -name '*.dat' -printf '%f\\n'")
+    return set(listing.split())
+
+
+def test_the_storage_cluster_keeps_each_object_on_two_hosts_and_serves_it_while_one_is_down(fqdn, ca_file, tag,
+                                                                                           lab_names):
+    key, body = f"test/{tag}", os.urandom(300_000)
+    s3_at("store1", fqdn, ca_file).put_object(Bucket=INVENTORY.s3["buckets"]["backup"], Key=key, Body=body)
+    for name in STORES:  # any gateway serves it
+        assert read_back(name, fqdn, ca_file, key) == body, name
+    held = [volumes(name) for name in STORES]
+    every = set().union(*held)
+    assert every and all(sum(v in h for h in held) == 2 for v in every), held  # each volume on two hosts
+    host("store1").run("systemctl stop mailstack-seaweedfs")
+    try:
+        for name in STORES[1:]:
+            assert read_back(name, fqdn, ca_file, key) == body, f"{name} lost the object while store1 was down"
+    finally:
+        host("store1").run("systemctl start mailstack-seaweedfs")
+    assert read_back("store1", fqdn, ca_file, key) == body  # back, and in the cluster again
+
+
+def test_the_storage_hosts_talk_only_to_each_other_and_only_over_mutual_tls(addr):
+    for port in storage.INTERNAL:
+        assert not reachable(addr["store1"], port), f"store1:{port} is open to this machine"
+        assert ssh("mx1", f"timeout 5 bash -c '</dev/tcp/{addr['store1']}/{port}'").returncode != 0, port
+    # another storage host reaches the master, but not without TLS and a certificate
+    plain = ssh("store2", "python3 -c \"import http.client; c = http.client.HTTPConnection('store1.lab.test', 9333, "
+                          "timeout=5); c.request('GET', '/cluster/status'); print(c.getresponse().status)\"")
+    assert plain.returncode != 0 or plain.stdout.strip() != "200", plain
+    bare = ssh("store2", "python3 -c \"import http.client, ssl; c = http.client.HTTPSConnection('store1.lab.test', "
+                         "9333, timeout=5, context=ssl.create_default_context()); c.request('GET', '/cluster/status'); "
+                         "print(c.getresponse().status)\"")
+    assert bare.returncode != 0, bare.stdout  # no client certificate: refused
+    with_cert = ssh("store2", "python3 -c \"import http.client, ssl; x = ssl.create_default_context(); "
+                              "x.load_cert_chain('/etc/seaweedfs/tls/cert.pem', '/etc/seaweedfs/tls/key.pem'); "
+                              "c = http.client.HTTPSConnection('store1.lab.test', 9333, timeout=5, context=x); "
+                              "c.request('GET', '/cluster/status'); print(c.getresponse().status)\"")
+    assert with_cert.stdout.strip() == "200", with_cert.stderr

@@ -357,11 +357,10 @@ def test_an_attachment_wait_without_peekaboo_is_refused():
     assert f"inv.yml:{line_of(text, 'attachment_wait')} domains[1].inbound.attachment_wait: has no effect" in found
 
 
-def test_storage_hosts_are_one_or_none_with_an_external_s3():
+def test_storage_hosts_are_an_odd_number_or_none_with_an_external_s3():
     two = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, storage]")
     two = two.replace("roles: [smime]", "roles: [smime, storage]")
-    assert any("a second storage host would form a replicated SeaweedFS cluster: not implemented yet" in p
-               for p in problems(two))
+    assert any("hosts[1].roles: 2 storage hosts: a SeaweedFS cluster needs an odd number" in p for p in problems(two))
     external = VALID.replace("roles: [smime]", "roles: [smime, storage]") + \
         "s3: {provider: external, endpoint: 'https://s3.example.org'}\n"
     assert any("role 'storage' deploys SeaweedFS, but s3.provider is 'external'" in p for p in problems(external))

@@ -5,7 +5,7 @@ whom, and what only a lab does."""
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
 
-from deploys import COMPONENTS, dovecot, image_disabled_units, image_packages, image_preseed, postfix, rspamd
+from deploys import COMPONENTS, dovecot, image_disabled_units, image_packages, image_preseed, postfix, rspamd, storage
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
@@ -111,6 +111,27 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
     single = plans(load(ROOT / "inventories" / "lab.yml"))["mail"]
     assert single.filter_link is None and single.lmtp_clients == ()
     assert "filter-link" not in [c.name for c in single.components]
+
+
+UNIT = "/etc/systemd/system/mailstack-seaweedfs.service"
+
+
+def test_storage_hosts_form_one_cluster_that_only_they_reach():
+    multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
+    found = rules("lab-multi.yml")
+    peers = {"store1": "10.77.0.52, 10.77.0.53", "store2": "10.77.0.51, 10.77.0.53", "store3": "10.77.0.51, 10.77.0.52"}
+    for name, others in peers.items():
+        assert found[name] == {"tcp dport 22", "tcp dport 8333", *(f"ip saddr {{ {others} }} tcp dport {p}"
+                                                                  for p in storage.INTERNAL)}
+        weed = next(s for s in storage.configure(multi[name]) if s.unit)
+        assert (f"-ip={name}.lab.test -ip.bind={multi[name].host.address} -master.peers=store1.lab.test:9333,"
+                "store2.lab.test:9333,store3.lab.test:9333 -master.defaultReplication=001") in \
+            weed.file(UNIT).content.decode()
+        assert 'allowed_commonNames = "store1.lab.test,store2.lab.test,store3.lab.test"' in \
+            weed.file("/etc/seaweedfs/security.toml").content.decode()
+    single = next(s for s in storage.configure(plans(load(ROOT / "inventories" / "lab.yml"))["mail"]) if s.unit)
+    assert "-ip=127.0.0.1 -ip.bind=127.0.0.1  " in single.file(UNIT).content.decode()  # one host: loopback, no peers
+    assert "/etc/seaweedfs/security.toml" in single.absent
 
 
 def test_users_read_mail_through_the_proxy_and_each_backend_holds_only_its_own():

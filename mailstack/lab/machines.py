@@ -77,12 +77,17 @@ class Lab:
 
     def up(self) -> None:
         """Bring every host up; hosts already running are left alone. Refused while
-        hosts of another lab inventory run (they would share the bridge and names)."""
-        foreign = sorted(d.name for d in (STATE_DIR / "machines").glob("*")
-                         if d.name not in {h.name for h in self.hosts})
-        if foreign:
-            raise LabError(f"hosts of another lab inventory are here ({', '.join(foreign)}): "
+        hosts of another lab inventory run (they would share the bridge and names); the
+        trees of its stopped hosts are removed."""
+        others = [LabHost(d.name, "") for d in (STATE_DIR / "machines").glob("*")
+                  if d.name not in {h.name for h in self.hosts}]
+        running = sorted(h.name for h in others if pid_alive(h.pid_file))
+        if running:
+            raise LabError(f"hosts of another lab inventory run here ({', '.join(running)}): "
                            "run `mailstack lab down` first")
+        for stale in others:  # left by a lab that was stopped without `down`
+            kill_container(stale.name)
+            shutil.rmtree(stale.root.parent, ignore_errors=True)
         image = build_image(self.recipe)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self._ssh_material()

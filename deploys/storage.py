@@ -105,10 +105,12 @@ def configure(plan: HostPlan) -> list[Service]:
             *((File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),)
               if together else ()),
         ), absent=() if together else (f"{ETC}/security.toml",)),
-        Service(None, (
+        # the buckets belong to the whole cluster: its first host makes them
+        *([Service(None, (
             File.copy(BUCKETS_TOOL, TEMPLATES / "storage" / "mailstack-s3-buckets.sh", mode="0755"),
             File.text(f"{ETC}/buckets", "\n".join(settings["buckets"][p] for p in PURPOSES)),
-        ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets {context['ip']}:9333"),
+        ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets {context['ip']}:9333")]
+          if plan.host == storage_hosts(inv)[0] else []),
     ]
 
 

@@ -13,7 +13,12 @@ existing=$(echo "s3.bucket.list" | weed shell -master="$master" 2>/dev/null)
 while read -r bucket; do
   [ -n "$bucket" ] || continue
   if ! printf '%s\n' "$existing" | grep -q "^ *$bucket\b"; then
-    echo "s3.bucket.create -name $bucket" | weed shell -master="$master" >/dev/null
+    # another run may have made it meanwhile: only a bucket still missing afterwards is an error
+    if ! echo "s3.bucket.create -name $bucket" | weed shell -master="$master" >/dev/null 2>&1 &&
+        ! echo "s3.bucket.list" | weed shell -master="$master" 2>/dev/null | grep -q "^ *$bucket\b"; then
+      echo "mailstack-s3-buckets: cannot create bucket $bucket" >&2
+      exit 1
+    fi
     echo "created bucket $bucket"
   fi
 done < "$1"

@@ -129,6 +129,9 @@ def test_storage_hosts_form_one_cluster_that_only_they_reach():
             weed.file(UNIT).content.decode()
         assert 'allowed_commonNames = "store1.lab.test,store2.lab.test,store3.lab.test"' in \
             weed.file("/etc/seaweedfs/security.toml").content.decode()
+    makers = {name: [s.on_change for s in storage.configure(multi[name]) if s.on_change] for name in peers}
+    assert makers == {"store1": ["/usr/local/sbin/mailstack-s3-buckets /etc/seaweedfs/buckets store1.lab.test:9333"],
+                      "store2": [], "store3": []}  # the cluster's buckets are made once, not raced for
     single = next(s for s in storage.configure(plans(load(ROOT / "inventories" / "lab.yml"))["mail"]) if s.unit)
     assert "-ip=127.0.0.1 -ip.bind=127.0.0.1  " in single.file(UNIT).content.decode()  # one host: loopback, no peers
     assert "/etc/seaweedfs/security.toml" in single.absent

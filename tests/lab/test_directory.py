@@ -19,7 +19,7 @@ from helpers import NamedContext, imap_find, message, submit, tls_context
 from labenv import INVENTORY, ssh
 
 from deploys.ldap import bind_password
-from deploys.siem import SYSTEM_CA
+from deploys.tls import TRUST
 
 LDAP = INVENTORY.ldap
 PEOPLE = f"ou=people,{LDAP['base_dn']}"
@@ -136,11 +136,11 @@ def test_a_directory_entry_cannot_claim_an_inventory_domains_address(addr, fqdn,
 
 def test_the_bind_account_reads_no_password_hash_and_the_lan_reaches_no_directory(person, addr):
     address, _, _ = person
-    found = ssh("mail", f"LDAPTLS_CACERT={SYSTEM_CA} ldapsearch -LLL -x -H {LDAP['uris'][0]} -D '{LDAP['bind_dn']}' -y /dev/stdin "
+    found = ssh("mail", f"LDAPTLS_CACERT={TRUST} ldapsearch -LLL -x -H {LDAP['uris'][0]} -D '{LDAP['bind_dn']}' -y /dev/stdin "
                         f"-b '{LDAP['base_dn']}' '(mail={address})' mail userPassword",
                 stdin=bind_password(INVENTORY).encode())
     assert f"mail: {address}" in found and "userPassword" not in found
-    anonymous = ssh("mail", f"LDAPTLS_CACERT={SYSTEM_CA} ldapsearch -LLL -x -H {LDAP['uris'][0]} -b '{LDAP['base_dn']}' "
+    anonymous = ssh("mail", f"LDAPTLS_CACERT={TRUST} ldapsearch -LLL -x -H {LDAP['uris'][0]} -b '{LDAP['base_dn']}' "
                             "'(mail=*)' mail 2>&1; echo rc=$?")
     assert "mail:" not in anonymous and "dn:" not in anonymous
     assert "rc=0" not in anonymous, anonymous  # refused, over the same TLS the bound search just used

@@ -52,9 +52,8 @@ def proxy_fields(plan: HostPlan, user, service: str) -> str:
 
 def passdb(plan: HostPlan, service: str) -> str:
     """passwd-file lines of the users who may log in this way with a password."""
-    domains = {d.name: d for d in plan.login_domains}
     return "\n".join(f"{guard(u.address)}:{guard(u.password)}::::::{proxy_fields(plan, u, service)}"
-                     for u in logins(plan, service) if domains[u.domain].password_login)
+                     for u in logins(plan, service) if plan.inv.domain(u.domain).password_login)
 
 
 def token_users(plan: HostPlan, service: str) -> str:
@@ -174,9 +173,10 @@ MAIL_PORTS = ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3,
 def openings(plan: HostPlan) -> list[Opening]:
     """A mailbox host behind proxies opens its mail ports to them only; POP3 with STARTTLS
     where a domain read here allows it; LMTP for the MX hosts elsewhere."""
-    behind = plan.peers(plan.proxies) if "mailbox" in plan.roles and not plan.is_proxy else ()
+    backend = "mailbox" in plan.roles and not plan.is_proxy  # a proxy opens them to all (public)
+    behind = plan.peers(plan.proxies) if backend else ()
     result = [Opening(port, "tcp", f"mailbox: {why}{', for the proxies' if behind else ''}", behind)
-              for port, why in MAIL_PORTS if "mailbox" in plan.roles and not plan.is_proxy]
+              for port, why in MAIL_PORTS if backend]
     if pop3_starttls(plan):
         result.append(Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)", behind))
     if plan.lmtp_clients:

@@ -43,7 +43,7 @@ def deployed(inv: Inventory) -> bool:
 def endpoint(inv: Inventory) -> str:
     if not deployed(inv):
         return inv.s3["endpoint"]
-    return f"https://{inv.hosts_with('storage')[0].fqdn}:{inv.s3['port']}"
+    return f"https://{storage_hosts(inv)[0].fqdn}:{inv.s3['port']}"
 
 
 def credentials(inv: Inventory, purpose: str) -> tuple[str, str]:

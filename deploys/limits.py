@@ -1,14 +1,19 @@
 """Hosts with `filter`: what one login may send through submission, counted in Redis by
 mailstack's rspamd rule (limits.lua), with the inventory's limits per platform, domain and
 user; an account over its hold threshold is put on hold, its mail kept in the hold queue of
-the Postfix that took it. `mailstack account` runs the host tool (on filter and submission
-hosts) that shows, holds and releases an account."""
+the Postfix that took it, and (limits.lock_password) its logins refused until released.
+`mailstack account` runs the host tool (on filter and submission hosts) that shows, holds
+and releases an account."""
 
 from __future__ import annotations
 
+from deploys.dovecot import ETC as DOVECOT_ETC
+from deploys.dovecot import SECRET as DOVECOT_SECRET
 from deploys.rspamd import REDIS_INCLUDE
 from mailstack.component import Component, File, Service
+from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
+from mailstack.secrets import password
 
 ACCOUNT_TOOL = "/usr/local/sbin/mailstack-account"
 PREFIX = "mailstack:limits:"
@@ -30,6 +35,32 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
                           {"prefix": PREFIX, "default": lua_table(plan.inv.limits), "overrides": overrides}),)
 
 
+LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})
+
+
+def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
+    """The deny passdb that refuses an account on hold (found in Redis), or, with
+    lock_password off, the same paths saying so: its include then adds nothing."""
+    passdb, lookup = f"{DOVECOT_ETC}/held-passdb.conf", f"{DOVECOT_ETC}/held.conf.ext"
+    if not plan.inv.limits["lock_password"]:
+        off = "# Managed by mailstack: limits.lock_password is off, a held account may still log in.\n"
+        return File.text(passdb, off), File.text(lookup, off, **DOVECOT_SECRET)
+    return (File.template(passdb, "limits/held-passdb.conf.j2", {"lookup": lookup}),
+            File.template(lookup, "limits/held.conf.ext.j2",
+                          {"prefix": PREFIX, "redis_password": password(plan.inv, "redis")}, **DOVECOT_SECRET))
+
+
+def rules(data: dict, pos: Positions) -> list[Problem]:
+    """lock_password asks the filter host's Redis on loopback: each login host must be one."""
+    if not (data["limits"]["enabled"] and data["limits"]["lock_password"]):
+        return []
+    return [pos.problem(("hosts", i, "roles"), f"limits.lock_password with logins on {h['name']}, which is no "
+                        "filter host, is not implemented yet (Dovecot would ask another host's Redis in clear): "
+                        "add the filter role here or turn lock_password off")
+            for i, h in enumerate(data["hosts"])
+            if not h.get("outside") and LOGIN_ROLES & set(h["roles"]) and "filter" not in h["roles"]]
+
+
 def configure(plan: HostPlan) -> list[Service]:
     """The host tool: counters on a filter host, held mail on a Postfix host."""
     return [Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
@@ -42,6 +73,7 @@ COMPONENT = Component(
     platform_only=True,
     section="limits",
     enabled=lambda inv: inv.limits["enabled"],
-    extends={"rspamd": rspamd_files},
+    rules=(rules,),
+    extends={"rspamd": rspamd_files, "dovecot": dovecot_files},
     configure=configure,
 )

@@ -3,9 +3,12 @@ The lab's gina@example.test may send 5 messages a minute and is put on hold past
 recipients a day. The first messages go out and the rest get 451, which her client keeps.
 The message that crosses the hold threshold waits in Postfix's hold queue, and later ones get
 451. `mailstack account release` lets it go, so what was sent arrives at ext; `--drop`
-deletes it instead. bob, on the same tenant, is never affected."""
+deletes it instead. bob, on the same tenant, is never affected. The lab sets
+limits.lock_password: while she is on hold her password opens nothing."""
 
+import imaplib
 import json
+import poplib
 import smtplib
 import subprocess
 import sys
@@ -13,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PASSWORD, message, named_context
+from helpers import PASSWORD, imap_find, message, named_context, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)
@@ -120,6 +123,66 @@ def test_both_submission_ports_count_against_one_limit(addr, fqdn, ca_file, tag)
 
 
 def test_an_account_can_be_held_by_hand(addr, fqdn, ca_file, tag):
+    """A session that logged in before the hold gets 451 for its next message (a new one
+    could not log in: limits.lock_password)."""
+    with smtplib.SMTP(addr["mail"], 587, timeout=60) as client:
+        client.starttls(context=named_context(ca_file, fqdn["mail"]))
+        client.login(LIMITED, PASSWORD)
+        assert account("hold", LIMITED).returncode == 0
+        with pytest.raises(smtplib.SMTPDataError) as refused:  # the rule sees the whole message
+            client.sendmail(LIMITED, [OUTSIDE], message(LIMITED, OUTSIDE, tag).as_bytes())
+    assert refused.value.smtp_code == 451 and b"account on hold" in refused.value.smtp_error
+
+
+def logins(addr, fqdn, ca_file, user: str) -> dict[str, str]:
+    """Log `user` in with her password on IMAP (993), POP3 (995) and submission (587): what each said."""
+    context, said = named_context(ca_file, fqdn["mail"]), {}
+    try:
+        with imaplib.IMAP4_SSL(addr["mail"], 993, ssl_context=context, timeout=30) as imap:
+            said["imap"] = imap.login(user, PASSWORD)[0]
+    except imaplib.IMAP4.error as err:
+        said["imap"] = str(err)
+    pop3 = poplib.POP3_SSL(addr["mail"], 995, context=context, timeout=30)
+    try:
+        pop3.user(user)
+        said["pop3"] = pop3.pass_(PASSWORD).decode()
+    except poplib.error_proto as err:
+        said["pop3"] = str(err)
+    finally:
+        pop3.close()
+    with smtplib.SMTP(addr["mail"], 587, timeout=30) as smtp:
+        smtp.starttls(context=context)
+        try:
+            said["smtp"] = str(smtp.login(user, PASSWORD)[0])
+        except smtplib.SMTPAuthenticationError as err:
+            said["smtp"] = f"{err.smtp_code} {err.smtp_error.decode()}"
+    return said
+
+
+def test_a_held_accounts_password_opens_nothing_until_released(mail, addr, fqdn, ca_file, tag):
+    assert logins(addr, fqdn, ca_file, LIMITED) == {"imap": "OK", "pop3": "+OK Logged in.", "smtp": "235"}
     assert account("hold", LIMITED).returncode == 0
-    [(code, text)] = burst(addr, fqdn, ca_file, LIMITED, 1, [OUTSIDE], tag)
-    assert code == 451 and b"account on hold" in text
+    refused = logins(addr, fqdn, ca_file, LIMITED)
+    assert "AUTHENTICATIONFAILED" in refused["imap"] and "-ERR" in refused["pop3"], refused
+    assert refused["smtp"].startswith("535"), refused
+    assert logins(addr, fqdn, ca_file, NEIGHBOUR)["imap"] == "OK", "bob's logins must not be touched"
+    submit(addr["mail"], fqdn["mail"], ca_file, NEIGHBOUR, message(NEIGHBOUR, LIMITED, tag))
+    deadline = time.monotonic() + 60
+    while not mail.check_output(f"doveadm search -u {LIMITED} mailbox INBOX subject {tag}"):
+        assert time.monotonic() < deadline, "mail to a held account must still be delivered"
+        time.sleep(1)
+    assert account("release", LIMITED).returncode == 0
+    assert logins(addr, fqdn, ca_file, LIMITED) == {"imap": "OK", "pop3": "+OK Logged in.", "smtp": "235"}
+    assert imap_find(addr["mail"], fqdn["mail"], ca_file, LIMITED, tag), "released, she reads it"
+
+
+def test_without_redis_logins_fail_temporarily_never_open(mail, addr, fqdn, ca_file):
+    """The hold is asked in Redis on every login: unreachable, nobody is let in unchecked."""
+    mail.run("systemctl stop redis-server")
+    try:
+        said = logins(addr, fqdn, ca_file, NEIGHBOUR)
+    finally:
+        mail.run("systemctl start redis-server")
+    assert "UNAVAILABLE" in said["imap"] and "SYS/TEMP" in said["pop3"], said
+    assert said["smtp"].startswith("535"), said  # Postfix reports Dovecot's temporary failure so
+    assert logins(addr, fqdn, ca_file, NEIGHBOUR)["imap"] == "OK"

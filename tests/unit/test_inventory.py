@@ -284,6 +284,16 @@ def test_backends_and_the_proxy_are_checked(mutation, path, expected):
     assert any(f"{path}: {expected}" in p for p in found), found
 
 
+def test_a_locked_password_needs_every_login_host_to_hold_the_counters():
+    found = problems(MULTI + "limits: {lock_password: true}\n")
+    complaint = "limits.lock_password with logins on {}, which is no filter host, is not implemented yet"
+    for i, name in enumerate(("mx1", "mx2", "proxy1", "mb1", "mb2")):
+        assert any(f"hosts[{i}].roles: {complaint.format(name)}" in p for p in found), found
+    assert len(found) == 5, "filter1, gw, the storage hosts and the outside ext take no logins"
+    check_text(MULTI + "limits: {lock_password: true, enabled: false}\n", "inv.yml")
+    check_text(VALID + "limits: {lock_password: true}\n", "inv.yml")  # mx1 is its own filter host
+
+
 def test_operator_tls_files_must_exist_here():
     text = (ROOT / "inventories" / "single-host.example.yml").read_text()
     found = problems(text)

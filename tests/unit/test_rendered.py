@@ -201,6 +201,13 @@ TABLE = [
       '  ["gina@example.test"] = { messages_per_minute = 5, hold_after = 8 },'], ['["bob@example.test"]']),
     ("limits: the hold queue and a confirmed discard are actions no score reaches", VALID, "mx1",
      "/etc/rspamd/local.d/actions.conf", ["quarantine {", "discard {", '  flags = ["no_threshold"];'], []),
+    ("limits: a held account's logins are refused, before any other passdb", LAB, "mail",
+     "/etc/dovecot/mailstack/held-passdb.conf", ["  driver = dict", "  deny = yes",
+                                                 "  args = /etc/dovecot/mailstack/held.conf.ext"], []),
+    ("limits: the hold is looked up where the limits rule writes it", LAB, "mail", "/etc/dovecot/mailstack/held.conf.ext",
+     ["  key = mailstack:limits:%u:hold", "  mailstack_hold = %{dict:hold}"], []),
+    ("limits: lock_password off, a held account may log in", VALID, "mx1", "/etc/dovecot/mailstack/held-passdb.conf",
+     ["# Managed by mailstack: limits.lock_password is off, a held account may still log in."], ["passdb"]),
     ("monitoring: every platform host scraped, no outside one", LAB, "mail", "/etc/prometheus/prometheus.yml",
      ['      - targets: ["10.77.0.10:9100"]', '      - targets: ["10.77.0.10:9154"]', "  scrape_interval: 5s"],
      ["10.77.0.20"]),
@@ -258,6 +265,16 @@ def test_limits_can_be_turned_off():
     plan = plans(check_text(VALID + "limits: {enabled: false}\n", "inv.yml"))["mx1"]
     [rspamd] = [s for c in plan.components for s in configured(c, plan) if s.unit == "rspamd"]
     assert "/etc/rspamd/mailstack.d/limits.lua" in rspamd.absent
+
+
+def test_the_held_passdb_comes_before_every_other_and_its_password_is_a_secret():
+    conf = rendered(LAB, "mail")["/etc/dovecot/dovecot.conf"].lines
+    assert conf.index("!include_try /etc/dovecot/mailstack/held-passdb.conf") < conf.index("passdb {")
+    lookup = rendered(LAB, "mail")["/etc/dovecot/mailstack/held.conf.ext"]
+    assert lookup.secret and lookup.mode == "0640" and lookup.group == "dovecot"
+    assert any(line.startswith("uri = redis:host=127.0.0.1:port=6379:password=") for line in lookup.lines)
+    [dovecot] = [s for s in services(VALID + "limits: {enabled: false}\n", "mx1") if s.unit == "dovecot"]
+    assert "/etc/dovecot/mailstack/held-passdb.conf" in dovecot.absent
 
 
 def test_without_receivers_no_record_is_written():

@@ -28,6 +28,7 @@ from deploys import (
     pager_receiver,
     peekaboo,
     postfix,
+    redis,
     rspamd,
     siem,
     siem_receiver,
@@ -41,8 +42,8 @@ from mailstack.component import Component, File, Service
 from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, limits, rspamd,
-    filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
+    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis,
+    limits, rspamd, filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
 
 
 def served_roles() -> set[str]:

@@ -7,13 +7,12 @@ and releases an account."""
 
 from __future__ import annotations
 
+from deploys import redis
 from deploys.dovecot import ETC as DOVECOT_ETC
 from deploys.dovecot import SECRET as DOVECOT_SECRET
-from deploys.rspamd import REDIS_INCLUDE
 from mailstack.component import Component, File, Service
 from mailstack.inventory import Positions, Problem
-from mailstack.plan import HostPlan
-from mailstack.secrets import password
+from mailstack.plan import LOGIN_ROLES, HostPlan
 
 ACCOUNT_TOOL = "/usr/local/sbin/mailstack-account"
 PREFIX = "mailstack:limits:"
@@ -35,9 +34,6 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
                           {"prefix": PREFIX, "default": lua_table(plan.inv.limits), "overrides": overrides}),)
 
 
-LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})
-
-
 def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
     """The deny passdb that refuses an account on hold (found in Redis), or, with
     lock_password off, the same paths saying so: its include then adds nothing."""
@@ -47,7 +43,8 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
         return File.text(passdb, off), File.text(lookup, off, **DOVECOT_SECRET)
     return (File.template(passdb, "limits/held-passdb.conf.j2", {"lookup": lookup}),
             File.template(lookup, "limits/held.conf.ext.j2",
-                          {"prefix": PREFIX, "redis_password": password(plan.inv, "redis")}, **DOVECOT_SECRET))
+                          {"prefix": PREFIX, "redis_port": redis.PORT, "redis_password": redis.secret(plan.inv)},
+                          **DOVECOT_SECRET))
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
@@ -64,7 +61,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 def configure(plan: HostPlan) -> list[Service]:
     """The host tool: counters on a filter host, held mail on a Postfix host."""
     return [Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
-                                         {"prefix": PREFIX, "redis_settings": REDIS_INCLUDE}, mode="0750"),))]
+                                         {"prefix": PREFIX, "redis_settings": redis.INCLUDE}, mode="0750"),))]
 
 
 COMPONENT = Component(

@@ -12,7 +12,7 @@ from pyinfra.operations import files, pip, server
 from deploys import clamav
 from deploys.clamav import CLAMAV_SYMBOL
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
-from mailstack.component import TEMPLATES, Component, File, Service
+from mailstack.component import TEMPLATES, Component, File, Service, seconds
 from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse
@@ -22,13 +22,8 @@ HOME = "/opt/mailstack-peekaboo"
 ETC = "/etc/mailstack-peekaboo"
 STATE = "/var/lib/mailstack-peekaboo"
 LOCK = Path(__file__).with_suffix(".lock")
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # the sandbox-free ruleset: the first rule that decides wins
 RULES = ("known", "file_larger_than", "file_type_on_whitelist", "office_macro", "expressions", "final_rule")
-
-
-def seconds(duration: str) -> int:
-    return int(duration[:-1]) * SECONDS[duration[-1]]
 
 
 def ruleset(plan: HostPlan) -> dict:

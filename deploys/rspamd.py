@@ -1,4 +1,4 @@
-"""Hosts with `filter`: rspamd as Postfix milter, with Redis; DKIM/ARC signing,
+"""Hosts with `filter`: rspamd as Postfix milter, with Redis (deploys/redis.py); DKIM/ARC signing,
 SPF/DKIM/DMARC/ARC evaluation, per-domain and per-user spam and malware policies, allow lists (a tenant's list
 counts only for mail to that tenant: Postfix applies deny lists per recipient), and the
 rule that binds a logged-in user's header From/Sender to the addresses granted to it."""
@@ -9,6 +9,7 @@ import json
 
 from pyinfra.operations import files
 
+from deploys import redis
 from mailstack.component import Component, File, Service, guard, table
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
@@ -26,7 +27,6 @@ RETIRED = ("local.d/multimap.conf", *(f"maps.d/{kind}_{what}.map" for kind in ("
                                       for what in ("addresses", "domains", "ips")))
 # files with a password: never shown, readable by rspamd only
 SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
-REDIS_INCLUDE = "/etc/redis/mailstack.conf"
 # MTA-Name (rspamd's header for Postfix's milter daemon name) of submitted mail on its way to the S/MIME
 # gateway: checked here, DKIM-signed only when it comes back
 SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
@@ -70,13 +70,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
-        "redis_password": password(inv, "redis"),
+        "redis_password": redis.secret(inv),
         "controller_password": password(inv, "rspamd-controller"),
     }
     secret = {"secret": True, "group": "_rspamd", "mode": "0640"}
     return [
-        Service("redis-server", (File.template(REDIS_INCLUDE, "rspamd/redis-server.conf.j2", context,
-                                               secret=True, group="redis", mode="0640"),)),
         Service("rspamd", (
             *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context) for name in CONFIG),
             *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context, **secret)
@@ -95,7 +93,6 @@ def configure(plan: HostPlan) -> list[Service]:
 def install(plan: HostPlan) -> None:
     files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
     files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
-    files.line(name="Redis reads mailstack's settings", path="/etc/redis/redis.conf", line=f"include {REDIS_INCLUDE}")
     files.file(name="No controller settings left in local.d (override.d has them)",
                path=f"{ETC}/local.d/worker-controller.inc", present=False)
 
@@ -104,10 +101,9 @@ def install(plan: HostPlan) -> None:
 COMPONENT = Component(
     name="rspamd",
     roles=frozenset({"filter"}),
-    packages=("rspamd", "redis-server"),
-    units=("rspamd", "redis-server"),
-    local=(("127.0.0.1", MILTER_PORT), ("127.0.0.1", 11333), ("127.0.0.1", 11334), ("127.0.0.1", 6379),
-           ("::1", 6379)),
+    packages=("rspamd",),
+    units=("rspamd",),
+    local=(("127.0.0.1", MILTER_PORT), ("127.0.0.1", 11333), ("127.0.0.1", 11334)),
     section="rspamd",
     install=install,
     configure=configure,

@@ -162,3 +162,11 @@ class Component:
         wanted = self.roles is None or bool(self.roles & set(host.roles))
         return (wanted and (self.enabled is None or self.enabled(inv))
                 and (self.needed is None or self.needed(inv, host)))
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def seconds(duration: str) -> int:
+    """An inventory duration (30s, 10m, 1h, 30d, 2w) in seconds."""
+    return int(duration[:-1]) * DURATION_UNITS[duration[-1]]

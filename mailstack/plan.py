@@ -14,6 +14,7 @@ from mailstack.dns import service_names, zones
 from mailstack.inventory import Domain, Host, Inventory, User
 
 MTA_ROLES = frozenset({"mx", "submission"})
+LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})  # where Dovecot checks passwords
 MILTER_PORT = 11332  # rspamd's milter on loopback; across hosts, the TLS tunnel's port too
 LMTP_PORT = 24  # Dovecot's LMTP for MX hosts elsewhere (STARTTLS)
 

@@ -9,8 +9,8 @@ import pytest
 from helpers import PASSWORD, imap_find
 
 from deploys.bruteforce import LOGIN_PORTS
+from mailstack.component import seconds
 
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 JAIL = "mailstack-logins"
 
 # wrong password number i on IMAP, POP3 or submission, in turn (one Dovecot auth line each:
@@ -49,10 +49,6 @@ for i in range(count):
 """
 
 REACHABLE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)"
-
-
-def seconds(duration: str) -> int:
-    return int(duration[:-1]) * SECONDS[duration[-1]]
 
 
 def banned(mail) -> str:

@@ -39,8 +39,8 @@ def test_single_host_lab_publishes_nothing_internal():
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "storage", "clamav", "peekaboo", "siem", "limits", "rspamd",
-                                                             "ldap", "dovecot", "smime", "postfix", "bruteforce", "backup",
+    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "storage", "clamav", "peekaboo", "siem",
+                                                         "redis", "limits", "rspamd", "ldap", "dovecot", "smime", "postfix", "bruteforce", "backup",
                                                              "exporters", "monitoring"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]

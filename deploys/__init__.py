@@ -25,6 +25,7 @@ from deploys import (
     ldap,
     limits,
     monitoring,
+    nauthilus,
     pager_receiver,
     peekaboo,
     postfix,
@@ -42,7 +43,7 @@ from mailstack.component import Component, File, Service
 from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis,
+    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis, nauthilus,
     limits, rspamd, filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import ldap, tls
+from deploys import ldap, nauthilus, tls
 from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
 from mailstack.inventory import Positions, Problem
@@ -74,6 +74,21 @@ def token_logins(plan: HostPlan) -> tuple[File, ...]:
                            "scope": plan.inv.oidc["scope"]}, **SECRET))
 
 
+def nauthilus_files(plan: HostPlan) -> tuple[File, ...]:
+    """The Lua passdb that puts every password login to Nauthilus (nauthilus.enabled)."""
+    script = f"{ETC}/nauthilus.lua"
+    return (File.template(f"{ETC}/nauthilus-passdb.conf", "dovecot/nauthilus-passdb.conf.j2",
+                          {"script": script, "inventory_users": inventory_users(plan)}),
+            File.template(script, "dovecot/nauthilus.lua.j2",
+                          {"url": nauthilus.api_url(plan.inv), "credentials": nauthilus.backchannel(plan.inv)},
+                          **SECRET))
+
+
+def inventory_users(plan: HostPlan) -> str:
+    """The username_filter of the inventory's users: their own domains only (directory users never)."""
+    return " ".join(f"*@{d.name}" for d in plan.login_domains if d.user_source == "inventory")
+
+
 def userdb(plan: HostPlan) -> str:
     return "\n".join(f"{u.address}::::::: userdb_quota_rule=*:storage={u.quota}" for u in plan.mailbox_users)
 
@@ -95,6 +110,7 @@ def pop3_starttls(plan: HostPlan) -> bool:
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.dovecot
     mailbox = "mailbox" in plan.roles
+    asks_nauthilus = nauthilus.enabled(inv) and not plan.host.outside
     context = {
         **tls.context(plan),
         "etc": ETC,
@@ -116,10 +132,13 @@ def configure(plan: HostPlan) -> list[Service]:
         "sasl_socket": "submission" in plan.roles,  # Postfix here asks for submission logins
         "lmtp_address": plan.host.address if plan.lmtp_clients else "",
         "lmtp_port": LMTP_PORT,
-        # the inventory's users are looked up for their own domains only (directory users never)
-        "inventory_users": " ".join(f"*@{d.name}" for d in plan.login_domains if d.user_source == "inventory"),
+        "inventory_users": inventory_users(plan),
+        # behind Nauthilus (it checked the password), only whether the user may use this service
+        "password_skip": "unauthenticated" if asks_nauthilus else "never",
+        "password_failure": "return-fail" if asks_nauthilus else "continue",
     }
     tokens = token_logins(plan) if inv.oidc["enabled"] else ()
+    gate = nauthilus_files(plan) if asks_nauthilus else ()
     directory = ldap.dovecot_files(plan)
     mail = [
         Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
@@ -134,10 +153,12 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
             *(File.text(f"{ETC}/passdb-{name}", passdb(plan, name), **SECRET) for name in PASSDBS),
             *tokens,
+            *gate,
             *directory,
         ), check="doveconf -n >/dev/null",
             absent=(*(() if tokens else (f"{ETC}/token-passdb.conf", f"{ETC}/oauth2.conf.ext",
                                          *(f"{ETC}/tokens-{name}" for name in PASSDBS))),
+                    *(() if gate else (f"{ETC}/nauthilus-passdb.conf", f"{ETC}/nauthilus.lua")),
                     *(path for path in ldap.dovecot_paths(plan) if path not in {f.path for f in directory}))),
     ]
 
@@ -188,7 +209,8 @@ def openings(plan: HostPlan) -> list[Opening]:
 COMPONENT = Component(
     name="dovecot",
     roles=frozenset({"mailbox", "submission", "proxy"}),
-    packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve"),
+    packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve",
+              "dovecot-auth-lua", "lua-cjson"),  # the last two: Dovecot's side of Nauthilus
     units=("dovecot",),
     public={"proxy": MAIL_PORTS},
     section="dovecot",

@@ -61,8 +61,8 @@ ATTEMPTS = [
     ("host keys not verified outside a lab",
      VALID.replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n"),
      "verify_host_key", "hosts[1].ssh.verify_host_key: host keys are always verified outside a lab"),
-    ("a setting that is not deployed yet", VALID + "nauthilus:\n  enabled: true\n", "nauthilus:",
-     "nauthilus: 'nauthilus' is not implemented yet (planned: issue 10 (Nauthilus)); remove it"),
+    ("a setting that is not deployed yet", VALID + "tls:\n  acme_email: ops@one.example\n", "acme_email:",
+     "tls.acme_email: 'acme_email' is not implemented yet (planned: ACME certificates); remove it"),
 ]
 
 

@@ -183,8 +183,10 @@ BAD = [
     ("an operator directory without its bind password", ("    tenant: second\n", "    tenant: second\n    "
                                                           "user_source: ldap\n"), "user_source: ldap", 1,
      "domains[1].user_source: ldap.bind_password_file is needed"),
-    ("planned role", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
-     "hosts[1].roles[1]: 'auth' is not implemented yet (planned: issue 10 (Nauthilus))"),
+    ("planned role", ("roles: [smime]", "roles: [smime, backup]"), "roles: [smime, backup]", 1,
+     "hosts[1].roles[1]: 'backup' is not implemented yet (planned: issue 12 (backups))"),
+    ("an auth host without Nauthilus", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
+     "hosts[1].roles: role 'auth' runs Nauthilus: set nauthilus.enabled"),
 ]
 
 

@@ -1,0 +1,123 @@
+"""Nauthilus in front of every password login (issue 10), against a real Nauthilus: good
+logins on IMAP, POP3 and submission pass through it; a wrong password is refused; distinct
+wrong passwords from one address get that address banned by Nauthilus while this machine
+still logs in; a flush lifts the ban; Nauthilus stopped means a temporary failure, never a
+login let through.
+
+No package registry ships Nauthilus, so these tests run only against a lab inventory that
+pins the operator's artifact and enables it (docs/lab.md, "Nauthilus"); elsewhere each is
+skipped with that reason."""
+
+import base64
+import imaplib
+import json
+import poplib
+import smtplib
+import urllib.request
+
+import pytest
+from helpers import PASSWORD, named_context
+from labenv import INVENTORY, host
+
+from deploys import nauthilus
+from mailstack.secrets import password
+
+pytestmark = pytest.mark.skipif(
+    not INVENTORY.nauthilus["enabled"],
+    reason=f"{INVENTORY.file} does not enable Nauthilus: no package registry ships it, so the lab has no "
+           "artifact; pin one (artifacts.nauthilus) and set nauthilus.enabled with an 'auth' host, see docs/lab.md")
+
+USER = "alice@example.test"
+
+
+def login_host():
+    return INVENTORY.hosts_with("mailbox")[0]
+
+
+def said(ca_file: str, user: str, secret: str) -> dict[str, str]:
+    """What IMAP (993), POP3 (995) and submission (587) answer to this login, from this machine."""
+    mail, context, found = login_host(), named_context(ca_file, login_host().fqdn), {}
+    try:
+        with imaplib.IMAP4_SSL(mail.address, 993, ssl_context=context, timeout=30) as imap:
+            found["imap"] = imap.login(user, secret)[0]
+    except imaplib.IMAP4.error as err:
+        found["imap"] = str(err)
+    pop3 = poplib.POP3_SSL(mail.address, 995, context=context, timeout=30)
+    try:
+        pop3.user(user)
+        found["pop3"] = pop3.pass_(secret).decode()
+    except poplib.error_proto as err:
+        found["pop3"] = str(err)
+    finally:
+        pop3.close()
+    with smtplib.SMTP(mail.address, 587, timeout=30) as smtp:
+        smtp.starttls(context=context)
+        try:
+            found["smtp"] = str(smtp.login(user, secret)[0])
+        except smtplib.SMTPAuthenticationError as err:
+            found["smtp"] = str(err.smtp_code)
+    return found
+
+
+def api(ca_file: str, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    """Nauthilus's API as Dovecot reaches it (HTTPS by name, the backchannel credentials)."""
+    auth = nauthilus.auth_host(INVENTORY)
+    credentials = base64.b64encode(f"{nauthilus.BACKCHANNEL_USER}:{password(INVENTORY, 'nauthilus-backchannel')}"
+                                   .encode()).decode()
+    request = urllib.request.Request(f"https://{auth.address}:{INVENTORY.nauthilus['port']}{path}", method=method,
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Basic {credentials}",
+                                              "Content-Type": "application/json"})
+    try:  # the address is dialled, the certificate checked for the auth host's name
+        with urllib.request.urlopen(request, context=named_context(ca_file, auth.fqdn), timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_logins_pass_through_nauthilus(ca_file):
+    auth = host(nauthilus.auth_host(INVENTORY).name)
+    since = auth.check_output("date +%s")
+    assert said(ca_file, USER, PASSWORD) == {"imap": "OK", "pop3": "+OK Logged in.", "smtp": "235"}
+    log = auth.check_output(f"journalctl -u mailstack-nauthilus --since @{since} -o cat")
+    for protocol in nauthilus.PROTOCOLS:
+        assert protocol in log and USER in log, f"Nauthilus did not see the {protocol} login"
+
+
+def test_a_wrong_password_is_refused(ca_file):
+    found = said(ca_file, USER, "not the password")
+    assert "AUTHENTICATIONFAILED" in found["imap"] and "-ERR" in found["pop3"] and found["smtp"] == "535", found
+
+
+def test_distinct_failures_ban_one_address_and_a_flush_lifts_it(ext, mail, ca_file):
+    """From ext, distinct wrong passwords: Nauthilus bans ext (fail2ban's own ban is lifted
+    so that Nauthilus's can be seen); this machine, on the never-ban list, still logs in."""
+    ext_address, failures = INVENTORY.host("ext").address, INVENTORY.bruteforce["max_failures"]
+    server = login_host().address
+    for i in range(failures + 2):
+        ext.run(f"python3 -c 'import imaplib, ssl; c = ssl._create_unverified_context(); "
+                f"imaplib.IMAP4_SSL(\"{server}\", 993, ssl_context=c).login(\"{USER}\", \"wrong {i}\")'")
+    mail.run(f"fail2ban-client unban {ext_address}")
+    status, listing = api(ca_file, "GET", "/api/v1/bruteforce/list")
+    assert status == 200 and ext_address.encode() in listing, listing
+    assert said(ca_file, USER, PASSWORD)["imap"] == "OK", "another address must still log in"
+    right = ext.run(f"python3 -c 'import imaplib, ssl; c = ssl._create_unverified_context(); "
+                    f"imaplib.IMAP4_SSL(\"{server}\", 993, ssl_context=c).login(\"{USER}\", \"{PASSWORD}\")'")
+    assert right.rc != 0, "a banned address must not log in, even with the right password"
+    for bucket in ("mailstack_ipv4",):
+        assert api(ca_file, "DELETE", "/api/v1/bruteforce/flush", {"ip_address": ext_address,
+                                                                    "rule_name": bucket})[0] == 200
+    again = ext.run(f"python3 -c 'import imaplib, ssl; c = ssl._create_unverified_context(); "
+                    f"imaplib.IMAP4_SSL(\"{server}\", 993, ssl_context=c).login(\"{USER}\", \"{PASSWORD}\")'")
+    assert again.rc == 0, again.stderr
+
+
+def test_nauthilus_down_means_try_again_later(ca_file):
+    auth = host(nauthilus.auth_host(INVENTORY).name)
+    auth.run("systemctl stop mailstack-nauthilus")
+    try:
+        found = said(ca_file, USER, PASSWORD)
+    finally:
+        auth.run("systemctl start mailstack-nauthilus")
+    assert "UNAVAILABLE" in found["imap"] and "SYS/TEMP" in found["pop3"], found
+    assert found["smtp"] in {"454", "535"}, found  # never 235

@@ -21,6 +21,8 @@ class ArtifactUnavailable(RuntimeError):
 
 def source(entry: Mapping) -> str:
     """Where the artifact is taken from: the operator's mirror first."""
+    if not (entry.get("mirror") or entry.get("url")):
+        raise ArtifactUnavailable("has neither url nor mirror: say where the program comes from")
     return entry.get("mirror") or entry["url"]
 
 

@@ -79,6 +79,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
             from mailstack.secrets import lab_ca
 
             print(lab.summary(lab_ca(inv)[0]))
+        elif args.action == "with-nauthilus":
+            from mailstack.lab.recipes import with_nauthilus
+
+            print(with_nauthilus(Path(inv.file).read_text(), args.program.resolve()), end="")
         elif args.action == "ssh":
             command = lab.ssh_command(args.host, args.command)
             os.execvp(command[0], command)
@@ -212,6 +216,9 @@ def parser() -> argparse.ArgumentParser:
     ssh = actions.add_parser("ssh", help="open a shell (or run a command) on a lab host")
     ssh.add_argument("host", help="lab host name")
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="command to run")
+    gate = actions.add_parser("with-nauthilus", help="print the lab inventory with Nauthilus on `mail`, from "
+                              "your copy of the program (no registry ships it; docs/lab.md)")
+    gate.add_argument("program", type=Path, help="the nauthilus program (or its release .tar.gz)")
     lab.set_defaults(func=cmd_lab)
 
     quarantine = sub.add_parser("quarantine", help="list, release or delete a domain's quarantined mail (over SSH)")

@@ -4,9 +4,11 @@ wrong passwords from one address get that address banned by Nauthilus while this
 still logs in; a flush lifts the ban; Nauthilus stopped means a temporary failure, never a
 login let through.
 
-No package registry ships Nauthilus, so these tests run only against a lab inventory that
-pins the operator's artifact and enables it (docs/lab.md, "Nauthilus"); elsewhere each is
-skipped with that reason."""
+No package registry ships Nauthilus, so those tests run only against a lab inventory that
+pins the operator's artifact and enables it (`mailstack lab with-nauthilus`, docs/lab.md);
+elsewhere each is skipped with that reason. Dovecot's side is tested everywhere: the main lab's
+Dovecot gets, for one test, the files the deploy renders with Nauthilus on, while no
+Nauthilus runs, and must fail every password login temporarily."""
 
 import base64
 import imaplib
@@ -17,12 +19,16 @@ import urllib.request
 
 import pytest
 from helpers import PASSWORD, named_context
-from labenv import INVENTORY, host
+from labenv import INVENTORY, ROOT, host, ssh
 
-from deploys import nauthilus
+from deploys import configured, nauthilus
+from mailstack import artifacts
+from mailstack.inventory import check_text
+from mailstack.lab.recipes import with_nauthilus
+from mailstack.plan import plans
 from mailstack.secrets import password
 
-pytestmark = pytest.mark.skipif(
+needs_nauthilus = pytest.mark.skipif(
     not INVENTORY.nauthilus["enabled"],
     reason=f"{INVENTORY.file} does not enable Nauthilus: no package registry ships it, so the lab has no "
            "artifact; pin one (artifacts.nauthilus) and set nauthilus.enabled with an 'auth' host, see docs/lab.md")
@@ -75,6 +81,7 @@ def api(ca_file: str, method: str, path: str, body: dict | None = None) -> tuple
         return err.code, err.read()
 
 
+@needs_nauthilus
 def test_logins_pass_through_nauthilus(ca_file):
     auth = host(nauthilus.auth_host(INVENTORY).name)
     since = auth.check_output("date +%s")
@@ -84,11 +91,13 @@ def test_logins_pass_through_nauthilus(ca_file):
         assert protocol in log and USER in log, f"Nauthilus did not see the {protocol} login"
 
 
+@needs_nauthilus
 def test_a_wrong_password_is_refused(ca_file):
     found = said(ca_file, USER, "not the password")
     assert "AUTHENTICATIONFAILED" in found["imap"] and "-ERR" in found["pop3"] and found["smtp"] == "535", found
 
 
+@needs_nauthilus
 def test_distinct_failures_ban_one_address_and_a_flush_lifts_it(ext, mail, ca_file):
     """From ext, distinct wrong passwords: Nauthilus bans ext (fail2ban's own ban is lifted
     so that Nauthilus's can be seen); this machine, on the never-ban list, still logs in."""
@@ -112,6 +121,7 @@ def test_distinct_failures_ban_one_address_and_a_flush_lifts_it(ext, mail, ca_fi
     assert again.rc == 0, again.stderr
 
 
+@needs_nauthilus
 def test_nauthilus_down_means_try_again_later(ca_file):
     auth = host(nauthilus.auth_host(INVENTORY).name)
     auth.run("systemctl stop mailstack-nauthilus")
@@ -121,3 +131,35 @@ def test_nauthilus_down_means_try_again_later(ca_file):
         auth.run("systemctl start mailstack-nauthilus")
     assert "UNAVAILABLE" in found["imap"] and "SYS/TEMP" in found["pop3"], found
     assert found["smtp"] in {"454", "535"}, found  # never 235
+
+
+@pytest.mark.skipif(INVENTORY.nauthilus["enabled"] or INVENTORY.file != str(ROOT / "inventories" / "lab.yml"),
+                    reason="Dovecot's side is tried on the main lab, which has no Nauthilus")
+def test_dovecot_never_lets_a_login_through_when_nauthilus_cannot_answer(mail, ca_file, tmp_path, monkeypatch):
+    """The deploy's own Lua passdb and passdb order on the real Dovecot; nothing listens
+    where Nauthilus would: the script posts, fails to connect, and every login fails
+    temporarily. Without the gate the same logins would succeed."""
+    monkeypatch.setattr(artifacts, "CACHE", tmp_path / "cache")
+    program = tmp_path / "nauthilus"
+    program.write_bytes(b"only hashed: this test needs no Nauthilus program\n")
+    text = with_nauthilus((ROOT / "inventories" / "lab.yml").read_text(), program)
+    plan = plans(check_text(text, "lab-with-nauthilus.yml"))["mail"]
+    files = {f.path: f for c in plan.components for s in configured(c, plan) for f in s.files}
+    conf = "/etc/dovecot/dovecot.conf"
+    assert {"  skip = unauthenticated", "  result_failure = return-fail"} <= set(files[conf].lines)
+    since = mail.check_output("date +%s")
+    try:
+        for path in ("/etc/dovecot/mailstack/nauthilus-passdb.conf", "/etc/dovecot/mailstack/nauthilus.lua"):
+            ssh("mail", f"cat > {path} && chgrp dovecot {path} && chmod 640 {path}", files[path].content)
+        ssh("mail", f"cp {conf} /root/dovecot.conf.saved && sed -i 's/^  skip = never$/  skip = unauthenticated/; "
+                    f"s/^  result_failure = continue$/  result_failure = return-fail/' {conf} && "
+                    "doveconf -n >/dev/null && systemctl reload dovecot && sleep 1")
+        found = said(ca_file, USER, PASSWORD)
+    finally:
+        ssh("mail", f"mv /root/dovecot.conf.saved {conf}; rm -f /etc/dovecot/mailstack/nauthilus-passdb.conf "
+                    "/etc/dovecot/mailstack/nauthilus.lua; systemctl reload dovecot; sleep 1")
+    assert "UNAVAILABLE" in found["imap"] and "SYS/TEMP" in found["pop3"], found
+    assert found["smtp"] != "235", found
+    log = mail.check_output(f"journalctl -u dovecot --since @{since} -o cat")
+    assert "passdb-lua: nauthilus answered" in log, "the deploy's Lua passdb did not run"
+    assert said(ca_file, USER, PASSWORD)["imap"] == "OK", "restored: logins work again"

@@ -14,6 +14,7 @@ from unitdata import ROOT, VALID
 from deploys import configured
 from mailstack import artifacts
 from mailstack.inventory import InventoryInvalid, check_text
+from mailstack.lab.recipes import with_nauthilus
 from mailstack.plan import plans
 
 PROGRAM = b"#!/bin/sh\n# stands for the nauthilus program: only its bytes are hashed and copied here\n"
@@ -156,19 +157,18 @@ def test_only_the_other_login_hosts_reach_nauthilus(tmp_path):
     assert not any("9443" in line for line in alone), "one host: Nauthilus is reached over lo only"
 
 
-def test_the_lab_as_docs_lab_md_describes_it_and_its_outside_world_untouched(tmp_path):
-    """docs/lab.md's recipe passes `check`; ext (the outside world) keeps its own logins."""
-    lab = (ROOT / "inventories" / "lab.yml").read_text()
-    campus = "  - name: campus.test  # its users live only in the directory ext plays (slapd): none is listed below\n" \
-             "    tenant: campus\n    mx: [mail]\n    user_source: ldap\n"
-    assert campus in lab
-    directory = lab[lab.index("ldap:  # the directory ext plays"):]
-    directory = directory[:directory.index("\n\n") + 2]
-    text = (lab.replace(campus, "").replace(directory, "").replace("idp, storage]", "idp, storage, auth]")
-            .replace("siem, pager, directory]", "siem, pager]")
-            + "\nnauthilus: {enabled: true}\n" + pinned(tmp_path))
+def test_the_lab_with_nauthilus_passes_check_and_leaves_the_outside_world_alone(tmp_path):
+    """`mailstack lab with-nauthilus` (docs/lab.md); ext keeps its own logins."""
+    (tmp_path / "nauthilus").write_bytes(PROGRAM)
+    text = with_nauthilus((ROOT / "inventories" / "lab.yml").read_text(), tmp_path / "nauthilus")
     assert "/etc/dovecot/mailstack/nauthilus.lua" in rendered(text, "mail")
     outside = rendered(text, "ext")
     assert "/etc/dovecot/mailstack/nauthilus.lua" not in outside
     assert "  skip = never" in outside["/etc/dovecot/dovecot.conf"].lines
     assert "/etc/nauthilus/nauthilus.yml" not in outside
+
+
+def test_an_artifact_needs_a_source(tmp_path):
+    text = inventory(tmp_path)
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("    url:", "    mirror:"))) + "\n"
+    assert any("artifacts.nauthilus: has neither url nor mirror" in p for p in problems(text)), problems(text)

@@ -1,0 +1,26 @@
+"""Variants of the main lab inventory for what the main lab cannot carry by default."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+DIRECTORY_DOMAIN = ("  - name: campus.test  # its users live only in the directory ext plays (slapd): none is listed"
+                    " below\n    tenant: campus\n    mx: [mail]\n    user_source: ldap\n")
+DIRECTORY_SECTION = "ldap:  # the directory ext plays"
+
+
+def with_nauthilus(lab: str, program: Path) -> str:
+    """The main lab inventory (`lab`, its text) with Nauthilus on `mail` from `program`
+    (the operator's copy, pinned by its sha256), less what Nauthilus does not front yet:
+    the directory domain, its `ldap` section and ext's `directory` role."""
+    start = lab.index(DIRECTORY_SECTION)
+    section = lab[start:lab.index("\n\n", start) + 2]
+    for part in (DIRECTORY_DOMAIN, "idp, storage]", "siem, pager, directory]"):
+        if part not in lab:
+            raise ValueError(f"the lab inventory changed: {part!r} not found")
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()
+    return (lab.replace(DIRECTORY_DOMAIN, "").replace(section, "")
+            .replace("idp, storage]", "idp, storage, auth]").replace("siem, pager, directory]", "siem, pager]")
+            + f"\nnauthilus: {{enabled: true}}\nartifacts:\n  nauthilus:\n    version: local\n"
+              f"    sha256: {digest}\n    mirror: {program}\n")

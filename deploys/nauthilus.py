@@ -158,12 +158,16 @@ def local(plan: HostPlan) -> set[tuple[str, int]]:
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
-    """One auth host; the artifact pinned and as pinned; no login Nauthilus cannot check."""
-    settings, auth = data["nauthilus"], [i for i, h in enumerate(data["hosts"]) if "auth" in h["roles"]]
-    if not settings["enabled"]:
-        return [pos.problem(("hosts", i, "roles"), "role 'auth' runs Nauthilus: set nauthilus.enabled "
-                            "(and pin its artifact) or drop the role") for i in auth]
-    problems = []
+    """One auth host; the artifact pinned and as pinned; no login Nauthilus cannot check;
+    no artifact pinned that nothing uses (Nauthilus is the only program taken that way)."""
+    own, auth = data["nauthilus"], [i for i, h in enumerate(data["hosts"]) if "auth" in h["roles"]]
+    used = {own["artifact"]} if own["enabled"] else set()
+    unused = [pos.problem(("artifacts", name), "has no effect: nothing uses it (nauthilus.artifact names the "
+                          "program Nauthilus runs); remove it") for name in data["artifacts"] if name not in used]
+    if not own["enabled"]:
+        return [*unused, *(pos.problem(("hosts", i, "roles"), "role 'auth' runs Nauthilus: set nauthilus.enabled "
+                                       "(and pin its artifact) or drop the role") for i in auth)]
+    problems = unused
     if len(auth) != 1:
         where = ("hosts", auth[1], "roles") if auth else ("nauthilus", "enabled")
         problems.append(pos.problem(where, "Nauthilus needs exactly one host with the 'auth' role "
@@ -175,7 +179,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
     if any("proxy" in h["roles"] for h in data["hosts"]):
         problems.append(pos.problem(("nauthilus", "enabled"), "Nauthilus with a Dovecot proxy is not "
                                     "implemented yet"))
-    name = settings["artifact"]
+    name = own["artifact"]
     if name not in data["artifacts"]:
         return [*problems, pos.problem(("nauthilus", "artifact"), f"names no entry under artifacts: add "
                                        f"artifacts.{name} with the Nauthilus program's url (or mirror) and sha256")]

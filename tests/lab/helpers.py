@@ -105,3 +105,29 @@ def lab_resolver(nameserver: str) -> dns.resolver.Resolver:
     resolver.nameservers = [nameserver]
     resolver.lifetime = 5
     return resolver
+
+
+def login_replies(server: str, server_name: str, ca_file: str, user: str, password: str = PASSWORD) -> dict[str, str]:
+    """Log in with a password on IMAP (993), POP3 (995) and submission (587, STARTTLS): what
+    each answered ("OK", "+OK …", "235", or the refusal's text or SMTP code and text)."""
+    context, said = named_context(ca_file, server_name), {}
+    try:
+        with imaplib.IMAP4_SSL(server, 993, ssl_context=context, timeout=30) as imap:
+            said["imap"] = imap.login(user, password)[0]
+    except imaplib.IMAP4.error as err:
+        said["imap"] = str(err)
+    pop3 = poplib.POP3_SSL(server, 995, context=context, timeout=30)
+    try:
+        pop3.user(user)
+        said["pop3"] = pop3.pass_(password).decode()
+    except poplib.error_proto as err:
+        said["pop3"] = str(err)
+    finally:
+        pop3.close()
+    with smtplib.SMTP(server, 587, timeout=30) as smtp:
+        smtp.starttls(context=context)
+        try:
+            said["smtp"] = str(smtp.login(user, password)[0])
+        except smtplib.SMTPAuthenticationError as err:
+            said["smtp"] = f"{err.smtp_code} {err.smtp_error.decode()}"
+    return said

@@ -6,9 +6,7 @@ The message that crosses the hold threshold waits in Postfix's hold queue, and l
 deletes it instead. bob, on the same tenant, is never affected. The lab sets
 limits.lock_password: while she is on hold her password opens nothing."""
 
-import imaplib
 import json
-import poplib
 import smtplib
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PASSWORD, imap_find, message, named_context, submit
+from helpers import PASSWORD, imap_find, login_replies, message, named_context, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)
@@ -135,28 +133,7 @@ def test_an_account_can_be_held_by_hand(addr, fqdn, ca_file, tag):
 
 
 def logins(addr, fqdn, ca_file, user: str) -> dict[str, str]:
-    """Log `user` in with her password on IMAP (993), POP3 (995) and submission (587): what each said."""
-    context, said = named_context(ca_file, fqdn["mail"]), {}
-    try:
-        with imaplib.IMAP4_SSL(addr["mail"], 993, ssl_context=context, timeout=30) as imap:
-            said["imap"] = imap.login(user, PASSWORD)[0]
-    except imaplib.IMAP4.error as err:
-        said["imap"] = str(err)
-    pop3 = poplib.POP3_SSL(addr["mail"], 995, context=context, timeout=30)
-    try:
-        pop3.user(user)
-        said["pop3"] = pop3.pass_(PASSWORD).decode()
-    except poplib.error_proto as err:
-        said["pop3"] = str(err)
-    finally:
-        pop3.close()
-    with smtplib.SMTP(addr["mail"], 587, timeout=30) as smtp:
-        smtp.starttls(context=context)
-        try:
-            said["smtp"] = str(smtp.login(user, PASSWORD)[0])
-        except smtplib.SMTPAuthenticationError as err:
-            said["smtp"] = f"{err.smtp_code} {err.smtp_error.decode()}"
-    return said
+    return login_replies(addr["mail"], fqdn["mail"], ca_file, user)
 
 
 def test_a_held_accounts_password_opens_nothing_until_released(mail, addr, fqdn, ca_file, tag):

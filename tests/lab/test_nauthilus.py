@@ -10,15 +10,11 @@ elsewhere each is skipped with that reason. Dovecot's side is tested everywhere:
 Dovecot gets, for one test, the files the deploy renders with Nauthilus on, while no
 Nauthilus runs, and must fail every password login temporarily."""
 
-import base64
-import imaplib
 import json
-import poplib
-import smtplib
 import urllib.request
 
 import pytest
-from helpers import PASSWORD, named_context
+from helpers import PASSWORD, login_replies, named_context
 from labenv import INVENTORY, ROOT, host, ssh
 
 from deploys import configured, nauthilus
@@ -26,7 +22,6 @@ from mailstack import artifacts
 from mailstack.inventory import check_text
 from mailstack.lab.recipes import with_nauthilus
 from mailstack.plan import plans
-from mailstack.secrets import password
 
 needs_nauthilus = pytest.mark.skipif(
     not INVENTORY.nauthilus["enabled"],
@@ -41,38 +36,16 @@ def login_host():
 
 
 def said(ca_file: str, user: str, secret: str) -> dict[str, str]:
-    """What IMAP (993), POP3 (995) and submission (587) answer to this login, from this machine."""
-    mail, context, found = login_host(), named_context(ca_file, login_host().fqdn), {}
-    try:
-        with imaplib.IMAP4_SSL(mail.address, 993, ssl_context=context, timeout=30) as imap:
-            found["imap"] = imap.login(user, secret)[0]
-    except imaplib.IMAP4.error as err:
-        found["imap"] = str(err)
-    pop3 = poplib.POP3_SSL(mail.address, 995, context=context, timeout=30)
-    try:
-        pop3.user(user)
-        found["pop3"] = pop3.pass_(secret).decode()
-    except poplib.error_proto as err:
-        found["pop3"] = str(err)
-    finally:
-        pop3.close()
-    with smtplib.SMTP(mail.address, 587, timeout=30) as smtp:
-        smtp.starttls(context=context)
-        try:
-            found["smtp"] = str(smtp.login(user, secret)[0])
-        except smtplib.SMTPAuthenticationError as err:
-            found["smtp"] = str(err.smtp_code)
-    return found
+    """What IMAP, POP3 and submission on the login host answer to this login, from this machine."""
+    return login_replies(login_host().address, login_host().fqdn, ca_file, user, secret)
 
 
 def api(ca_file: str, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
     """Nauthilus's API as Dovecot reaches it (HTTPS by name, the backchannel credentials)."""
     auth = nauthilus.auth_host(INVENTORY)
-    credentials = base64.b64encode(f"{nauthilus.BACKCHANNEL_USER}:{password(INVENTORY, 'nauthilus-backchannel')}"
-                                   .encode()).decode()
     request = urllib.request.Request(f"https://{auth.address}:{INVENTORY.nauthilus['port']}{path}", method=method,
                                      data=json.dumps(body).encode() if body else None,
-                                     headers={"Authorization": f"Basic {credentials}",
+                                     headers={"Authorization": f"Basic {nauthilus.backchannel(INVENTORY)}",
                                               "Content-Type": "application/json"})
     try:  # the address is dialled, the certificate checked for the auth host's name
         with urllib.request.urlopen(request, context=named_context(ca_file, auth.fqdn), timeout=30) as response:
@@ -94,7 +67,7 @@ def test_logins_pass_through_nauthilus(ca_file):
 @needs_nauthilus
 def test_a_wrong_password_is_refused(ca_file):
     found = said(ca_file, USER, "not the password")
-    assert "AUTHENTICATIONFAILED" in found["imap"] and "-ERR" in found["pop3"] and found["smtp"] == "535", found
+    assert "AUTHENTICATIONFAILED" in found["imap"] and "-ERR" in found["pop3"] and found["smtp"].startswith("535"), found
 
 
 @needs_nauthilus
@@ -130,7 +103,7 @@ def test_nauthilus_down_means_try_again_later(ca_file):
     finally:
         auth.run("systemctl start mailstack-nauthilus")
     assert "UNAVAILABLE" in found["imap"] and "SYS/TEMP" in found["pop3"], found
-    assert found["smtp"] in {"454", "535"}, found  # never 235
+    assert found["smtp"][:3] in {"454", "535"}, found  # never 235
 
 
 @pytest.mark.skipif(INVENTORY.nauthilus["enabled"] or INVENTORY.file != str(ROOT / "inventories" / "lab.yml"),

@@ -172,3 +172,11 @@ def test_an_artifact_needs_a_source(tmp_path):
     text = inventory(tmp_path)
     text = "\n".join(line for line in text.splitlines() if not line.startswith(("    url:", "    mirror:"))) + "\n"
     assert any("artifacts.nauthilus: has neither url nor mirror" in p for p in problems(text)), problems(text)
+
+
+def test_an_artifact_nothing_uses_is_refused(tmp_path):
+    """A pinned program no deploy takes would claim something that is not deployed."""
+    text = VALID + pinned(tmp_path)
+    line = text.splitlines().index("  nauthilus:") + 1
+    assert problems(text) == [f"inv.yml:{line} artifacts.nauthilus: has no effect: nothing uses it "
+                              "(nauthilus.artifact names the program Nauthilus runs); remove it"]

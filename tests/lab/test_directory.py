@@ -18,6 +18,7 @@ import pytest
 from helpers import NamedContext, imap_find, message, submit, tls_context
 from labenv import INVENTORY, ssh
 
+from deploys.dovecot import ETC as DOVECOT_ETC
 from deploys.ldap import bind_password
 from deploys.tls import TRUST
 
@@ -165,3 +166,33 @@ def test_directory_down_means_try_again_later_for_its_users_only(person, mail, a
             break
         time.sleep(1)
     assert imap_login(addr, fqdn, ca_file, address, secret) == "OK"
+
+
+def pop3_login(addr, fqdn, ca_file, user: str, secret: str) -> str:
+    """'+OK …', or the server's refusal."""
+    pop = poplib.POP3_SSL(addr["mail"], 995, context=NamedContext(tls_context(ca_file), fqdn["mail"]), timeout=30)
+    try:
+        pop.user(user)
+        return pop.pass_(secret).decode()
+    except poplib.error_proto as err:
+        return str(err)
+    finally:
+        pop.close()
+
+
+def test_a_service_file_dovecot_cannot_read_refuses_the_login_never_skips_the_policy(person, addr, fqdn,
+                                                                                     ca_file):
+    """The directory said yes to the password; the file that says whether the user's domain
+    may use POP3 cannot be read (a broken deploy, a full disk): the login fails for now. It
+    never goes on without the service policy (a POP3-less domain's user would get POP3)."""
+    address, secret, _ = person
+    services = f"{DOVECOT_ETC}/ldap-domains-pop3"
+    mode = ssh("mail", f"stat -c %a {services}").strip()
+    ssh("mail", f"chmod 000 {services}")  # Dovecot's auth process (user dovecot) cannot read it
+    try:
+        answer = pop3_login(addr, fqdn, ca_file, address, secret)
+        assert not answer.startswith("+OK"), answer
+        assert "[SYS/TEMP]" in answer, answer  # temporary: the client retries, no one is let in
+    finally:
+        ssh("mail", f"chmod {mode} {services}")
+    assert pop3_login(addr, fqdn, ca_file, address, secret).startswith("+OK")

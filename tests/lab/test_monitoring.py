@@ -15,7 +15,7 @@ from test_clamav import WAIT_FOR_CLAMD
 from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
 from test_mail_flow import smtp_from_test_machine
 
-from deploys.exporters import NODE_PORT, POSTFIX_PORT
+from deploys.exporters import NODE_PORT, POSTFIX_PORT, TEXTFILES
 from deploys.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from deploys.pager_receiver import LOG
 
@@ -174,3 +174,15 @@ def test_dovecot_and_rspamd_own_counters_reach_prometheus(mail, addr, fqdn, ca_f
 def test_metrics_are_closed_to_other_hosts(addr, port):
     with pytest.raises(OSError):
         socket.create_connection((addr["mail"], port), timeout=5).close()
+
+
+def test_a_metrics_file_node_exporter_cannot_read_raises_an_alert(mail, ext):
+    """One unreadable line voids a whole textfile, and with it every alert on its metrics:
+    that itself is an alert (the label escaping that prevents it: tests/unit)."""
+    broken = f"{TEXTFILES}/mailstack-test-broken.prom"
+    since = time.time()
+    mail.check_output(f"printf 'mailstack_test{{user=\"a\"b\"}} 1\\n' > {broken}")
+    try:
+        assert alert(ext, "MetricsUnreadable", "firing", since) is not None
+    finally:
+        mail.check_output(f"rm -f {broken}")

@@ -3,6 +3,7 @@ example), a host, a file, and lines that must and must not be in it. The files a
 what the deploys install, built from the host's plan without touching any host."""
 
 import hashlib
+import importlib.util
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from unitdata import ROOT, VALID
 
 from deploys import COMPONENTS, configured, ops
 from deploys.clamav import EICAR
+from deploys.exporters import METRICS
 from mailstack.component import File
 from mailstack.inventory import check_text
 from mailstack.plan import plans
@@ -114,7 +116,9 @@ TABLE = [
     ("clamav: a finding is malware for the recipients' policy", VALID, "mx1", "/etc/rspamd/mailstack.d/clamav.lua",
      ['table.insert(mailstack.malware, { symbol = "CLAM_VIRUS", reply = "virus found: %s" })'], []),
     ("clamav: failure is a 4xx", VALID, "mx1", "/etc/rspamd/local.d/force_actions.conf",
-     ['    action = "soft reject";', '    expression = "CLAM_VIRUS_FAIL";'], []),
+     ['    action = "soft reject";', '    expression = "CLAM_VIRUS_FAIL & !CLAM_VIRUS_UNSCANNED";'], []),
+    ("clamav: what it cannot scan whole is a finding", VALID, "mx1", "/etc/clamav/clamd.conf",
+     ["AlertExceedsMax true", "AlertEncrypted true"], []),
     ("clamav: macros accepted on request", MACROS_OK, "mx1", "/etc/clamav/clamd.conf", ["AlertOLE2Macros false"],
      ["AlertOLE2Macros true"]),
     ("clamav: the biggest message fits", VALID, "mx1", "/etc/clamav/clamd.conf",
@@ -130,7 +134,7 @@ TABLE = [
       'local ON_NO_VERDICT = "reject"   -- reject | accept', "local PENDING_TIMEOUT = 1800  -- seconds a sample may stay "
       "under analysis"], ['["ext.test"]']),
     ("peekaboo: asked only after ClamAV", LAB, "mail", "/etc/rspamd/mailstack.d/peekaboo.lua",
-     ['rspamd_config:register_dependency("MAILSTACK_PEEKABOO", "CLAM_VIRUS")'], []),
+     ['rspamd_config:register_dependency("MAILSTACK_PEEKABOO", "CLAM_VIRUS_UNSCANNED")'], []),
     ("peekaboo: without ClamAV no dependency", LAB + "  enabled: false\n", "mail",
      "/etc/rspamd/mailstack.d/peekaboo.lua", [], ["register_dependency"]),
     ("peekaboo: sandbox-free ruleset", LAB, "mail", "/etc/mailstack-peekaboo/ruleset.conf",
@@ -452,3 +456,15 @@ def test_backup_schedules_and_retention_come_from_the_inventory():
     assert 'KEEP = ["--keep-daily", "3", "--keep-weekly", "2", "--keep-monthly", "1"]' in \
         files["/usr/local/sbin/mailstack-backup"].lines
     assert "/etc/mailstack/backup.env" not in rendered(text.replace("enabled: true, ", "enabled: false, "), "mx1")
+
+
+def test_metric_labels_are_escaped_so_one_value_voids_no_textfile(tmp_path):
+    """The deployed metrics job, loaded as it runs on the host: a directory's or a daemon's
+    text with a quote, a backslash or a line break becomes one valid label value."""
+    script = tmp_path / "mailstack_metrics.py"
+    script.write_bytes(rendered(LAB, "mail")[METRICS].content)
+    spec = importlib.util.spec_from_file_location("mailstack_metrics", script)
+    metrics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metrics)  # defines; main() runs only as a program
+    assert metrics.label('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert metrics.label("alice@example.test") == '"alice@example.test"'

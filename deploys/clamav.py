@@ -17,6 +17,9 @@ from mailstack.plan import HostPlan
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CLAMAV_SYMBOL = "CLAM_VIRUS"  # rspamd's symbol for a finding (and _FAIL when clamd fails)
+# mailstack's: clamd stopped at one of its limits (rspamd reports that as a failure, _FAIL);
+# whoever judges attachments after ClamAV waits for it
+CLAMAV_UNSCANNED = f"{CLAMAV_SYMBOL}_UNSCANNED"
 LAB_SIGNATURE = "Mailstack.Lab.EICAR"  # clamd reports it as Mailstack.Lab.EICAR.UNOFFICIAL
 SIGNATURES = "/var/lib/clamav"
 # Debian skips clamd (and its socket) unless the downloaded databases exist: a lab has
@@ -57,8 +60,9 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
                           {"stream_max_length": stream_max_length(plan), "timeout": settings["timeout"],
                            "symbol": CLAMAV_SYMBOL}),
             File.template("/etc/rspamd/local.d/force_actions.conf", "clamav/force_actions.conf.j2",
-                          {"symbol": CLAMAV_SYMBOL}),
-            File.template("/etc/rspamd/mailstack.d/clamav.lua", "clamav/clamav.lua.j2", {"symbol": CLAMAV_SYMBOL}))
+                          {"symbol": CLAMAV_SYMBOL, "unscanned": CLAMAV_UNSCANNED}),
+            File.template("/etc/rspamd/mailstack.d/clamav.lua", "clamav/clamav.lua.j2",
+                          {"symbol": CLAMAV_SYMBOL, "unscanned": CLAMAV_UNSCANNED}))
 
 
 def install(plan: HostPlan) -> None:

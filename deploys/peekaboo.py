@@ -10,7 +10,7 @@ from pathlib import Path
 from pyinfra.operations import files, pip, server
 
 from deploys import clamav
-from deploys.clamav import CLAMAV_SYMBOL
+from deploys.clamav import CLAMAV_UNSCANNED
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
 from mailstack.component import TEMPLATES, Component, File, Service, seconds
 from mailstack.inventory import Positions, Problem, resolve, schema
@@ -64,7 +64,7 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
         "on_no_verdict": settings["on_no_verdict"], "waits": waits,
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         # a virus ClamAV names is refused with its name; Peekaboo is not asked then
-        "runs_after": [CLAMAV_SYMBOL] if clamav.COMPONENT in plan.components else []}),)
+        "runs_after": [CLAMAV_UNSCANNED] if clamav.COMPONENT in plan.components else []}),)
 
 
 def install(plan: HostPlan) -> None:

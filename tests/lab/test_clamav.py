@@ -2,7 +2,9 @@
 name, clean mail and documents pass, Office macros are refused (the lab's default), and
 with clamd down mail waits at the sender (4xx) and arrives once clamd is back."""
 
+import io
 import smtplib
+import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -16,8 +18,9 @@ SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 DOCX = "application/vnd.ms-word.document.macroEnabled.12"
 
 
-def with_attachment(tag: str, data: bytes, filename: str, mime: str = "application/octet-stream") -> EmailMessage:
-    msg = message("carol@ext.test", "alice@example.test", tag)
+def with_attachment(tag: str, data: bytes, filename: str, mime: str = "application/octet-stream",
+                    recipient: str = "alice@example.test") -> EmailMessage:
+    msg = message("carol@ext.test", recipient, tag)
     maintype, subtype = mime.split("/")
     msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
@@ -84,3 +87,35 @@ def test_clamd_down_means_4xx_then_delivery(mail, ext, addr, fqdn, ca_file, tag,
     arrived = [imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", f"{tag}-{i}", timeout=120)
                for i in range(sent)]
     assert sum(raw is not None for raw in arrived) == sent
+
+
+TAKES_ZIP = "dave@tenant-b.test"  # example.test refuses every .zip by its own list
+CLAMD_MAX_FILES = 10000  # clamd's default: it stops reading an archive after so many members
+
+
+def archive(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as zipped:
+        for name, data in members:
+            zipped.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_an_archive_too_big_to_scan_whole_is_refused_not_passed(addr, tag, clamd_ready):
+    """The attacker hides EICAR behind more members than clamd reads: what it could not
+    scan is a finding (the recipient's malware policy: reject), not a clean pass."""
+    padding = [(f"{i}.txt", b"") for i in range(CLAMD_MAX_FILES)]
+    data = archive([*padding, ("last.com", EICAR.encode())])
+    err = refusal(with_attachment(tag, data, "photos.zip", "application/zip", TAKES_ZIP), addr)
+    assert err.smtp_code == 554 and b"Heuristics.Limits.Exceeded" in err.smtp_error, err
+
+
+def test_an_encrypted_archive_is_refused_by_the_malware_policy(addr, tag, clamd_ready):
+    """Its content cannot be read, so it is not taken as clean: the zip's members marked
+    encrypted (general purpose flag bit 0), as any password-protected zip has them."""
+    data = bytearray(archive([("invoice.pdf", f"%PDF-1.4 {tag}".encode())], zipfile.ZIP_STORED))
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + offset] |= 1
+    err = refusal(with_attachment(tag, bytes(data), "invoice.zip", "application/zip", TAKES_ZIP), addr)
+    assert err.smtp_code == 554 and b"Heuristics.Encrypted" in err.smtp_error, err

@@ -100,8 +100,10 @@ def test_a_cached_verdict_decides_without_peekaboo(mail, tag):
     assert smtp_result(with_attachment(WAITS, tag, "first.js", known))[0] == 554
     mail.check_output("systemctl stop mailstack-peekaboo")
     try:
-        code, reply = smtp_result(with_attachment(WAITS, f"{tag}-again", "renamed.txt", known))
-        assert code == 554 and b"attachment refused: renamed.txt" in reply, (code, reply)
+        code, reply = smtp_result(with_attachment(WAITS, f"{tag}-again", "first.js", known))
+        assert code == 554 and b"attachment refused: first.js" in reply, (code, reply)
+        renamed = smtp_result(with_attachment(WAITS, f"{tag}-renamed", "renamed.txt", known))
+        assert renamed[0] == 451  # a verdict is for these bytes under that name: judged anew
         fresh = smtp_result(with_attachment(WAITS, f"{tag}-new", "new.pdf", document(uuid.uuid4().hex)))
         assert fresh[0] == 451  # unknown samples are never accepted unjudged
     finally:
@@ -114,3 +116,14 @@ def test_mail_the_platform_sends_is_not_held(addr, fqdn, ca_file, tag):
     msg.add_attachment(script(tag), maintype="application", subtype="octet-stream", filename="tool.js")
     submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", msg)
     assert imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag) is not None
+
+
+def test_a_cached_verdict_never_launders_a_bad_name(tag):
+    """The attacker has harmless-looking bytes judged as notes.pdf, then sends the same bytes
+    as a script, however spelled: each name is judged for itself."""
+    same = script(tag)
+    assert smtp_result(with_attachment(WAITS, tag, "notes.pdf", same))[0] == 250
+    for name in ("invoice.js", "invoice.js.", "INVOICE.JS", "a.pdf.js", "invoice.js .."):
+        code, reply = smtp_result(with_attachment(WAITS, f"{tag}-{name}", name, same))
+        said = name.lower().rstrip(". ")  # the name as the recipient's system opens it
+        assert code == 554 and f"attachment refused: {said}".encode() in reply, (name, code, reply)

@@ -58,10 +58,19 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
             if not h.get("outside") and LOGIN_ROLES & set(h["roles"]) and "filter" not in h["roles"]]
 
 
+WATCH = "mailstack-hold-watch"
+
+
 def configure(plan: HostPlan) -> list[Service]:
-    """The host tool: counters on a filter host, held mail on a Postfix host."""
-    return [Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
-                                         {"prefix": PREFIX, "redis_settings": redis.INCLUDE}, mode="0750"),))]
+    """The host tool: counters on a filter host, held mail on a Postfix host; where users
+    also log in (IMAP, POP3) next to the counters, the service that ends a held account's
+    open sessions."""
+    tool = Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
+                                        {"prefix": PREFIX, "redis_settings": redis.INCLUDE}, mode="0750"),))
+    if not ("filter" in plan.roles and {"mailbox", "proxy"} & set(plan.roles)):
+        return [tool]
+    return [tool, Service(WATCH, (File.template(f"/etc/systemd/system/{WATCH}.service",
+                                                f"limits/{WATCH}.service.j2", {"program": ACCOUNT_TOOL}),))]
 
 
 COMPONENT = Component(

@@ -119,6 +119,11 @@ def cmd_account(args: argparse.Namespace) -> int:
     submission = [inv.host(name) for name in inv.domain(users[login].domain).submission]
     counters = next((h for h in submission if "filter" in h.roles), None) or \
         next(h for h in inv.hosts_with("filter") if not h.outside)
+    if args.action == "hold":  # and its open IMAP/POP3 sessions end wherever it reads mail
+        status = _on_host(counters, [ACCOUNT_TOOL, "hold", login])
+        for name in sorted({users[login].mailbox, *(h.name for h in inv.hosts_with("proxy"))} - {counters.name}):
+            status = status or _on_host(inv.host(name), ["doveadm", "kick", login])
+        return status
     if args.action != "release" or counters in submission and len(submission) == 1:
         return _on_host(counters, [ACCOUNT_TOOL, args.action, login, *drop])
     found = subprocess.run(ssh_argv(counters, [ACCOUNT_TOOL, "held", login]), capture_output=True, text=True)

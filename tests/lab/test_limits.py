@@ -6,6 +6,7 @@ The message that crosses the hold threshold waits in Postfix's hold queue, and l
 deletes it instead. bob, on the same tenant, is never affected. The lab sets
 limits.lock_password: while she is on hold her password opens nothing."""
 
+import imaplib
 import json
 import smtplib
 import subprocess
@@ -16,10 +17,14 @@ from pathlib import Path
 import pytest
 from helpers import PASSWORD, imap_find, login_replies, message, named_context, submit
 
+from deploys.limits import PREFIX
+from deploys.redis import INCLUDE as REDIS_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[2]
 LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)
 NEIGHBOUR = "bob@example.test"  # the platform's defaults
 OUTSIDE = "carol@ext.test"
+REDIS_CLI = f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {REDIS_SETTINGS}) redis-cli"
 
 
 def account(*args: str) -> subprocess.CompletedProcess:
@@ -163,3 +168,49 @@ def test_without_redis_logins_fail_temporarily_never_open(mail, addr, fqdn, ca_f
     assert "UNAVAILABLE" in said["imap"] and "SYS/TEMP" in said["pop3"], said
     assert said["smtp"].startswith("535"), said  # Postfix reports Dovecot's temporary failure so
     assert logins(addr, fqdn, ca_file, NEIGHBOUR)["imap"] == "OK"
+
+
+def open_session(addr, fqdn, ca_file, user: str) -> imaplib.IMAP4_SSL:
+    imap = imaplib.IMAP4_SSL(addr["mail"], 993, ssl_context=named_context(ca_file, fqdn["mail"]), timeout=30)
+    imap.login(user, PASSWORD)
+    assert imap.select("INBOX", readonly=True)[0] == "OK"
+    return imap
+
+
+def ended(imap: imaplib.IMAP4_SSL, within: float = 20) -> bool:
+    """Whether the server ends this session within `within` seconds (it is closed either way)."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            imap.noop()
+            time.sleep(1)
+        return False
+    except (imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+        return True
+    finally:
+        imap.shutdown()
+
+
+def test_a_hold_ends_the_sessions_already_open(addr, fqdn, ca_file):
+    """The thief logged in before the hold: `mailstack account hold` ends that IMAP session
+    too (a refused password only stops new logins). bob's session beside it goes on."""
+    thief, neighbour = (open_session(addr, fqdn, ca_file, user) for user in (LIMITED, NEIGHBOUR))
+    try:
+        assert account("hold", LIMITED).returncode == 0
+        assert ended(thief, within=5), "the held account's open session goes on"
+        assert neighbour.noop()[0] == "OK"
+    finally:
+        account("release", LIMITED)
+        neighbour.logout()
+
+
+def test_an_automatic_hold_ends_the_sessions_already_open(mail, addr, fqdn, ca_file):
+    """A hold the limits set (rspamd writes it to Redis; no tool runs): the watcher on the
+    login host ends the open session within seconds."""
+    thief = open_session(addr, fqdn, ca_file, LIMITED)
+    try:
+        mail.check_output(f"{REDIS_CLI} SET {PREFIX}{LIMITED}:hold "
+                          "'{\"login\": \"" + LIMITED + "\", \"since\": 0, \"by\": \"test\"}'")
+        assert ended(thief), "the held account's open session goes on"
+    finally:
+        account("release", LIMITED)

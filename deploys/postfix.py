@@ -143,6 +143,11 @@ def services(plan: HostPlan) -> list[dict]:
             {"line": f"{listen}:{inv.smime['reinject_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",
                          "smtpd_milters=", *returning]},
+            # what the gateway decrypted was scanned as ciphertext only: rspamd scans it here as
+            # inbound mail (ClamAV, Peekaboo, attachment lists, policies); a reject becomes a hold
+            {"line": f"{listen}:{inv.smime['reinject_decrypted_port']} inet n - n - - smtpd",
+             "options": ["syslog_name=postfix/smime-decrypted", f"receive_override_options={NO_CHECKS}",
+                         f"milter_macro_daemon_name={rspamd.SMIME_DECRYPTED}", *returning]},
             {"line": f"{listen}:{inv.smime['reinject_outbound_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-outbound", f"receive_override_options={NO_CHECKS}",
                          "milter_macro_daemon_name=ORIGINATING", *returning]},
@@ -184,12 +189,12 @@ def install(plan: HostPlan) -> None:
     files.directory(name=MAPS, path=MAPS, mode="0755")
 
 
-def _return_ports(plan: HostPlan) -> tuple[int, int]:
-    return plan.inv.smime["reinject_port"], plan.inv.smime["reinject_outbound_port"]
+def _return_ports(plan: HostPlan) -> tuple[int, ...]:
+    return tuple(plan.inv.smime[p] for p in ("reinject_port", "reinject_decrypted_port", "reinject_outbound_port"))
 
 
 def openings(plan: HostPlan) -> list[Opening]:
-    """Postfix's two return listeners, for the S/MIME gateway when it runs elsewhere."""
+    """Postfix's return listeners, for the S/MIME gateway when it runs elsewhere."""
     hop = plan.gateway
     if not hop or hop.gateway.name == plan.name:
         return []

@@ -30,6 +30,9 @@ SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
 # MTA-Name (rspamd's header for Postfix's milter daemon name) of submitted mail on its way to the S/MIME
 # gateway: checked here, DKIM-signed only when it comes back
 SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
+# ... and of inbound mail the gateway decrypted: scanned again as inbound mail, never signed;
+# what would be rejected is held (the sender's session is over: a bounce could hit a forger)
+SMIME_DECRYPTED = "SMIME-DECRYPTED"
 
 
 def allow_table(plan: HostPlan) -> str:
@@ -69,6 +72,7 @@ def configure(plan: HostPlan) -> list[Service]:
         # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
         "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
+        "smime_decrypted": SMIME_DECRYPTED,
         "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
         "redis_password": redis.secret(inv),
         "controller_password": password(inv, "rspamd-controller"),

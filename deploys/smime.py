@@ -76,6 +76,7 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "reinject_ca": None if plaintext else tls.CA,
         "inbound_port": settings["reinject_port"],
         "outbound_port": settings["reinject_outbound_port"],
+        "decrypted_port": settings["reinject_decrypted_port"],
         "on_missing_certificate": settings["on_missing_certificate"],
         "tenants": tenants,
         "partners": partners,

@@ -120,10 +120,19 @@ class Gateway:
                 headers.insert(0, RESULT + b": " + await self.describe(body, decrypted))
             elif plan.encrypt_to and not mime.is_encrypted(body):
                 body = await cms.encrypt(body, [plan.encrypt_to], config.openssl_timeout)
-            copies[(port, tuple(recipients))] = mime.join(headers, body)
+            copies[(self.return_port(port, decrypted), tuple(recipients))] = mime.join(headers, body)
             log.info("pass=%s to=%s local=%s signed=%s encrypted=%s decrypted=%s", pass_id,
                      ",".join(recipients), plan.local, plan.sign_as or "-", bool(plan.encrypt_to), decrypted)
         return copies
+
+    def return_port(self, port: int, decrypted: bool) -> int:
+        """Inbound mail the gateway opened was scanned as ciphertext only: it goes back where
+        Postfix scans it again, decrypted, before any mailbox sees it."""
+        if not decrypted or self.submitted:
+            return port
+        if self.config.decrypted_port is None:
+            raise ReinjectError(451, "4.3.0 no listener scans decrypted mail; not delivered unscanned")
+        return self.config.decrypted_port
 
     async def decrypt(self, entity: bytes, domain: str) -> tuple[bytes, bool]:
         """Open mail encrypted to the local recipient's domain, with that domain's key only."""

@@ -55,6 +55,9 @@ class Config:
     max_mime_depth: int = 16
     max_mime_parts: int = 500
     openssl_timeout: float = 30.0
+    # inbound mail the gateway decrypted returns here, where Postfix has it scanned (none: it
+    # is never returned, only deferred: the content nobody scanned never reaches a mailbox)
+    decrypted_port: int | None = None
     tenants: dict[str, Domain] = field(default_factory=dict)
     partners: dict[str, Domain] = field(default_factory=dict)
 

@@ -69,6 +69,14 @@ def test_an_allow_list_counts_only_when_every_recipient_allows(rspamd_ready):
     assert not allowed("dave@tenant-b.test", sender="someone@elsewhere.test")
 
 
+def test_an_allow_list_never_trusts_a_forged_sender(rspamd_ready):
+    """MAIL FROM is the attacker's to choose: ceo@ext.test from a host ext.test's SPF does not
+    name (the test machine) gets no bonus; the same sender from ext, which SPF names, does."""
+    assert allowed("dave@tenant-b.test", sender="ceo@ext.test")
+    assert not allowed("dave@tenant-b.test", sender="ceo@ext.test", ip="10.77.0.1")
+    assert not allowed("dave@tenant-b.test", sender="ceo@EXT.test", ip="10.77.0.1")
+
+
 def main_pids(mail) -> str:
     return mail.check_output("systemctl show -p MainPID --value postfix@- rspamd")
 

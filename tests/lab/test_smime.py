@@ -1,8 +1,10 @@
 """The S/MIME gateway in the platform: real submission, real partners, real openssl."""
 
+import json
 import re
 import smtplib
 import subprocess
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -10,6 +12,7 @@ import pytest
 from helpers import imap_find, message, named_context, submit
 from labenv import INVENTORY
 
+from deploys.clamav import EICAR
 from mailstack.secrets import domain_certificate, lab_ca
 
 
@@ -122,3 +125,44 @@ def test_gateway_down_means_mail_waits_then_goes(mail, addr, fqdn, ca_file, tag,
         mail.check_output("systemctl start mailstack-smime")
     mail.check_output("for i in $(seq 30); do ss -ltn | grep -q ':10025 ' && break; sleep 1; done; postqueue -f")
     assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", tag, timeout=120) is not None
+
+
+def held_with(mail, tag: str) -> list[str]:
+    """Queue ids of the messages in mail's hold queue that carry `tag`."""
+    held = [m["queue_id"] for m in map(json.loads, mail.check_output("postqueue -j").splitlines())
+            if m["queue_name"] == "hold"]
+    return [q for q in held if tag in mail.check_output(f"postcat -bhq {q} || true")]
+
+
+def test_malware_encrypted_to_a_tenant_is_scanned_once_opened_and_held(mail, addr, fqdn, ca_file, tag, gateway_up,
+                                                                       rspamd_ready):
+    """The attacker encrypts EICAR to example.test's public certificate (it rides on every
+    signed mail) and sends it from outside, where rspamd sees only ciphertext. Once the
+    gateway opened it, rspamd scans it as inbound mail: ClamAV finds it, and as the sender's
+    session is over (a reject would bounce to a forgeable sender) it waits in the hold queue,
+    never in alice's INBOX."""
+    tenant_cert = domain_certificate(INVENTORY, "example.test")[0]
+    entity = f"Content-Type: text/plain; charset=us-ascii\n\n{tag}\n{EICAR}\n".encode()
+    encrypted = cms("-encrypt", "-aes-256-cbc", "-from", "carol@ext.test", "-to", "alice@example.test",
+                    "-subject", tag, str(tenant_cert), data=entity).stdout
+    assert encrypted and EICAR.encode() not in encrypted
+    raw = (f"Date: {format_datetime(datetime.now(UTC))}\nMessage-ID: <{tag}@ext.test>\n").encode() + encrypted
+    with smtplib.SMTP(addr["ext"], 587, timeout=30) as client:  # carol's own provider
+        client.starttls(context=named_context(ca_file, fqdn["ext"]))
+        client.login("carol@ext.test", "correct horse lab")
+        client.sendmail("carol@ext.test", ["alice@example.test"], raw.replace(b"\n", b"\r\n"))
+    held = []
+    try:
+        for _ in range(60):
+            held = held_with(mail, tag)
+            if held:
+                break
+            time.sleep(1)
+        assert held, "the decrypted virus was not held"
+        assert "held" in mail.check_output(f"grep -h '<{tag}@ext.test>' /var/log/rspamd/rspamd.log")
+        assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, timeout=5) is None
+        assert imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag, criteria="TEXT",
+                         timeout=5) is None, "the sender was sent a bounce"
+    finally:
+        for queue_id in held:
+            mail.check_output(f"postsuper -d {queue_id} hold")

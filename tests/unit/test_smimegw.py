@@ -80,13 +80,13 @@ def start(handler, port, hostname="127.0.0.1", **kwargs) -> Controller:
 def lab(pki):
     """Gateway on loopback (plaintext allowed there) between client and two sinks."""
     sink = Sink()
-    inbound, outbound, gateway_port = free_port(), free_port(), free_port()
+    inbound, outbound, decrypted, gateway_port = free_port(), free_port(), free_port(), free_port()
 
     def make(**overrides):
         settings = dict(
             hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
             returns={"127.0.0.1": "mta.test"}, inbound_port=inbound,
-            outbound_port=outbound, reinject_ca=None,
+            outbound_port=outbound, decrypted_port=decrypted, reinject_ca=None,
             tenants={"a.test": Domain("always", "opportunistic", *pki["a.test"]),
                      "b.test": Domain("always", "never", *pki["b.test"])},
             partners={"p.test": Domain("always", "required", pki["p.test"][0]),
@@ -96,7 +96,7 @@ def lab(pki):
         config.check()
         return config
 
-    state = {"controllers": [start(sink, inbound), start(sink, outbound)]}
+    state = {"controllers": [start(sink, inbound), start(sink, outbound), start(sink, decrypted)]}
 
     def run(submitted=False, **overrides):
         """Start the gateway's submission listener (`submitted`) or its inbound one."""
@@ -110,6 +110,7 @@ def lab(pki):
         state["controllers"].append(start(sink, inbound))
 
     run.restart_sink = restart_sink
+    run.decrypted_port = decrypted
     yield run, sink, inbound, outbound
     for controller in state["controllers"]:
         controller.stop()
@@ -159,10 +160,28 @@ def test_inbound_from_openssl_is_decrypted_and_verified(lab, pki):
     forged = b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=bank.test\n" + encrypted
     send(run(), "bob@p.test", ["u@a.test"], forged)
     ((port, _, _, data),) = sink.messages
-    assert port == inbound
+    assert port == run.decrypted_port != inbound  # where Postfix has the opened content scanned
     assert b"From the partner." in data
     results = [line for line in data.split(b"\n") if line.startswith(b"X-Mailstack-SMIME:")]
     assert results == [b"X-Mailstack-SMIME: decrypted=yes; signature=verified; signer=p.test"]
+
+
+def encrypted_to_a_test(pki) -> bytes:
+    entity = b"Content-Type: text/plain\n\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR\n"
+    return openssl("smime", "-encrypt", "-aes256", "-from", "bob@p.test", "-to", "u@a.test",
+                   "-subject", "for you", pki["a.test"][0], data=entity).stdout
+
+
+def test_decrypted_mail_never_returns_where_nothing_scans_it(lab, pki):
+    """No listener for decrypted mail configured: it is deferred (451), never returned to
+    the unscanned inbound listener; mail the gateway did not open still goes there."""
+    run, sink, inbound, _ = lab
+    port = run(decrypted_port=None)
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        send(port, "bob@p.test", ["u@a.test"], encrypted_to_a_test(pki))
+    assert deferred.value.smtp_code == 451 and not sink.messages
+    send(port, "bob@p.test", ["u@a.test"], plain(sender="bob@p.test", to="u@a.test"))
+    assert [m[0] for m in sink.messages] == [inbound]
 
 
 def test_tenant_to_tenant_in_one_pass(lab):

@@ -70,7 +70,7 @@ def settings(plan: HostPlan) -> dict:
     inv, own = plan.inv, plan.inv.nauthilus
     guard = inv.bruteforce
     buckets = [{"name": f"mailstack_{family}", "period": f"{seconds(guard['window'])}s", "cidr": cidr,
-                "ipv4": family == "ipv4", "failed_requests": guard["max_failures"],
+                family: True, "failed_requests": guard["max_failures"],
                 "ban_time": f"{seconds(guard['ban_time'])}s", "filter_by_protocol": list(PROTOCOLS)}
                for family, cidr in (("ipv4", 32), ("ipv6", 64))]
     return {
@@ -104,7 +104,7 @@ def settings(plan: HostPlan) -> dict:
             "controls": {
                 "enabled": ["brute_force"] if own["brute_force"] else [],
                 **({"brute_force": {"protocols": list(PROTOCOLS), "buckets": buckets,
-                                    "ip_whitelist": sorted(h.address for h in inv.hosts if not h.outside)
+                                    "ip_allowlist": sorted(h.address for h in inv.hosts if not h.outside)
                                     + list(guard["never_ban"])}} if own["brute_force"] else {}),
             },
         },

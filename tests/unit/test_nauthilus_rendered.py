@@ -6,6 +6,7 @@ The lab tests (tests/lab/test_nauthilus.py) run against a real Nauthilus where o
 import hashlib
 import io
 import json
+import re
 import tarfile
 
 import pytest
@@ -120,9 +121,10 @@ def test_nauthilus_is_configured_from_the_inventory(tmp_path):
     assert config["storage"]["redis"]["database_number"] == 1  # rspamd and the limits keep 0
     assert config["auth"]["backends"]["order"] == ["lua"]
     assert config["auth"]["controls"]["enabled"] == ["brute_force"]
-    [ipv4, _] = config["auth"]["controls"]["brute_force"]["buckets"]
+    [ipv4, ipv6] = config["auth"]["controls"]["brute_force"]["buckets"]
     assert (ipv4["failed_requests"], ipv4["period"], ipv4["ban_time"], ipv4["cidr"]) == (5, "600s", "3600s", 32)
-    assert "192.0.2.1" in config["auth"]["controls"]["brute_force"]["ip_whitelist"]  # never the own hosts
+    assert ipv4["ipv4"] is True and ipv6["ipv6"] is True and (ipv6["cidr"], "ipv4" in ipv6) == (64, False)
+    assert "192.0.2.1" in config["auth"]["controls"]["brute_force"]["ip_allowlist"]  # never the own hosts
     assert files["/etc/nauthilus/nauthilus.yml"].secret and files["/etc/nauthilus/nauthilus.yml"].mode == "0640"
     users = files["/etc/nauthilus/users"]
     assert users.secret and "ann@one.example\t$6$abcdefgh$0123456789abcdef" in users.lines
@@ -140,6 +142,12 @@ def test_dovecot_asks_nauthilus_over_https_and_never_falls_back(tmp_path):
     assert 'local URL = "https://mx1.t.example:9443/api/v1/auth/json"' in script.lines and script.secret
     assert "  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, \"nauthilus answered \" .. tostring(status)" \
         in script.lines
+    # Nauthilus 3 answers 400 to a body with any undocumented field; a refusal is 401, 403 or 429
+    body = script.content.decode().split("json.encode({", 1)[1].split("})", 1)[0]
+    fields = set(re.findall(r"(\w+) = ", body))
+    assert fields == {"username", "password", "service", "method", "client_ip", "client_port", "local_ip",
+                      "local_port", "ssl"}, fields
+    assert "  elseif status == 401 or status == 403 or status == 429 then" in script.lines
     conf = files["/etc/dovecot/dovecot.conf"].lines
     assert conf.index("!include_try /etc/dovecot/mailstack/nauthilus-passdb.conf") < conf.index("passdb {")
     assert "  skip = unauthenticated" in conf and "  result_failure = return-fail" in conf

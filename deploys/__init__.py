@@ -89,7 +89,7 @@ def apply(component: Component, plan) -> None:
     change, enabled, then running)."""
     @deploy(f"mailstack {component.name}")
     def stages() -> None:
-        packages(component.name, component.packages, component.preseed)
+        packages(component.name, component.packages, component.preseed, component.quiet_install)
         if component.install:
             component.install(plan)
         for service in host.loop(configured(component, plan)):

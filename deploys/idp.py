@@ -14,6 +14,7 @@ from pathlib import Path
 from pyinfra.operations import files
 
 from deploys import tls
+from deploys.bruteforce import LOGIN_PORTS
 from mailstack.component import TEMPLATES, Component, File, Service
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
@@ -22,7 +23,10 @@ from mailstack.secrets import password
 PORT = 4593
 ETC = "/etc/glewlwyd"
 STATE = "/etc/mailstack/idp.json"
+ADMIN_SECRET = "/etc/mailstack/idp-admin"  # the admin's password alone, for the seal before each start
 SETUP_TOOL = "/usr/local/sbin/mailstack-idp-setup"
+# before every start, the package's well-known admin password is replaced offline: it never answers
+SEAL = f"# Managed by mailstack\n[Service]\nExecStartPre=+{SETUP_TOOL} --seal {ADMIN_SECRET}\n"
 GLEWLWYD = {"user": "glewlwyd", "group": "root"}  # as the package has it: no group of its own
 
 
@@ -54,7 +58,8 @@ def wanted_state(plan: HostPlan) -> dict:
     inv, settings = plan.inv, plan.inv.oidc
     scopes = ["openid", settings["scope"]]
     return {
-        "api": f"https://127.0.0.1:{PORT}/api",
+        "api": f"https://{plan.host.fqdn}:{PORT}/api",  # its certificate checked, by name
+        "trust": tls.TRUST,
         "admin_password": password(inv, "idp-admin"),
         "scope": settings["scope"],
         "plugin": {
@@ -91,12 +96,22 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template(f"{ETC}/glewlwyd.conf", "idp/glewlwyd.conf.j2", context),
             File.copy(f"{ETC}/tls/cert.pem", cert, **GLEWLWYD),
             File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **GLEWLWYD),
+            File.copy(SETUP_TOOL, TEMPLATES / "idp" / "mailstack-idp-setup.py", mode="0750"),
+            File.text(ADMIN_SECRET, password(plan.inv, "idp-admin"), mode="0600", secret=True),
+            File.text("/etc/systemd/system/glewlwyd.service.d/mailstack.conf", SEAL),
         )),
         Service(None, (
-            File.copy(SETUP_TOOL, TEMPLATES / "idp" / "mailstack-idp-setup.py", mode="0750"),
             File.text(STATE, json.dumps(wanted_state(plan), indent=1, sort_keys=True), mode="0600", secret=True),
         ), on_change=f"{SETUP_TOOL} {STATE}"),
     ]
+
+
+def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
+    """The jail that bans a client guessing passwords at the provider (item of fail2ban's
+    service where the brute-force protection runs here)."""
+    ports = ",".join(str(p) for p in (*LOGIN_PORTS, PORT))
+    return (File.template("/etc/fail2ban/jail.d/mailstack-idp.conf", "idp/fail2ban-jail.conf.j2", {"ports": ports}),
+            File.template("/etc/fail2ban/filter.d/mailstack-idp.conf", "idp/fail2ban-filter.conf.j2", {}))
 
 
 def install(plan: HostPlan) -> None:
@@ -134,10 +149,12 @@ COMPONENT = Component(
     roles=frozenset({"idp"}),
     packages=("glewlwyd", "dbconfig-sqlite3"),
     preseed=("glewlwyd glewlwyd/database-type select sqlite3",),
+    quiet_install=True,  # it would answer with the package's admin password until sealed
     units=("glewlwyd",),
     public={"idp": ((PORT, "OpenID Connect provider, HTTPS (tokens for mail clients)"),)},
     rules=(rules,),  # its section, oidc, also serves an external provider: the rules check it
     enabled=runs_glewlwyd,
+    extends={"fail2ban": fail2ban_files},
     install=install,
     configure=configure,
 )

@@ -64,14 +64,25 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
                f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
 
 
-def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = ()) -> None:
+NO_START = "/usr/sbin/policy-rc.d"  # Debian asks it before a package starts a daemon; 101: do not
+
+
+def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = (), quiet: bool = False) -> None:
     """Debian packages (a no-op when present, as in the lab image), with the debconf
-    answers they need given first."""
-    if preseed and not set(names) <= set(host.get_fact(DebPackages)):
+    answers they need given first; `quiet`: their daemons do not start from the install
+    (they start once configured)."""
+    missing = bool(names) and not set(names) <= set(host.get_fact(DebPackages) or {})
+    if preseed and missing:
         server.shell(name=f"{component} debconf answers", commands=[
             f"printf '%s\\n' {' '.join(shlex.quote(line) for line in preseed)} | debconf-set-selections"])
+    hold = quiet and missing
+    if hold:
+        server.shell(name=f"{component}: no daemon starts before it is configured", commands=[
+            f"printf '#!/bin/sh\\nexit 101\\n' > {NO_START} && chmod 0755 {NO_START}"])
     if names:
         apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
+    if hold:
+        server.shell(name=f"{component}: daemons may start again", commands=[f"rm -f {NO_START}"])
 
 
 def apply(service: Service) -> None:

@@ -141,6 +141,7 @@ class Component:
     roles: frozenset[str] | None
     packages: tuple[str, ...] = ()
     preseed: tuple[str, ...] = ()  # debconf answers its packages need before they install
+    quiet_install: bool = False  # its daemons must not start from the install (e.g. a packaged default password)
     units: tuple[str, ...] = ()
     disabled_units: tuple[str, ...] = ()  # units its packages ship that must not start
     public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)

@@ -1,28 +1,78 @@
 #!/usr/bin/python3
 """Make the local Glewlwyd hold what mailstack wants (the JSON file given): the admin's
-generated password (replacing the package's well-known default first), the mail scope,
-the OIDC plugin, the mail client and one account per user. Accounts are never deleted;
-a user's password is set only when the account is created (later changes are the user's).
-Installed by mailstack; run by the deploy whenever the wanted state changes."""
+generated password, the mail scope, the OIDC plugin, the mail client and exactly the
+inventory's accounts. Installed by mailstack; run by the deploy whenever the wanted state
+changes, and (--seal) by Glewlwyd's unit before every start.
 
+  mailstack-idp-setup STATE          the admin API, over TLS checked against the platform CA
+  mailstack-idp-setup --seal FILE    offline, Glewlwyd stopped: an admin password the package
+                                     set (the well-known default) is replaced in the database
+                                     by the generated one (in FILE), so the default never answers
+
+The inventory is the authority for accounts: one it lists that mailstack did not create
+(someone made it first, with a password of their own) gets the inventory's first
+password, and an account it no longer lists is deleted with its sessions and tokens. A
+user's password is otherwise set only when mailstack creates the account (later changes
+are the user's)."""
+
+import base64
+import hashlib
+import hmac
 import http.cookiejar
 import json
+import os
+import secrets
+import sqlite3
 import ssl
+import string
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 DEFAULT_ADMIN_PASSWORD = "password"  # what the Debian package starts with
 MANAGED_PLUGIN = "oidc"
+DATABASE = "/var/lib/dbconfig-common/sqlite3/glewlwyd/glewlwyd"  # Debian's, with sqlite3
+CREATED = "/var/lib/mailstack/idp-accounts.json"  # the accounts mailstack created itself
+KEPT = ("admin",)  # accounts that are Glewlwyd's own, never the inventory's
+ITERATIONS = 150000  # what Glewlwyd itself now writes: base64(PBKDF2-SHA256(password, salt) + salt),N
+LEGACY_ITERATIONS = 1000  # a stored hash without ",N" (the package's default admin password)
+
+
+def stored(password: str, salt: bytes, iterations: int = ITERATIONS) -> str:
+    digest = base64.b64encode(hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations) + salt).decode()
+    return digest if iterations == LEGACY_ITERATIONS else f"{digest},{iterations}"
+
+
+def matches(password: str, hashed: str) -> bool:
+    digest, _, iterations = hashed.partition(",")
+    raw = base64.b64decode(digest)
+    count = int(iterations) if iterations else LEGACY_ITERATIONS
+    return len(raw) > 32 and hmac.compare_digest(stored(password, raw[32:], count), hashed)
+
+
+def seal(admin_password: str) -> None:
+    """Before Glewlwyd starts: the package's default admin password never goes live."""
+    if not os.path.exists(DATABASE):
+        return
+    with sqlite3.connect(DATABASE) as db:
+        rows = db.execute("SELECT guw_id, guw_password FROM g_user_password JOIN g_user USING (gu_id) "
+                          "WHERE gu_username = 'admin'").fetchall()
+        for row_id, hashed in rows:
+            if matches(DEFAULT_ADMIN_PASSWORD, hashed):
+                salt = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(16)).encode()
+                db.execute("UPDATE g_user_password SET guw_password = ? WHERE guw_id = ?",
+                           (stored(admin_password, salt), row_id))
+                print("replaced the package's default admin password before Glewlwyd started")
 
 
 class Api:
-    def __init__(self, base: str):
-        # the API on this host's loopback: the certificate names the host, not 127.0.0.1
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    def __init__(self, base: str, trust: str):
+        # the API by the host's own name, its certificate checked like any client's
+        context = ssl.create_default_context(cafile=trust)
         self.base = base
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
                                                   urllib.request.HTTPSHandler(context=context))
@@ -61,15 +111,8 @@ def wait_for(api: Api) -> None:
 
 
 def admin_session(api: Api, password: str) -> None:
-    if api.login(password):
-        return
-    if not api.login(DEFAULT_ADMIN_PASSWORD):
-        sys.exit("mailstack-idp-setup: cannot log in as admin with the generated or the default password")
-    admin = api.must("GET", "/user/admin")
-    api.must("PUT", "/user/admin", {**admin, "password": password})
-    if not api.login(password):
-        sys.exit("mailstack-idp-setup: the admin password was not replaced")
-    print("replaced the default admin password")
+    if not api.login(password):  # sealed before every start: the default never answers
+        sys.exit("mailstack-idp-setup: cannot log in as admin with the generated password")
 
 
 def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
@@ -92,10 +135,50 @@ def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
     return changed
 
 
+def accounts(api: Api, users: list[dict]) -> None:
+    """Exactly the inventory's accounts: created with their first password; one that
+    mailstack did not create is given that password and its sessions and tokens end; the
+    others are deleted likewise. Where no record exists yet (the first run of this tool),
+    the accounts found are taken as mailstack's: Glewlwyd's admin was sealed before it
+    ever answered, so no one else could have made them."""
+    first_run = not os.path.exists(CREATED)
+    created = set() if first_run else set(json.loads(Path(CREATED).read_text()))
+    for user in users:
+        name = user["username"]
+        found = api.call("GET", f"/user/{urllib.parse.quote(name)}")[0] == 200
+        if found and name not in created and not first_run:
+            upsert(api, "user", "username", user)  # the inventory's first password
+            revoke(api, name)
+            print(f"user {name}: mailstack had not created it; its password is the inventory's again")
+        else:
+            upsert(api, "user", "username", user, keep=("password",))
+        created.add(name)
+    listed = {u["username"] for u in api.must("GET", "/user/?limit=100000") or []}
+    for name in sorted(listed - {user["username"] for user in users} - set(KEPT)):
+        revoke(api, name)
+        api.must("DELETE", f"/user/{urllib.parse.quote(name)}")
+        print(f"deleted user {name} (not in the inventory), its sessions and tokens ended")
+    os.makedirs(os.path.dirname(CREATED), mode=0o700, exist_ok=True)
+    with open(CREATED + ".new", "w") as handle:
+        json.dump(sorted(created & {user["username"] for user in users}), handle)
+    os.replace(CREATED + ".new", CREATED)
+
+
+def revoke(api: Api, username: str) -> None:
+    """End the account's IdP sessions and disable its refresh tokens (as admin, for it)."""
+    name = urllib.parse.quote(username, safe="")
+    sessions, tokens = f"/delegate/{name}/profile/session", f"/{MANAGED_PLUGIN}/token"
+    for listing, item, key in ((sessions, sessions + "/{}", "session_hash"),
+                               (f"{tokens}?username={name}", tokens + "/{}?username=" + name, "token_hash")):
+        for found in api.must("GET", listing) or []:
+            if found.get("enabled"):
+                api.must("DELETE", item.format(urllib.parse.quote(found[key], safe="")))
+
+
 def main(state_file: str) -> None:
     with open(state_file) as handle:
         state = json.load(handle)
-    api = Api(state["api"])
+    api = Api(state["api"], state["trust"])
     wait_for(api)
     admin_session(api, state["admin_password"])
     upsert(api, "scope", "name", {"name": state["scope"], "display_name": "Mail",
@@ -105,12 +188,14 @@ def main(state_file: str) -> None:
                                                         "display_name": "OpenID Connect",
                                                         "parameters": state["plugin"]})
     upsert(api, "client", "client_id", state["client"])
-    for user in state["users"]:
-        upsert(api, "user", "username", user, keep=("password",))
+    accounts(api, state["users"])
     if plugin_changed:  # Glewlwyd reads a plugin's parameters when it starts
         subprocess.run(["systemctl", "restart", "glewlwyd"], check=True)
         wait_for(api)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1:2] == ["--seal"]:
+        seal(Path(sys.argv[2]).read_text().strip())
+    else:
+        main(sys.argv[1])

@@ -15,6 +15,7 @@ import imaplib
 import json
 import poplib
 import smtplib
+import time
 import urllib.parse
 
 import pytest
@@ -25,6 +26,7 @@ from deploys.idp import PORT, user_password_name
 from mailstack.secrets import password
 
 IDP = INVENTORY.hosts_with("idp")[0]
+GLEWLWYD_DB = "/var/lib/dbconfig-common/sqlite3/glewlwyd/glewlwyd"  # Debian's, with sqlite3
 CLIENT_ID = INVENTORY.oidc["client_id"]
 
 
@@ -191,3 +193,131 @@ def test_idp_down_means_a_temporary_failure_and_a_restart_keeps_everything(mail,
     mail.check_output(f"timeout 30 sh -c 'until ss -ltn | grep -q :{PORT}; do sleep 0.5; done'")
     # the same token, issued before the restart, still logs in: tokens and accounts are kept
     assert imap_token_login(server, name, ca_file, user, alice_token) == "OK"
+
+
+def admin_login(addr, fqdn, ca_file, admin_password: str) -> int:
+    connection = http.client.HTTPSConnection(addr["mail"], PORT, timeout=30,
+                                             context=NamedContext(tls_context(ca_file), fqdn["mail"]))
+    connection.request("POST", "/api/auth/", json.dumps({"username": "admin", "password": admin_password}),
+                       {"Content-Type": "application/json"})
+    return connection.getresponse().status
+
+
+def wait_for_idp(mail) -> None:
+    mail.check_output(f"timeout 30 sh -c 'until ss -ltn | grep -q :{PORT}; do sleep 0.5; done'")
+
+
+def packaged(secret: str) -> str:
+    """A password as the package's database stores it (PBKDF2-SHA256, 1000 rounds, salt after the digest)."""
+    salt = b"mailstacktestslt"
+    return base64.b64encode(hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, 1000) + salt).decode()
+
+
+def test_the_packaged_admin_password_never_answers_not_even_on_a_fresh_database(mail, addr, fqdn, ca_file):
+    """The package's database starts with admin/"password" (as on a fresh install): it is
+    replaced offline before Glewlwyd starts, so not one request meets it."""
+    mail.check_output(f"sqlite3 {GLEWLWYD_DB} \"UPDATE g_user_password SET guw_password = '{packaged('password')}' "
+                      "WHERE gu_id = (SELECT gu_id FROM g_user WHERE gu_username = 'admin')\"")
+    mail.check_output("systemctl restart glewlwyd")
+    wait_for_idp(mail)
+    assert admin_login(addr, fqdn, ca_file, "password") == 401
+    assert admin_login(addr, fqdn, ca_file, password(INVENTORY, "idp-admin")) == 200
+
+
+def on_idp(mail, users_kept, extra: str = "") -> str:
+    """Run the deploy's setup tool on the IdP host with the deployed state, keeping only
+    the users `users_kept` says (a changed inventory, as the next deploy would hand it)."""
+    script = ("import json, subprocess; s = json.load(open('/etc/mailstack/idp.json')); "
+              f"s['users'] = [u for u in s['users'] if {users_kept}]; "
+              "open('/root/idp-test.json', 'w').write(json.dumps(s)); "
+              f"{extra}"
+              "done = subprocess.run(['/usr/local/sbin/mailstack-idp-setup', '/root/idp-test.json'], "
+              "capture_output=True, text=True); print(done.stdout, done.stderr); assert done.returncode == 0")
+    try:
+        return mail.check_output(f"umask 077; python3 -c \"{script}\"")
+    finally:
+        mail.run("rm -f /root/idp-test.json")
+
+
+def refresh(ca_file: str, refresh_token: str) -> int:
+    return idp_request(ca_file, "/api/oidc/token", {"grant_type": "refresh_token", "refresh_token": refresh_token})[0]
+
+
+def test_a_user_the_inventory_drops_loses_its_account_sessions_and_tokens(mail, ca_file):
+    user = "bob@example.test"
+    status, answer = idp_request(ca_file, "/api/oidc/token", {
+        "grant_type": "password", "username": user, "password": password(INVENTORY, user_password_name(user)),
+        "scope": f"openid {INVENTORY.oidc['scope']}"})
+    assert status == 200 and refresh(ca_file, answer["refresh_token"]) == 200
+    try:
+        said = on_idp(mail, f"u['username'] != '{user}'")
+        assert f"deleted user {user}" in said, said
+        assert refresh(ca_file, answer["refresh_token"]) != 200  # the refresh token is dead
+    finally:
+        on_idp(mail, "True")  # the inventory as it is: bob again, with his first password
+    assert token(ca_file, user)
+
+
+def admin_set_password(addr, fqdn, ca_file, user: str, new_password: str) -> int:
+    """As the IdP's admin (over its API, from this machine): set `user`'s password."""
+    connection = http.client.HTTPSConnection(addr["mail"], PORT, timeout=30,
+                                             context=NamedContext(tls_context(ca_file), fqdn["mail"]))
+    connection.request("POST", "/api/auth/", json.dumps({"username": "admin",
+                                                         "password": password(INVENTORY, "idp-admin")}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie").split(";")[0]
+    connection.request("GET", f"/api/user/{urllib.parse.quote(user)}", headers={"Cookie": cookie})
+    account = json.loads(connection.getresponse().read())
+    connection.request("PUT", f"/api/user/{urllib.parse.quote(user)}", json.dumps({**account, "password": new_password}),
+                       {"Content-Type": "application/json", "Cookie": cookie})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def password_grant(ca_file: str, user: str, secret: str) -> int:
+    return idp_request(ca_file, "/api/oidc/token", {"grant_type": "password", "username": user, "password": secret,
+                                                    "scope": f"openid {INVENTORY.oidc['scope']}"})[0]
+
+
+def test_an_account_mailstack_did_not_create_gets_the_inventory_password(mail, addr, fqdn, ca_file):
+    """Someone made bob's account before mailstack did (mailstack's record does not list
+    it), with a password of their own: the next run gives it the inventory's first password
+    and ends its sessions and tokens."""
+    user, theirs = "bob@example.test", "chosen by the intruder"
+    forget = ("import pathlib; p = pathlib.Path('/var/lib/mailstack/idp-accounts.json'); "
+              f"p.write_text(json.dumps([n for n in json.loads(p.read_text()) if n != '{user}'])); ")
+    assert admin_set_password(addr, fqdn, ca_file, user, theirs) == 200
+    assert password_grant(ca_file, user, theirs) == 200
+    said = on_idp(mail, "True", extra=forget)
+    assert "mailstack had not created it" in said, said
+    assert password_grant(ca_file, user, theirs) != 200
+    assert token(ca_file, user)  # the inventory's first password
+
+
+def test_guessing_passwords_at_the_idp_bans_the_client_from_every_login(mail, ext, addr, fqdn, ca_file):
+    """ext tries alice's password at the IdP's login API: after the inventory's number of
+    failures it reaches neither the IdP nor any mail login port; this machine still does."""
+    guesses = INVENTORY.bruteforce["max_failures"] + 1
+    probe = ("python3 -c 'import http.client, json, ssl, sys\n"
+             "for i in range(int(sys.argv[1])):\n"
+             f"  c = http.client.HTTPSConnection(\"{addr['mail']}\", {PORT}, timeout=5, "
+             "context=ssl._create_unverified_context())\n"
+             "  c.request(\"POST\", \"/api/auth/\", json.dumps({\"username\": \"alice@example.test\", "
+             "\"password\": f\"guess {i}\"}), {\"Content-Type\": \"application/json\"})\n"
+             f"  print(c.getresponse().status)' {guesses}")
+    try:
+        answers = ext.check_output(probe)
+        assert "401" in answers and "200" not in answers, answers
+        deadline = time.monotonic() + 30
+        while addr["ext"] not in mail.check_output("fail2ban-client get mailstack-idp banned"):
+            assert time.monotonic() < deadline, "ext was not banned"
+            time.sleep(1)
+        for port in (PORT, 993):
+            assert ext.run(f"timeout 5 bash -c '</dev/tcp/{addr['mail']}/{port}'").rc != 0, port
+        assert admin_login(addr, fqdn, ca_file, "wrong") == 401  # never_ban: this machine is still served
+    finally:
+        mail.run(f"fail2ban-client set mailstack-idp unbanip {addr['ext']}")
+    assert ext.run(f"timeout 5 bash -c '</dev/tcp/{addr['mail']}/{PORT}'").rc == 0

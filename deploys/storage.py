@@ -75,11 +75,19 @@ def cluster(plan: HostPlan) -> bool:
 
 
 def security(plan: HostPlan) -> str:
-    """security.toml of a cluster: mutual TLS for gRPC and HTTPS between the storage hosts,
-    and the key that signs the master's write tokens."""
-    context = {"etc": ETC, "ca": tls.TRUST, "names": ",".join(h.fqdn for h in storage_hosts(plan.inv)),
-               "jwt_key": password(plan.inv, "seaweedfs-jwt")}
-    return render("storage/security.toml.j2", context, f"{ETC}/security.toml")
+    """security.toml: the keys that sign every read and write on the filer's and the volume
+    servers' HTTP (a local user has no way around the S3 identities); in a cluster, mutual
+    TLS for gRPC and HTTPS between the storage hosts too."""
+    inv = plan.inv
+    keys = {"volume_write_key": password(inv, "seaweedfs-jwt"), "volume_read_key": password(inv, "seaweedfs-jwt-read"),
+            "filer_write_key": password(inv, "seaweedfs-filer-jwt"),
+            "filer_read_key": password(inv, "seaweedfs-filer-jwt-read")}
+    text = render("storage/security.toml.j2", keys, f"{ETC}/security.toml")
+    if cluster(plan):
+        text += "\n" + render("storage/cluster-tls.toml.j2", {"etc": ETC, "ca": tls.TRUST,
+                                                             "names": ",".join(h.fqdn for h in storage_hosts(inv))},
+                              f"{ETC}/security.toml")
+    return text
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -102,9 +110,8 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text(f"{ETC}/s3.json", identities(inv), mode="0640", group="seaweedfs", secret=True),
             File.copy(f"{ETC}/tls/cert.pem", cert, **OWNER),
             File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNER),
-            *((File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),)
-              if together else ()),
-        ), absent=() if together else (f"{ETC}/security.toml",)),
+            File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),
+        )),
         # the buckets belong to the whole cluster: its first host makes them
         *([Service(None, (
             File.copy(BUCKETS_TOOL, TEMPLATES / "storage" / "mailstack-s3-buckets.sh", mode="0755"),

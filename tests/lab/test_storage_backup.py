@@ -86,6 +86,29 @@ def test_seaweedfs_internals_are_closed_to_the_network(addr):
             socket.create_connection((addr["mail"], port), timeout=5).close()
 
 
+LOCAL_USER_PROBE = """
+import sys, urllib.error, urllib.request
+method, url = sys.argv[1], sys.argv[2]
+request = urllib.request.Request(url, data=b"x" if method in ("PUT", "POST") else None, method=method)
+try:
+    print(urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+"""
+
+
+def test_a_local_user_cannot_go_around_the_s3_identities(mail):
+    """uid nobody on the storage host, straight at SeaweedFS's own HTTP: the filer (list,
+    write, delete in the backup bucket) and the volume server (a write) want a signed token."""
+    tries = [("GET", f"http://127.0.0.1:8888/buckets/{BACKUP_BUCKET}/?limit=5"),
+             ("PUT", f"http://127.0.0.1:8888/buckets/{BACKUP_BUCKET}/planted.txt"),
+             ("DELETE", f"http://127.0.0.1:8888/buckets/{BACKUP_BUCKET}/config"),
+             ("POST", "http://127.0.0.1:8080/1,0123456789")]
+    for method, url in tries:
+        status = mail.check_output(f"runuser -u nobody -- python3 -c '{LOCAL_USER_PROBE}' {method} {url}")
+        assert status == "401", (method, url, status)
+
+
 def test_the_restore_tool_takes_no_path_for_a_user_or_folder(mail):
     for args in ("restore ../../etc@x", "restore /etc@x", "restore bob@example.test --folder ../../../etc"):
         refused = mail.run(f"{TOOL} {args}")

@@ -134,7 +134,8 @@ def test_storage_hosts_form_one_cluster_that_only_they_reach():
                       "store2": [], "store3": []}  # the cluster's buckets are made once, not raced for
     single = next(s for s in storage.configure(plans(load(ROOT / "inventories" / "lab.yml"))["mail"]) if s.unit)
     assert "-ip=127.0.0.1 -ip.bind=127.0.0.1  " in single.file(UNIT).content.decode()  # one host: loopback, no peers
-    assert "/etc/seaweedfs/security.toml" in single.absent
+    alone = single.file("/etc/seaweedfs/security.toml")  # one host: no peers, but no way around S3 either
+    assert alone.secret and "[jwt.filer_signing.read]" in alone.lines and "[grpc]" not in alone.lines
 
 
 def test_users_read_mail_through_the_proxy_and_each_backend_holds_only_its_own():

@@ -7,12 +7,18 @@ that is down gets its records when it is back."""
 from __future__ import annotations
 
 from deploys import tls
-from mailstack.component import TEMPLATES, Component, File, Service
+from deploys.exporters import TEXTFILES
+from mailstack.component import Component, File, Service
 from mailstack.plan import HostPlan
 
 RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
 HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http"
 RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"
+# records a SIEM refused for good (a 4xx): kept here, counted for an alert
+DEAD_LETTERS = "/var/log/mailstack-siem-refused.jsonl"
+# a sender-chosen value is cut to FIELD characters, a list to LISTED addresses: with them a
+# record stays well inside rsyslog's 8 KiB message (and one datagram)
+FIELD, LISTED = 200, 8
 
 
 def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
@@ -20,7 +26,7 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     tenants = sorted((d.name, d.tenant) for d in plan.own_domains)
     return (File.template("/etc/rspamd/mailstack.d/siem.lua", "siem/siem.lua.j2",
                           {"port": RELAY_PORT, "tenants": tenants, "host": plan.host.name,
-                           "fqdn": plan.host.fqdn}),)
+                           "fqdn": plan.host.fqdn, "field_limit": FIELD, "list_limit": LISTED}),)
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -30,7 +36,8 @@ def configure(plan: HostPlan) -> list[Service]:
                       {"port": RELAY_PORT, "receivers": plan.inv.siem["syslog"], "ca_file": tls.TRUST,
                        "cert": own["tls_cert"], "key": own["tls_key"], "endpoints": plan.inv.siem["http"],
                        "http_program": HTTP_PROGRAM}),
-        File.copy(HTTP_PROGRAM, TEMPLATES / "siem" / "siem-http.py", mode="0755"),
+        File.template(HTTP_PROGRAM, "siem/siem-http.py.j2",
+                      {"dead_letters": DEAD_LETTERS, "metric_file": f"{TEXTFILES}/mailstack-siem.prom"}, mode="0755"),
     ), check=RSYSLOG_CHECK)]
 
 

@@ -13,9 +13,12 @@ import pytest
 from helpers import imap_find, message
 from test_clamav import WAIT_FOR_CLAMD
 from test_mail_flow import smtp_from_test_machine
+from test_monitoring import alert
 from test_policies import spam
 
 from deploys.clamav import EICAR, LAB_SIGNATURE
+from deploys.exporters import TEXTFILES
+from deploys.siem import DEAD_LETTERS, FIELD, LISTED
 from deploys.siem_receiver import HTTP_LOG, HTTP_PORT, LOG, PORT
 
 RECORD = re.compile(r"^<(?P<pri>\d+)>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) - - - (?P<msg>\{.*\})$")
@@ -118,3 +121,32 @@ def test_the_siem_takes_no_plain_text(mail, ext, tag):
              f"line = b'<134>1 - forged mailstack-verdict - - - {{\\\"message_id\\\": \\\"{tag}\\\"}}'; "
              f"s.sendall(str(len(line)).encode() + b' ' + line); s.close()\"")
     assert record_of(ext, timeout=5, message_id=tag) is None
+
+
+def test_a_sender_sized_header_neither_truncates_nor_drops_a_record(ext, addr, tag):
+    """400 long addresses in From (30 KiB, the sender's to choose): the record keeps a
+    bounded few, and arrives whole on both receivers."""
+    crowd = ",\r\n ".join(f"someone-with-a-rather-long-name-{i:03}@ext.test" for i in range(400))
+    data = (f"From: {crowd}\r\nTo: bob@example.test\r\nSubject: {tag}\r\nMessage-ID: <{tag}@lab.test>\r\n\r\n"
+            "a crowd of senders\r\n").encode()
+    assert send(addr, "carol@ext.test", "bob@example.test", data) == 250
+    for source in (syslog_records, http_records):
+        record = record_of(ext, source=source, message_id=f"{tag}@lab.test")
+        assert record is not None, f"no whole record reached the {source.__name__}"
+        assert len(record["header_from"]) == LISTED and all(len(a) <= FIELD + 3 for a in record["header_from"])
+
+
+def test_a_record_the_siem_refuses_is_kept_and_raises_an_alert_while_the_queue_goes_on(mail, ext, addr, tag):
+    """A SIEM that answers 4xx to one record (its own content rule) no longer stalls the
+    queue: that record goes to the dead letters, an alert says so, the next ones arrive."""
+    refused, after = f"{tag}-refused-by-the-siem", f"{tag}-after"
+    since = time.time()
+    try:
+        for message_id in (refused, after):
+            data = message("carol@ext.test", "bob@example.test", message_id).as_bytes()
+            assert send(addr, "carol@ext.test", "bob@example.test", data) == 250
+        assert record_of(ext, source=http_records, message_id=f"{after}@lab.test") is not None, "the queue stalled"
+        assert f"{refused}@lab.test" in mail.check_output(f"cat {DEAD_LETTERS}")
+        assert alert(ext, "SiemRecordsRefused", "firing", since) is not None
+    finally:
+        mail.run(f"rm -f {DEAD_LETTERS} {TEXTFILES}/mailstack-siem.prom")

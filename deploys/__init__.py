@@ -24,6 +24,7 @@ from deploys import (
     idp,
     ldap,
     limits,
+    loopback,
     monitoring,
     nauthilus,
     pager_receiver,
@@ -44,7 +45,7 @@ from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis, nauthilus,
-    limits, rspamd, filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring))
+    limits, rspamd, filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring, loopback))
 
 
 def served_roles() -> set[str]:

@@ -25,6 +25,8 @@ SIGNATURES = "/var/lib/clamav"
 # Debian skips clamd (and its socket) unless the downloaded databases exist: a lab has
 # only its own signature, and a site without any should see clamd fail, not silently idle.
 START_ALWAYS = "# Managed by mailstack: start with any signature database.\n[Unit]\nConditionPathExistsGlob=\n"
+# systemd makes the socket clamd takes over: for group clamav alone (rspamd), not everyone
+SOCKET_MODE = "# Managed by mailstack: clamd's socket, for its group alone.\n[Socket]\nSocketMode=0660\n"
 
 
 def stream_max_length(plan: HostPlan) -> int:
@@ -37,8 +39,8 @@ def configure(plan: HostPlan) -> list[Service]:
     files = [File.template("/etc/clamav/clamd.conf", "clamav/clamd.conf.j2",
                            {"stream_max_length": stream_max_length(plan),
                             "alert_macros": "true" if settings["office_macros"] == "reject" else "false"}),
-             *(File.text(f"/etc/systemd/system/{unit}.d/mailstack.conf", START_ALWAYS)
-               for unit in ("clamav-daemon.service", "clamav-daemon.socket"))]
+             File.text("/etc/systemd/system/clamav-daemon.service.d/mailstack.conf", START_ALWAYS),
+             File.text("/etc/systemd/system/clamav-daemon.socket.d/mailstack.conf", START_ALWAYS + SOCKET_MODE)]
     services = []
     if settings["freshclam"]:
         services.append(Service("clamav-freshclam", (
@@ -48,7 +50,9 @@ def configure(plan: HostPlan) -> list[Service]:
         files.append(File.text(f"{SIGNATURES}/mailstack-lab.ndb", f"{LAB_SIGNATURE}:0:*:{EICAR.encode().hex()}",
                                user="clamav", group="clamav"))
     # clamconf reports errors but exits 0: fail on any ERROR line it prints
-    services.insert(0, Service("clamav-daemon", tuple(files), check="clamconf -c /etc/clamav 2>&1 | (! grep ^ERROR)"))
+    services.insert(0, Service("clamav-daemon", tuple(files), check="clamconf -c /etc/clamav 2>&1 | (! grep ^ERROR)",
+                               # the socket (systemd's) takes a changed mode only when made anew
+                               on_change="systemctl daemon-reload && systemctl restart clamav-daemon.socket"))
     return services
 
 

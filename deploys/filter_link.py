@@ -37,6 +37,11 @@ def openings(plan: HostPlan) -> list[Opening]:
                     plan.peers(link.mtas), bind=plan.host.address)]
 
 
+def loopback_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
+    """The tunnel's client end stands where rspamd would: for Postfix alone."""
+    return {MILTER_PORT: ("postfix",)} if plan.filter_link.side == "client" else {}
+
+
 def local(plan: HostPlan) -> set[tuple[str, int]]:
     return {("127.0.0.1", MILTER_PORT)} if plan.filter_link.side == "client" else set()
 
@@ -49,6 +54,7 @@ COMPONENT = Component(
     disabled_units=("stunnel4.service",),
     needed=lambda inv, host: filter_link(inv, host) is not None,
     local=local,
+    loopback_clients=loopback_clients,
     openings=openings,
     configure=configure,
 )

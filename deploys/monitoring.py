@@ -55,6 +55,7 @@ COMPONENT = Component(
     packages=("prometheus", "prometheus-alertmanager"),
     units=("prometheus", "prometheus-alertmanager"),
     local=(("127.0.0.1", PROMETHEUS_PORT), ("127.0.0.1", ALERTMANAGER_PORT)),
+    loopback_clients=lambda plan: {ALERTMANAGER_PORT: ("prometheus",)},  # no silences from anyone else
     section="monitoring",
     configure=configure,
 )

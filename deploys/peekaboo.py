@@ -98,6 +98,7 @@ COMPONENT = Component(
     packages=("python3-venv", "libmagic1"),
     units=("mailstack-peekaboo",),
     local=lambda plan: {("127.0.0.1", plan.inv.peekaboo["port"])},
+    loopback_clients=lambda plan: {plan.inv.peekaboo["port"]: ("_rspamd",)},  # its rule runs in rspamd
     section="peekaboo",
     rules=(rules,),
     extends={"rspamd": rspamd_files},

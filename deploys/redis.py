@@ -26,6 +26,17 @@ def configure(plan: HostPlan) -> list[Service]:
                                                    secret=True, group="redis", mode="0640"),))]
 
 
+CLIENTS = {"rspamd": "_rspamd", "limits": "dovecot", "nauthilus": "nauthilus"}  # component: its Redis user
+
+
+def loopback_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
+    """rspamd, Dovecot (the hold record, with limits) and Nauthilus, where they run here."""
+    here = {c.name for c in plan.components}
+    users = tuple(user for component, user in CLIENTS.items() if component in here
+                  and (component != "limits" or ("dovecot" in here and plan.inv.limits["lock_password"])))
+    return {PORT: users}
+
+
 def install(plan: HostPlan) -> None:
     files.line(name="Redis reads mailstack's settings", path="/etc/redis/redis.conf", line=f"include {INCLUDE}")
 
@@ -36,6 +47,7 @@ COMPONENT = Component(
     packages=("redis-server",),
     units=("redis-server",),
     local=(("127.0.0.1", PORT), ("::1", PORT)),
+    loopback_clients=loopback_clients,
     install=install,
     configure=configure,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from pyinfra.operations import files
+from pyinfra.operations import files, server, systemd
 
 from deploys import redis
 from mailstack.component import Component, File, Service, guard, table
@@ -94,7 +94,20 @@ def configure(plan: HostPlan) -> list[Service]:
     ]
 
 
+def loopback_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
+    """The milter for Postfix here and the TLS tunnel's server end; the scanner and the
+    controller for root alone (a local user there could have mail DKIM-signed, or learn)."""
+    here = {c.name for c in plan.components}
+    milter = tuple(user for component, user in (("postfix", "postfix"), ("filter-link", "stunnel4"))
+                   if component in here)
+    return {MILTER_PORT: milter, 11333: (), 11334: ()}
+
+
 def install(plan: HostPlan) -> None:
+    if any(c.name == "clamav" for c in plan.components):  # clamd's socket is for its group alone
+        joined = server.user(name="rspamd may use clamd's socket", user="_rspamd", groups=["clamav"], append=True,
+                             ensure_home=False)
+        systemd.service(name="rspamd takes its new group", service="rspamd", restarted=True, _if=joined.did_change)
     files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
     files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
     files.file(name="No controller settings left in local.d (override.d has them)",
@@ -108,6 +121,7 @@ COMPONENT = Component(
     packages=("rspamd",),
     units=("rspamd",),
     local=(("127.0.0.1", MILTER_PORT), ("127.0.0.1", 11333), ("127.0.0.1", 11334)),
+    loopback_clients=loopback_clients,
     section="rspamd",
     install=install,
     configure=configure,

@@ -127,7 +127,8 @@ class Component:
     installs (the lab image carries them). units: the daemons it keeps running (the lab
     image ships them disabled until configured). public: ports open to anyone, per role.
     local: (address, port) it listens on for this host's own use only (or a function of
-    the plan giving them); the firewall opens none of them. section: its inventory schema section.
+    the plan giving them); the firewall opens none of them. loopback_clients: which local
+    users may connect to which of those ports. section: its inventory schema section.
     rules: checks of the inventory (data, positions) -> problems. enabled: whether the
     inventory turns it on (default: always, for hosts with its roles). needed: whether a
     host with its roles needs it under the topology (inventory, host) -> bool. extends: files it adds
@@ -146,6 +147,9 @@ class Component:
     disabled_units: tuple[str, ...] = ()  # units its packages ship that must not start
     public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     local: tuple[tuple[str, int], ...] | Callable = ()
+    # loopback ports it listens on -> the system users (besides root) that may connect there,
+    # a function of the plan; the firewall refuses every other local user (deploys/loopback.py)
+    loopback_clients: Callable | None = None
     section: str | None = None
     rules: tuple[Callable, ...] = ()
     enabled: Callable | None = None

@@ -243,3 +243,25 @@ def test_diff_and_verbose_deploys_print_no_secret(mail):
     for path, (user, group, mode) in SECRET_FILES.items():
         f = mail.file(path)
         assert (f.user, f.group, f.mode) == (user, group, mode), path
+
+
+CONNECT_AS = ("runuser -u {user} -- python3 -c 'import socket, sys\n"
+              "try:\n socket.create_connection((\"127.0.0.1\", int(sys.argv[1])), 3).close(); print(\"open\")\n"
+              "except OSError as err: print(type(err).__name__)' {port}")
+
+
+def test_a_local_user_reaches_no_loopback_daemon_it_has_no_business_with(mail):
+    """Loopback is not private: uid nobody on the mail host would otherwise speak milter to
+    rspamd (mail DKIM-signed as a tenant), use its scanner or controller, delete holds in
+    Redis, ask Peekaboo, or silence alerts. The firewall refuses it; each daemon's own
+    clients (Postfix at the milter, rspamd at Redis) still get through."""
+    for port in (11332, 11333, 11334, 6379, INVENTORY.peekaboo["port"], 9093):
+        assert mail.check_output(CONNECT_AS.format(user="nobody", port=port)) == "ConnectionRefusedError", port
+    assert mail.check_output(CONNECT_AS.format(user="postfix", port=11332)) == "open"
+    assert mail.check_output(CONNECT_AS.format(user="_rspamd", port=6379)) == "open"
+    signed = mail.run("printf 'From: alice@example.test\\nTo: carol@ext.test\\nSubject: x\\n\\nforged\\n' | runuser -u "
+                      "nobody -- rspamc -h 127.0.0.1:11333 --user alice@example.test --mime --from alice@example.test")
+    assert "DKIM-Signature" not in signed.stdout
+    shutdown = mail.run("runuser -u nobody -- python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
+                        "s.connect('/run/clamav/clamd.ctl'); s.sendall(b'zSHUTDOWN\\0')\"")
+    assert shutdown.rc != 0 and "PermissionError" in shutdown.stderr  # clamd's socket: its group (rspamd) alone

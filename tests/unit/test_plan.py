@@ -5,7 +5,17 @@ whom, and what only a lab does."""
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
 
-from deploys import COMPONENTS, dovecot, image_disabled_units, image_packages, image_preseed, postfix, rspamd, storage
+from deploys import (
+    COMPONENTS,
+    dovecot,
+    image_disabled_units,
+    image_packages,
+    image_preseed,
+    loopback,
+    postfix,
+    rspamd,
+    storage,
+)
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
@@ -41,7 +51,7 @@ def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
     assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "storage", "clamav", "peekaboo", "siem",
                                                          "redis", "limits", "rspamd", "ldap", "dovecot", "smime", "postfix", "bruteforce", "backup",
-                                                             "exporters", "monitoring"]
+                                                             "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]
 
@@ -177,3 +187,15 @@ def test_submission_always_passes_rspamd(text, daemon, content_filter):
     assert [o for o in options if o.startswith("content_filter=")] == ([content_filter] if content_filter else [])
     sender_checks = next(o for o in options if o.startswith("smtpd_sender_restrictions="))
     assert "submission-null-sender" in sender_checks and "reject_authenticated_sender_login_mismatch" in sender_checks
+
+
+def test_loopback_ports_take_only_their_own_clients():
+    """Each loopback daemon's clients, from the components on the host: Postfix at the milter
+    (or the tunnel's server end on a filter host elsewhere), rspamd and Dovecot at Redis."""
+    single = loopback.rules(plans(load(ROOT / "inventories" / "lab.yml"))["mail"])
+    assert 'oif "lo" tcp dport 11332 meta skuid != { root, postfix } reject with tcp reset' in single
+    assert 'oif "lo" tcp dport 6379 meta skuid != { root, _rspamd, dovecot } reject with tcp reset' in single
+    assert 'oif "lo" tcp dport 11333 meta skuid != { root } reject with tcp reset' in single
+    multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
+    assert 'oif "lo" tcp dport 11332 meta skuid != { root, stunnel4 } reject with tcp reset' in loopback.rules(multi["filter1"])
+    assert loopback.rules(multi["mx1"]) == ['oif "lo" tcp dport 11332 meta skuid != { root, postfix } reject with tcp reset']

@@ -15,7 +15,7 @@ import re
 from pyinfra.operations import files, server
 
 from deploys import redis, tls
-from mailstack.artifacts import ArtifactUnavailable, program
+from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, seconds
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
@@ -116,8 +116,12 @@ def settings(plan: HostPlan) -> dict:
 def configure(plan: HostPlan) -> list[Service]:
     cert, key, _ = tls.local_files(plan)
     entry = plan.inv.artifacts[plan.inv.nauthilus["artifact"]]
+    bundles = resources(entry)  # its language files, from a module build (a release tarball: by hand)
+    language = [File.copy(f"{ASSETS}/resources/{f.relative_to(bundles)}", f)
+                for f in sorted(bundles.rglob("*")) if f.is_file()] if bundles else []
     return [Service("mailstack-nauthilus", (
         File.copy(BINARY, program(entry, "nauthilus"), mode="0755"),
+        *language,
         File.template("/etc/systemd/system/mailstack-nauthilus.service", "nauthilus/mailstack-nauthilus.service.j2",
                       {"binary": BINARY, "config": CONFIG, "etc": ETC}),
         File.text(CONFIG, "# Managed by mailstack (nauthilus): JSON, which is YAML.\n"

@@ -1,13 +1,21 @@
-"""Programs no package registry ships (Nauthilus), pinned in the inventory's `artifacts`:
-the control machine takes each from its `mirror` (a local file or URL) or its `url`, checks
-its sha256 before anything else, and keeps it in a cache named by that hash. A release
-archive (.tar.gz) gives up the one program the deploy asked for. Deploys upload it."""
+"""Programs no package registry ships (Nauthilus), pinned in the inventory's `artifacts`,
+in one of two forms. A download: the control machine takes it from its `mirror` (a local
+file or URL) or its `url`, checks its sha256 before anything else, and keeps it in a cache
+named by that hash; a release archive (.tar.gz) gives up the one program the deploy asked
+for. A Go module: the control machine builds the pinned `module` at `version` with its own
+go command (which checks the module against go.sum and the checksum database), once, into a
+cache named by everything that went into the build; a `sha256` given must match what was
+built. Deploys upload the program (and a module's `resources`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
 import tarfile
+import tempfile
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +25,9 @@ CACHE = Path(os.environ.get("MAILSTACK_ARTIFACT_CACHE", "/var/cache/mailstack/ar
 
 class ArtifactUnavailable(RuntimeError):
     """The artifact could not be had, or is not the one pinned; the message says why."""
+
+
+BUILD_KEYS = ("module", "version", "package", "build_env", "tags", "ldflags")
 
 
 def source(entry: Mapping) -> str:
@@ -41,7 +52,9 @@ def _read(where: str) -> bytes:
 
 def fetch(entry: Mapping) -> Path:
     """The pinned artifact, hash-checked, from the cache or its source."""
-    where, wanted = source(entry), entry["sha256"]
+    where, wanted = source(entry), entry.get("sha256")
+    if not wanted:
+        raise ArtifactUnavailable("pins no sha256: a download is used only when its hash is pinned")
     cached = CACHE / wanted / (Path(where.split("?")[0]).name or "artifact")
     if cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == wanted:
         return cached
@@ -56,8 +69,67 @@ def fetch(entry: Mapping) -> Path:
     return cached
 
 
+def _go(args: list[str], env: Mapping, what: str) -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ArtifactUnavailable(f"is a Go module: {what} needs the go command on this machine")
+    done = subprocess.run([go, *args], env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode:
+        raise ArtifactUnavailable(f"{what} failed: {' '.join(done.stderr.strip().splitlines()[-3:])}")
+    return done.stdout
+
+
+def build_dir(entry: Mapping) -> Path:
+    """Where a module's build is cached: named by every input of the build and the go version."""
+    recipe = {key: entry.get(key) for key in BUILD_KEYS} | {"go": _go(["version"], {}, "go version").strip()}
+    return CACHE / "go" / hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def build(entry: Mapping) -> Path:
+    """The program of a pinned Go module, built static (CGO off, -trimpath) once."""
+    where, target = build_dir(entry), build_dir(entry) / "program"
+    package = "/".join(p for p in (entry["module"], entry.get("package", ".")) if p not in ("", "."))
+    if not target.is_file():
+        env = {"CGO_ENABLED": "0", **entry.get("build_env", {})}
+        with tempfile.TemporaryDirectory() as bin_dir:
+            _go(["install", "-trimpath", "-tags", ",".join(entry.get("tags", [])),
+                 "-ldflags", " ".join(["-s", "-w", entry.get("ldflags", "")]).strip(), f"{package}@{entry['version']}"],
+                {**env, "GOBIN": bin_dir}, f"go install {package}@{entry['version']}")
+            built = Path(bin_dir) / package.rsplit("/", 1)[-1]
+            where.mkdir(parents=True, exist_ok=True)
+            shutil.move(built, target.with_suffix(".partial"))
+            target.with_suffix(".partial").rename(target)
+    if entry.get("sha256"):
+        found = hashlib.sha256(target.read_bytes()).hexdigest()
+        if found != entry["sha256"]:
+            raise ArtifactUnavailable(f"{package}@{entry['version']} built to sha256 {found}, not the pinned "
+                                      f"{entry['sha256']}: not used")
+    return target
+
+
+def resources(entry: Mapping) -> Path | None:
+    """The module's `resources` directory (data the program reads beside it), or None."""
+    if "module" not in entry or not entry.get("resources"):
+        return None
+    target = build_dir(entry) / "resources"
+    if not target.is_dir():
+        found = json.loads(_go(["mod", "download", "-json", f"{entry['module']}@{entry['version']}"], {},
+                               f"go mod download {entry['module']}@{entry['version']}"))
+        origin = Path(found["Dir"]) / entry["resources"]
+        if not origin.is_dir():
+            raise ArtifactUnavailable(f"{entry['module']}@{entry['version']} has no directory {entry['resources']}")
+        shutil.copytree(origin, target.with_suffix(".partial"), dirs_exist_ok=True)
+        target.with_suffix(".partial").rename(target)
+    return target
+
+
 def program(entry: Mapping, name: str) -> Path:
-    """The executable `name`: the artifact itself, or the member of that name in a .tar.gz."""
+    """The executable `name`: a module's build, the artifact itself, or the member of that
+    name in a .tar.gz."""
+    if "module" in entry:
+        if entry.get("url") or entry.get("mirror"):
+            raise ArtifactUnavailable("names a Go module and a download: pin one of the two")
+        return build(entry)
     artifact = fetch(entry)
     if not artifact.name.endswith((".tar.gz", ".tgz")):
         return artifact

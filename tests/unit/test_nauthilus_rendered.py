@@ -7,7 +7,10 @@ import hashlib
 import io
 import json
 import re
+import shutil
+import subprocess
 import tarfile
+import zipfile
 
 import pytest
 from unitdata import ROOT, VALID
@@ -188,3 +191,47 @@ def test_an_artifact_nothing_uses_is_refused(tmp_path):
     line = text.splitlines().index("  nauthilus:") + 1
     assert problems(text) == [f"inv.yml:{line} artifacts.nauthilus: has no effect: nothing uses it "
                               "(nauthilus.artifact names the program Nauthilus runs); remove it"]
+
+
+MODULE, VERSION = "example.test/hello", "v1.2.3"
+HELLO = 'package main\n\nvar version = "dev"\n\nfunc main() { println("hello", version) }\n'
+
+
+def module_proxy(tmp_path) -> str:
+    """A Go module proxy in a directory (GOPROXY=file://...), serving one module with a main
+    package under cmd/hello and a resources directory: what the go command would fetch."""
+    base = tmp_path / "proxy" / MODULE / "@v"
+    base.mkdir(parents=True)
+    (base / "list").write_text(f"{VERSION}\n")
+    (base / f"{VERSION}.info").write_text(json.dumps({"Version": VERSION, "Time": "2026-01-01T00:00:00Z"}))
+    go_mod = f"module {MODULE}\n\ngo 1.21\n"
+    (base / f"{VERSION}.mod").write_text(go_mod)
+    with zipfile.ZipFile(base / f"{VERSION}.zip", "w") as zipped:
+        for name, text in (("go.mod", go_mod), ("cmd/hello/main.go", HELLO), ("resources/en.json", '{"hi": "hello"}')):
+            zipped.writestr(f"{MODULE}@{VERSION}/{name}", text)
+    return f"file://{tmp_path / 'proxy'}"
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="no go command on this machine (the module form needs one)")
+def test_a_go_module_is_built_once_with_its_flags_and_its_resources(tmp_path, monkeypatch):
+    """The Go module form, built by the real go command from a module proxy (a directory
+    here): static, with the pinned flags; cached by its inputs; its resources beside it; a
+    pinned sha256 that differs refuses it."""
+    monkeypatch.setenv("GOPROXY", module_proxy(tmp_path))
+    monkeypatch.setenv("GOSUMDB", "off")  # a module the checksum database cannot know
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
+    monkeypatch.setenv("GOFLAGS", "-modcacherw")
+    entry = {"module": MODULE, "version": VERSION, "package": "cmd/hello", "tags": ["netgo"],
+             "build_env": {"GOAMD64": "v1"}, "ldflags": "-X main.version=pinned", "resources": "resources"}
+    built = artifacts.program(entry, "nauthilus")
+    assert subprocess.run([built], capture_output=True, text=True).stderr.strip() == "hello pinned"
+    assert (artifacts.resources(entry) / "en.json").read_text() == '{"hi": "hello"}'
+    stamp = built.stat().st_mtime_ns
+    assert artifacts.program(entry, "nauthilus").stat().st_mtime_ns == stamp  # cached, not built again
+    assert artifacts.program({**entry, "ldflags": "-X main.version=other"}, "nauthilus") != built  # its own build
+    with pytest.raises(artifacts.ArtifactUnavailable, match="not the pinned"):
+        artifacts.program({**entry, "sha256": "0" * 64}, "nauthilus")
+    with pytest.raises(artifacts.ArtifactUnavailable, match="pin one of the two"):
+        artifacts.program({**entry, "url": "https://downloads.invalid/x"}, "nauthilus")
+    with pytest.raises(artifacts.ArtifactUnavailable, match="go install"):
+        artifacts.program({**entry, "version": "v9.9.9"}, "nauthilus")  # the proxy has no such version

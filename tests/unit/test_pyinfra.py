@@ -28,6 +28,9 @@ def test_lab_inventory_builds_every_operation(tmp_path):
                       "Restart dovecot (configuration changed)"):
         assert operation in out
     assert "[@fake/mail] Success" in out and "[@fake/ext]  Success" in out
+    # Glewlwyd would answer with the package's admin password: it is installed without starting
+    held, installed = out.index("idp: no daemon starts before it is configured"), out.index("idp packages")
+    assert held < installed < out.index("idp: daemons may start again")
     # secrets were made under the (temporary) secrets dir, keys private
     keys = list((tmp_path / ".local/state/mailstack/lab").rglob("*.key"))
     assert keys and all(k.stat().st_mode & 0o077 == 0 for k in keys)

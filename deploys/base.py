@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
+from deploys import loopback
 from mailstack.component import Component, File, Service
 from mailstack.plan import HostPlan
 
@@ -37,7 +38,8 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text("/etc/timezone", "Etc/UTC"),
         )),
         Service("nftables", (File.template("/etc/nftables.conf", "base/nftables.conf.j2",
-                                           {"rules": [o.rule() for o in plan.openings]}, mode="0755"),),
+                                           {"rules": [o.rule() for o in plan.openings],
+                                            "included": loopback.INCLUDED}, mode="0755"),),
                 # reloaded, never restarted: stopping the unit flushes every table, fail2ban's bans too
                 check="nft -c -f /etc/nftables.conf", reload=True),
         Service("unbound", (

@@ -10,7 +10,8 @@ from __future__ import annotations
 from mailstack.component import Component, File, Service, render
 from mailstack.plan import HostPlan
 
-RULES = "/etc/mailstack/nftables.d/loopback.nft"  # included by /etc/nftables.conf (deploys/base.py)
+INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/nftables.conf (deploys/base.py)
+RULES = f"{INCLUDED}/loopback.nft"
 
 
 def rules(plan: HostPlan) -> list[str]:

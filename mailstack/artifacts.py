@@ -86,14 +86,16 @@ def build_dir(entry: Mapping) -> Path:
 
 
 def build(entry: Mapping) -> Path:
-    """The program of a pinned Go module, built static (CGO off, -trimpath) once."""
-    where, target = build_dir(entry), build_dir(entry) / "program"
-    package = "/".join(p for p in (entry["module"], entry.get("package", ".")) if p not in ("", "."))
+    """The program of a pinned Go module, built static (CGO off, -trimpath) once. The
+    entry is the inventory's, its defaults filled in by the schema."""
+    where = build_dir(entry)
+    target = where / "program"
+    package = "/".join(p for p in (entry["module"], entry["package"]) if p not in ("", "."))
     if not target.is_file():
-        env = {"CGO_ENABLED": "0", **entry.get("build_env", {})}
+        env = {"CGO_ENABLED": "0", **entry["build_env"]}
         with tempfile.TemporaryDirectory() as bin_dir:
-            _go(["install", "-trimpath", "-tags", ",".join(entry.get("tags", [])),
-                 "-ldflags", " ".join(["-s", "-w", entry.get("ldflags", "")]).strip(), f"{package}@{entry['version']}"],
+            _go(["install", "-trimpath", "-tags", ",".join(entry["tags"]),
+                 "-ldflags", f"-s -w {entry['ldflags']}".strip(), f"{package}@{entry['version']}"],
                 {**env, "GOBIN": bin_dir}, f"go install {package}@{entry['version']}")
             built = Path(bin_dir) / package.rsplit("/", 1)[-1]
             where.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ UNITS = "/etc/systemd/system"
 
 def environment(plan: HostPlan) -> str:
     inv = plan.inv
-    key_id, secret = storage.credentials(inv, "backup")
+    key_id, secret = storage.backup_credentials(inv, plan.name)
     repository = f"s3:{storage.endpoint(inv)}/{inv.s3['buckets']['backup']}/{plan.name}"
     return "\n".join([f"RESTIC_REPOSITORY={repository}", f"RESTIC_PASSWORD={password(inv, f'restic-{plan.name}')}",
                       f"AWS_ACCESS_KEY_ID={key_id}", f"AWS_SECRET_ACCESS_KEY={secret}",

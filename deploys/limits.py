@@ -66,7 +66,8 @@ def configure(plan: HostPlan) -> list[Service]:
     also log in (IMAP, POP3) next to the counters, the service that ends a held account's
     open sessions."""
     tool = Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
-                                        {"prefix": PREFIX, "redis_settings": redis.INCLUDE}, mode="0750"),))
+                                        {"prefix": PREFIX, "redis_user": redis.ACCOUNT_USER,
+                                         "redis_secret": redis.ACCOUNT_SECRET}, mode="0750"),))
     if not ("filter" in plan.roles and {"mailbox", "proxy"} & set(plan.roles)):
         return [tool]
     return [tool, Service(WATCH, (File.template(f"/etc/systemd/system/{WATCH}.service",

@@ -1,8 +1,16 @@
 """Hosts with `filter` (rspamd's counters and greylisting, the sending limits) or `auth`
-(Nauthilus's brute-force buckets): Debian's Redis, on loopback only and with a generated
-password even there. Each user keeps its own database number."""
+(Nauthilus's brute-force buckets): Debian's Redis, on loopback only, with ACL users even
+there (passwords generated, kept in Redis's settings as hashes only). Each user keeps its
+own database number.
+
+rspamd 3.4 and Dovecot 2.3 send a password without a user name, so they share Redis's
+`default` user: data commands only, no administration (CONFIG, ACL, SHUTDOWN, FLUSHALL,
+MONITOR, DEBUG, MODULE...). `mailstack account` has a user of its own that reaches the
+limits' keys only."""
 
 from __future__ import annotations
+
+import hashlib
 
 from pyinfra.operations import files
 
@@ -15,15 +23,31 @@ PORT = 6379
 DATABASES = {"rspamd": 0, "nauthilus": 1}  # rspamd's rules and the limits tool share 0
 
 
+ACCOUNT_USER = "mailstack-account"
+ACCOUNT_SECRET = "/etc/mailstack/redis-account.secret"  # root's: the account tool reads it
+
+
 def secret(inv) -> str:
-    """The password every Redis client on the platform's hosts uses (generated once)."""
+    """The password of Redis's `default` user: rspamd's and Dovecot's (generated once)."""
     return password(inv, "redis")
 
 
+def account_secret(inv) -> str:
+    """The password of the account tool's own Redis user."""
+    return password(inv, "redis-account")
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def configure(plan: HostPlan) -> list[Service]:
-    return [Service("redis-server", (File.template(INCLUDE, "redis/redis-server.conf.j2",
-                                                   {"redis_password": secret(plan.inv)},
-                                                   secret=True, group="redis", mode="0640"),))]
+    from deploys.limits import PREFIX  # the limits' keys: the account tool's only ones
+    users = {"default_hash": digest(secret(plan.inv)), "account_user": ACCOUNT_USER,
+             "account_hash": digest(account_secret(plan.inv)), "account_keys": f"{PREFIX}*"}
+    return [Service("redis-server", (
+        File.template(INCLUDE, "redis/redis-server.conf.j2", users, secret=True, group="redis", mode="0640"),
+        File.text(ACCOUNT_SECRET, account_secret(plan.inv) + "\n", mode="0600", secret=True)))]
 
 
 CLIENTS = {"rspamd": "_rspamd", "limits": "dovecot", "nauthilus": "nauthilus"}  # component: its Redis user

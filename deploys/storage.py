@@ -55,15 +55,36 @@ def credentials(inv: Inventory, purpose: str) -> tuple[str, str]:
     return f"mailstack-{purpose}-{password(inv, f's3-{purpose}-id')[:12].lower()}", password(inv, f"s3-{purpose}")
 
 
+def backup_credentials(inv: Inventory, host: str) -> tuple[str, str]:
+    """(access key id, secret key) a mailbox host backs up with: its own folder of the
+    backup bucket only, so a broken-into host cannot touch another host's backups. An
+    external store has the operator's one backup key."""
+    if not deployed(inv):
+        return credentials(inv, "backup")
+    return f"mailstack-{host}-{password(inv, f's3-backup-{host}-id')[:12].lower()}", password(inv, f"s3-backup-{host}")
+
+
+def backup_hosts(inv: Inventory) -> tuple:
+    """The hosts that back up to the store: the platform's mailbox hosts, with backups on."""
+    return tuple(h for h in inv.hosts_with("mailbox") if not h.outside) if inv.backup["enabled"] else ()
+
+
 def identities(inv: Inventory) -> str:
-    """SeaweedFS's S3 identities: each purpose may read, write and list its own bucket only."""
-    entries = []
-    for purpose in PURPOSES:
-        bucket = inv.s3["buckets"][purpose]
-        key_id, secret = credentials(inv, purpose)
-        entries.append({"name": purpose, "credentials": [{"accessKey": key_id, "secretKey": secret}],
-                        "actions": [f"{action}:{bucket}" for action in ("Read", "Write", "List", "Tagging")]})
-    return json.dumps({"identities": entries}, indent=1)
+    """SeaweedFS's S3 identities: each purpose's key (the operator's) may read, write and
+    list its own bucket only. Each backup host's key may write, delete and list in its own
+    folder of the backup bucket only (SeaweedFS: a trailing `*` is a prefix); it reads the
+    whole bucket, which restic asks when it makes a repository, and which gives it other
+    hosts' repositories encrypted with their own keys, which it does not have."""
+    def identity(name, key, actions):
+        return {"name": name, "credentials": [{"accessKey": key[0], "secretKey": key[1]}], "actions": actions}
+    backup = inv.s3["buckets"]["backup"]
+    return json.dumps({"identities": [
+        *(identity(purpose, credentials(inv, purpose),
+                   [f"{action}:{inv.s3['buckets'][purpose]}" for action in ("Read", "Write", "List", "Tagging")])
+          for purpose in PURPOSES),
+        *(identity(f"backup-{h.name}", backup_credentials(inv, h.name),
+                   [f"Read:{backup}", *(f"{action}:{backup}/{h.name}/*" for action in ("Write", "List", "Tagging"))])
+          for h in backup_hosts(inv))]}, indent=1)
 
 
 def storage_hosts(inv: Inventory) -> tuple:
@@ -129,10 +150,18 @@ def install(plan: HostPlan) -> None:
     files.directory(name=f"{ETC}/tls", path=f"{ETC}/tls", mode="0750", **OWNER)
 
 
+def s3_clients(plan: HostPlan) -> list[tuple[str, ...]]:
+    """Who may reach S3, one tuple per address family: the other hosts that back up here
+    and the inventory's `s3.clients`."""
+    sources = [*plan.peers(backup_hosts(plan.inv)), *plan.inv.s3["clients"]]
+    return [family for family in ([s for s in sources if ":" not in s], [s for s in sources if ":" in s]) if family]
+
+
 def openings(plan: HostPlan) -> list[Opening]:
-    """S3 for anyone with a key; in a cluster, the internals (TLS) for the other storage hosts."""
+    """S3 for its clients; in a cluster, the internals (TLS) for the other storage hosts."""
     peers = plan.peers(storage_hosts(plan.inv)) if cluster(plan) else ()
-    return [Opening(plan.inv.s3["port"], "tcp", "storage: S3 object storage, HTTPS", (), plan.host.address),
+    return [*(Opening(plan.inv.s3["port"], "tcp", "storage: S3 object storage, HTTPS", tuple(family), plan.host.address)
+              for family in s3_clients(plan)),
             *(Opening(port, "tcp", "storage: SeaweedFS cluster (mutual TLS)", peers, plan.host.address)
               for port in INTERNAL if peers)]
 
@@ -140,10 +169,11 @@ def openings(plan: HostPlan) -> list[Opening]:
 def local(plan: HostPlan) -> set[tuple[str, int]]:
     """What weed listens on besides S3 and the cluster ports: its internals on loopback (all
     of them on one host; a cluster's master and filer there too), S3 on loopback too, S3's
-    gRPC (closed by the firewall)."""
+    gRPC (closed by the firewall), and S3 itself where it has no client elsewhere."""
     s3 = plan.inv.s3["port"]
     inside = (9333, 19333, 8888, 18888) if cluster(plan) else INTERNAL
-    return {("127.0.0.1", p) for p in (*inside, s3, s3 + GRPC_OFFSET)} | {(plan.host.address, s3 + GRPC_OFFSET)}
+    closed = {s3 + GRPC_OFFSET} | (set() if s3_clients(plan) else {s3})
+    return {("127.0.0.1", p) for p in (*inside, s3, s3 + GRPC_OFFSET)} | {(plan.host.address, p) for p in closed}
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
@@ -163,6 +193,9 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
             if purpose not in settings["key_files"]:
                 problems.append(pos.problem(("s3", "provider"), f"an external S3 needs s3.key_files.{purpose} "
                                             "(the backups use it)"))
+        if settings["clients"]:
+            problems.append(pos.problem(("s3", "clients"), "has no effect with an external S3 (its own firewall "
+                                        "decides who reaches it): remove it"))
         for purpose, path in settings["key_files"].items():
             file = Path(path).expanduser()
             if not file.is_file() or len(file.read_text().split()) < 2:

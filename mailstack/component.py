@@ -98,8 +98,8 @@ class Service:
 
 @dataclass(frozen=True, order=True)
 class Opening:
-    """One inbound port and who may reach it (no sources: anyone); `bind` is the address
-    the daemon listens on (None: every address)."""
+    """One inbound port and who may reach it (addresses or networks; no sources: anyone);
+    `bind` is the address the daemon listens on (None: every address)."""
 
     port: int
     proto: str
@@ -111,7 +111,7 @@ class Opening:
         """The nftables rule; sources are validated addresses from the inventory."""
         match = ""
         if self.sources:
-            families = {ipaddress.ip_address(s).version for s in self.sources}
+            families = {ipaddress.ip_network(s, strict=False).version for s in self.sources}
             if len(families) != 1:  # one rule per family keeps nft happy
                 raise ValueError("mixed address families in one opening")
             family = "ip" if families == {4} else "ip6"

@@ -18,13 +18,15 @@ import pytest
 from helpers import PASSWORD, imap_find, login_replies, message, named_context, submit
 
 from deploys.limits import PREFIX
-from deploys.redis import INCLUDE as REDIS_SETTINGS
+from deploys.redis import ACCOUNT_SECRET, ACCOUNT_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)
 NEIGHBOUR = "bob@example.test"  # the platform's defaults
 OUTSIDE = "carol@ext.test"
-REDIS_CLI = f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {REDIS_SETTINGS}) redis-cli"
+REDIS_CLI = f"REDISCLI_AUTH=$(cat {ACCOUNT_SECRET}) timeout 10 redis-cli --user {ACCOUNT_USER}"
+# rspamd's password (Redis's `default` user, which Dovecot shares), as the filter host keeps it
+DEFAULT_CLI = "REDISCLI_AUTH=$(sed -n 's/^password = \"\\(.*\\)\";$/\\1/p' /etc/rspamd/local.d/redis.conf) timeout 10 redis-cli"
 
 
 def account(*args: str) -> subprocess.CompletedProcess:
@@ -214,3 +216,24 @@ def test_an_automatic_hold_ends_the_sessions_already_open(mail, addr, fqdn, ca_f
         assert ended(thief), "the held account's open session goes on"
     finally:
         account("release", LIMITED)
+
+
+def test_each_redis_client_is_confined_to_its_own_user(mail):
+    """rspamd's and Dovecot's password runs data commands but no administration; the
+    account tool's user reaches the limits' keys only; no password at all opens nothing."""
+    assert mail.check_output(f"{DEFAULT_CLI} PING") == "PONG"
+    for command in ("CONFIG GET dir", "ACL LIST", "FLUSHALL", "SHUTDOWN NOSAVE", "MONITOR", "CLIENT KILL TYPE normal"):
+        done = mail.run(f"{DEFAULT_CLI} {command}")
+        said = done.stdout + done.stderr
+        assert "NOPERM" in said, (command, said)
+    assert mail.check_output(f"{REDIS_CLI} SET {PREFIX}confined-test:probe 1") == "OK"
+    assert mail.check_output(f"{REDIS_CLI} DEL {PREFIX}confined-test:probe") == "1"
+    for command in ("GET rs_history", "SET mailstack-planted 1", "CONFIG GET dir", "FLUSHDB"):
+        done = mail.run(f"{REDIS_CLI} {command}")
+        said = done.stdout + done.stderr
+        assert "NOPERM" in said, (command, said)
+    done = mail.run("timeout 5 redis-cli GET anything")
+    said = done.stdout + done.stderr
+    assert "NOAUTH" in said, said
+    settings = mail.file("/etc/redis/mailstack.conf").content_string
+    assert "requirepass" not in settings and mail.file(ACCOUNT_SECRET).mode == 0o600

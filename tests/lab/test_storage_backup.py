@@ -23,7 +23,7 @@ from labenv import INVENTORY, ROOT
 from test_monitoring import alert
 
 from deploys import storage
-from deploys.backup import TOOL
+from deploys.backup import ENVIRONMENT, TOOL
 
 BACKUP_BUCKET = INVENTORY.s3["buckets"]["backup"]
 ARCHIVE_BUCKET = INVENTORY.s3["buckets"]["archive"]
@@ -64,6 +64,45 @@ def test_a_key_opens_its_own_bucket_only(ca_file, tag):
         archive.delete_object(Bucket=ARCHIVE_BUCKET, Key=f"test/{tag}")
     finally:
         backup.delete_object(Bucket=BACKUP_BUCKET, Key=f"test/{tag}")
+
+
+def host_backup_client(mail, ca_file: str):
+    """The S3 client an intruder on the mailbox host gets: the key in its backup settings."""
+    settings = dict(line.split("=", 1) for line in mail.file(ENVIRONMENT).content_string.splitlines() if "=" in line)
+    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                        verify=ca_file, config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def test_a_mailbox_hosts_key_cannot_touch_another_hosts_backups(mail, ca_file, tag):
+    """Broken into the mailbox host `mail`, the attacker has its backup key: another host's
+    repository (planted here with the operator's key) cannot be deleted, overwritten or
+    listed with it, nor can anything be put beside the folders; `mail`'s own folder works."""
+    operator, intruder = s3(ca_file, "backup"), host_backup_client(mail, ca_file)
+    other = f"mail2/{tag}-config"  # mail2: a neighbour whose name starts like this host's
+    operator.put_object(Bucket=BACKUP_BUCKET, Key=other, Body=b"the neighbour's repository")
+    try:
+        for attempt in (lambda: intruder.delete_object(Bucket=BACKUP_BUCKET, Key=other),
+                        lambda: intruder.put_object(Bucket=BACKUP_BUCKET, Key=other, Body=b"overwritten"),
+                        lambda: intruder.put_object(Bucket=BACKUP_BUCKET, Key=f"{tag}-planted", Body=b"x"),
+                        lambda: intruder.list_objects_v2(Bucket=BACKUP_BUCKET),
+                        lambda: intruder.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix="mail2/")):
+            with pytest.raises(ClientError) as refused:
+                attempt()
+            assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        assert operator.get_object(Bucket=BACKUP_BUCKET, Key=other)["Body"].read() == b"the neighbour's repository"
+        own = f"mail/{tag}-probe"
+        intruder.put_object(Bucket=BACKUP_BUCKET, Key=own, Body=b"its own")
+        assert [o["Key"] for o in intruder.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=own)["Contents"]] == [own]
+        intruder.delete_object(Bucket=BACKUP_BUCKET, Key=own)
+    finally:
+        operator.delete_object(Bucket=BACKUP_BUCKET, Key=other)
+
+
+def test_s3_is_closed_to_hosts_that_do_not_use_it(ext, addr):
+    """ext, a host on the LAN that neither backs up nor is one of `s3.clients`, reaches no S3."""
+    probe = ext.run(f"timeout 5 bash -c '</dev/tcp/{addr['mail']}/{INVENTORY.s3['port']}'")
+    assert probe.rc != 0, "S3 answers a host that does not use it"
 
 
 def test_a_wrong_secret_and_plain_http_are_refused(ca_file, addr):

@@ -2,6 +2,8 @@
 (public ports by role, internal ports only for the hosts that use them), who talks to
 whom, and what only a lab does."""
 
+import json
+
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
 
@@ -43,7 +45,8 @@ def test_pop3_on_110_opens_only_where_a_hosted_domain_offers_it():
 
 def test_single_host_lab_publishes_nothing_internal():
     found = rules("lab.yml")
-    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995, 4593, 8333)}  # IdP, S3
+    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 465, 587, 993, 995, 4593)} | {
+        "ip saddr { 10.77.0.1 } tcp dport 8333"}  # IdP; S3 for the tests' machine only (s3.clients)
     assert {"tcp dport 53", "udp dport 53"} <= found["ext"]
 
 
@@ -126,13 +129,33 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
 UNIT = "/etc/systemd/system/mailstack-seaweedfs.service"
 
 
+def test_s3_opens_to_the_hosts_that_back_up_there_each_with_its_own_folder(tmp_path):
+    """Backups on: the mailbox hosts reach S3 (and `s3.clients`, one rule per address
+    family), nobody else; each backs up with a key of its own, for its own folder."""
+    text = (ROOT / "inventories" / "lab-multi.yml").read_text().replace(
+        "  clients: [10.77.0.1]", "  clients: [10.77.0.1, 'fd00:77::/64']") + "\nbackup: {enabled: true}\n"
+    (tmp_path / "inventory.yml").write_text(text)
+    inv = load(tmp_path / "inventory.yml")
+    store = plans(inv)["store1"]
+    s3 = {o.rule().split(" accept")[0] for o in store.openings if o.port == inv.s3["port"]}
+    assert s3 == {"ip saddr { 10.77.0.31, 10.77.0.32, 10.77.0.1 } tcp dport 8333",
+                  "ip6 saddr { fd00:77::/64 } tcp dport 8333"}
+    identities = {i["name"]: i for i in json.loads(storage.identities(inv))["identities"]}
+    for host in ("mb1", "mb2"):
+        assert identities[f"backup-{host}"]["actions"] == [
+            "Read:mailstack-backup", f"Write:mailstack-backup/{host}/*", f"List:mailstack-backup/{host}/*",
+            f"Tagging:mailstack-backup/{host}/*"]
+    keys = {i["credentials"][0]["accessKey"] for i in identities.values()}
+    assert len(keys) == len(identities)  # no two hosts, and no host and the operator, share a key
+
+
 def test_storage_hosts_form_one_cluster_that_only_they_reach():
     multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
     found = rules("lab-multi.yml")
     peers = {"store1": "10.77.0.52, 10.77.0.53", "store2": "10.77.0.51, 10.77.0.53", "store3": "10.77.0.51, 10.77.0.52"}
     for name, others in peers.items():
-        assert found[name] == {"tcp dport 22", "tcp dport 8333", *(f"ip saddr {{ {others} }} tcp dport {p}"
-                                                                  for p in storage.INTERNAL)}
+        assert found[name] == {"tcp dport 22", "ip saddr { 10.77.0.1 } tcp dport 8333",
+                               *(f"ip saddr {{ {others} }} tcp dport {p}" for p in storage.INTERNAL)}
         weed = next(s for s in storage.configure(multi[name]) if s.unit)
         assert (f"-ip={name}.lab.test -ip.bind={multi[name].host.address} -master.peers=store1.lab.test:9333,"
                 "store2.lab.test:9333,store3.lab.test:9333 -master.defaultReplication=001") in \

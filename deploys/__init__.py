@@ -24,6 +24,7 @@ from deploys import (
     idp,
     ldap,
     limits,
+    lmtp_link,
     loopback,
     monitoring,
     nauthilus,
@@ -45,7 +46,8 @@ from mailstack.lab.image import Recipe
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis, nauthilus,
-    limits, rspamd, filter_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring, loopback))
+    limits, rspamd, filter_link, lmtp_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring,
+    loopback))
 
 
 def served_roles() -> set[str]:

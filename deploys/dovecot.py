@@ -13,7 +13,7 @@ from deploys import ldap, nauthilus, tls
 from deploys.idp import introspection
 from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
 from mailstack.inventory import Positions, Problem
-from mailstack.plan import LMTP_PORT, HostPlan
+from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
 MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (dovecot.conf: home)
@@ -130,8 +130,8 @@ def configure(plan: HostPlan) -> list[Service]:
         "postmaster": inv.platform["postmaster"],
         "lmtp_socket": mailbox and "mx" in plan.roles,  # Postfix here delivers here
         "sasl_socket": "submission" in plan.roles,  # Postfix here asks for submission logins
-        "lmtp_address": plan.host.address if plan.lmtp_clients else "",
-        "lmtp_port": LMTP_PORT,
+        "lmtp_inside": bool(plan.lmtp_clients),
+        "lmtp_port": LMTP_INSIDE_PORT,
         "inventory_users": inventory_users(plan),
         # behind Nauthilus (it checked the password), only whether the user may use this service
         "password_skip": "unauthenticated" if asks_nauthilus else "never",
@@ -193,16 +193,13 @@ MAIL_PORTS = ((143, "IMAP, STARTTLS"), (993, "IMAP, implicit TLS"), (995, "POP3,
 
 def openings(plan: HostPlan) -> list[Opening]:
     """A mailbox host behind proxies opens its mail ports to them only; POP3 with STARTTLS
-    where a domain read here allows it; LMTP for the MX hosts elsewhere."""
+    where a domain read here allows it (LMTP for the MX hosts elsewhere: deploys/lmtp_link)."""
     backend = "mailbox" in plan.roles and not plan.is_proxy  # a proxy opens them to all (public)
     behind = plan.peers(plan.proxies) if backend else ()
     result = [Opening(port, "tcp", f"mailbox: {why}{', for the proxies' if behind else ''}", behind)
               for port, why in MAIL_PORTS if backend]
     if pop3_starttls(plan):
         result.append(Opening(POP3_STARTTLS_PORT, "tcp", "mailbox: POP3, STARTTLS (domains that allow it)", behind))
-    if plan.lmtp_clients:
-        result.append(Opening(LMTP_PORT, "tcp", "mailbox: LMTP (STARTTLS) from the MX hosts",
-                              plan.peers(plan.lmtp_clients), bind=plan.host.address))
     return result
 
 

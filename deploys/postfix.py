@@ -126,10 +126,13 @@ def services(plan: HostPlan) -> list[dict]:
                          *via_gateway]},
         ]
     if any(target.startswith("lmtp-tls:") for _, target in transports(plan)):
-        # mailbox hosts elsewhere: LMTP with STARTTLS and the host's certificate verified
+        # mailbox hosts elsewhere: LMTP inside TLS from the first byte (their stunnel), this
+        # host's certificate shown (root's key, loaded before Postfix drops privileges)
+        # and theirs checked by name
         result.append({"line": "lmtp-tls  unix  -       -       n       -       -       lmtp",
-                       "options": ["syslog_name=postfix/lmtp-tls", "lmtp_tls_security_level=secure",
-                                   "lmtp_tls_secure_cert_match=nexthop"]})
+                       "options": ["syslog_name=postfix/lmtp-tls", "lmtp_tls_wrappermode=yes",
+                                   "lmtp_tls_security_level=secure", "lmtp_tls_secure_cert_match=nexthop",
+                                   f"lmtp_tls_cert_file={tls.CERT}", f"lmtp_tls_key_file={tls.KEY}"]})
     if hop:
         listen = return_listen(plan)
         returning = [f"mynetworks={'127.0.0.1' if hop.plaintext else hop.gateway.address}/32",

@@ -16,7 +16,8 @@ from mailstack.inventory import Domain, Host, Inventory, User
 MTA_ROLES = frozenset({"mx", "submission"})
 LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})  # where Dovecot checks passwords
 MILTER_PORT = 11332  # rspamd's milter on loopback; across hosts, the TLS tunnel's port too
-LMTP_PORT = 24  # Dovecot's LMTP for MX hosts elsewhere (STARTTLS)
+LMTP_PORT = 24  # LMTP for MX hosts elsewhere: stunnel, their client certificates required
+LMTP_INSIDE_PORT = 2424  # Dovecot's LMTP behind that tunnel, on loopback
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class HostPlan:
         return bool(MTA_ROLES & self.roles)
 
     def lmtp_target(self, store: str) -> str:
-        """Postfix's transport to a mailbox host: a socket here, else LMTP with verified
-        TLS (master.cf's lmtp-tls) to the host's name."""
+        """Postfix's transport to a mailbox host: a socket here, else LMTP inside TLS
+        (master.cf's lmtp-tls: this host's certificate shown, the other's name checked)."""
         if store == self.name:
             return "lmtp:unix:private/dovecot-lmtp"
         return f"lmtp-tls:inet:[{self.inv.host(store).fqdn}]:{LMTP_PORT}"
@@ -155,6 +156,12 @@ def filter_link(inv: Inventory, host: Host) -> FilterLink | None:
     return None
 
 
+def lmtp_clients(inv: Inventory, host: Host) -> tuple[Host, ...]:
+    """The MX hosts elsewhere that deliver to this host's mailboxes over LMTP."""
+    return tuple(m for m in inv.hosts if not m.outside and "mx" in m.roles and m.name != host.name
+                 and any(host.name in d.mailbox for d in inv.domains if m.name in d.mx))
+
+
 def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> dict[str, HostPlan]:
     """Every host's plan, by host name."""
     if components is None:
@@ -189,8 +196,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             # rspamd here, or this host's end of the tunnel to the filter host
             milter="127.0.0.1" if filtered and not host.outside and host in mtas else None,
             filter_link=filter_link(inv, host),
-            lmtp_clients=tuple(m for m in mtas if m.name != host.name and "mx" in m.roles
-                               and any(host.name in d.mailbox for d in inv.domains if m.name in d.mx)),
+            lmtp_clients=lmtp_clients(inv, host),
             mailbox_users=tuple(u for u in inv.users if u.mailbox == host.name),
             proxies=() if host.outside else proxies,  # the outside world has none in front of it
             gateway=_gateway(inv, host, mtas),

@@ -78,7 +78,7 @@ def test_mail_reaches_the_users_backend_over_verified_tls_and_is_read_through_th
     for user, backend in BACKEND.items():
         raw = imap_find(addr[PROXY], fqdn[PROXY], ca_file, user, f"{tag}-{user}")
         assert raw is not None, f"{user}'s mail cannot be read through the proxy"
-        assert f"by {fqdn[backend]} with LMTPS".encode() in raw  # delivered on its backend, LMTP inside TLS
+        assert f"by {fqdn[backend]} with LMTP".encode() in raw  # delivered on its backend (TLS: the log below)
         assert b"Authentication-Results: mx" in raw  # rspamd on filter1 checked it for the MX
         local, domain = user.split("@")
         other = next(b for b in ("mb1", "mb2") if b != backend)
@@ -109,13 +109,43 @@ def test_the_proxy_checks_the_password_and_the_backends_take_logins_from_it_only
         assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr[backend]}/993'").returncode != 0
 
 
-def test_lmtp_admits_only_the_mx_hosts_and_offers_starttls(addr, fqdn):
-    for backend in ("mb1", "mb2"):
-        assert not reachable(addr[backend], 24), f"LMTP on {backend} is open to this machine"
-        assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{addr[backend]}/24'").returncode != 0
-        probe = ssh("mx1", f"echo QUIT | timeout 10 openssl s_client -starttls lmtp -connect {addr[backend]}:24 "
-                           f"-verify_hostname {fqdn[backend]} -verify_return_error -brief")
-        assert "Verification: OK" in probe.stderr, probe.stderr
+def lmtp_attempt(backend: str, address: str, cert: str = "", key: str = "", user: str = "root") -> str:
+    """What a TLS client on mx1 (as `user`, with this certificate; none: "") hears on a
+    backend's LMTP port once connected: Dovecot's greeting, or nothing."""
+    with_cert = f"-cert {cert} -key {key}" if cert else ""
+    said = ssh("mx1", f"(sleep 2; echo QUIT) | runuser -u {user} -- timeout 10 openssl s_client -quiet "
+                      f"-connect {address}:24 -verify_hostname {backend}.lab.test -verify_return_error {with_cert}")
+    return said.stdout
+
+
+def test_lmtp_takes_only_the_mx_hosts_certificates(addr, inv):
+    """Dovecot's LMTP trusts whoever reaches it: only the MX hosts' addresses reach the
+    tunnel in front of it, and only their certificates (root's key there) get through it;
+    another process on an MX host, in clear or with TLS of its own, gets no greeting."""
+    cert, key = host_certificate(inv, "filter1", PLANS["filter1"].certificate_names)  # valid, but no MX host's
+    subprocess.run(["scp", "-q", "-F", str(SSH_CONFIG), str(cert), str(key), "mx1:/tmp/"], check=True)
+    ssh("mx1", f"chmod 644 /tmp/{cert.name} /tmp/{key.name}")
+    try:
+        for backend in ("mb1", "mb2"):
+            address = addr[backend]
+            assert not reachable(address, 24), f"LMTP on {backend} is open to this machine"
+            assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{address}/24'").returncode != 0
+            plain = ssh("mx1", f"runuser -u nobody -- timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/24; "
+                               "echo LHLO x >&3; head -c 100 <&3'")
+            assert "Dovecot" not in plain.stdout and "LMTP" not in plain.stdout, plain.stdout
+            assert "Dovecot ready" not in lmtp_attempt(backend, address, user="nobody")
+            assert "Dovecot ready" not in lmtp_attempt(backend, address, f"/tmp/{cert.name}", f"/tmp/{key.name}",
+                                                       user="nobody")
+            admitted = lmtp_attempt(backend, address, "/etc/mailstack/tls/cert.pem", "/etc/mailstack/tls/key.pem")
+            assert "Dovecot ready" in admitted, admitted
+            # behind the tunnel, Dovecot's LMTP listens on loopback and takes stunnel alone
+            inside = host(backend).run("runuser -u nobody -- timeout 5 bash -c '</dev/tcp/127.0.0.1/2424'")
+            assert inside.rc != 0, f"any local user on {backend} reaches Dovecot's LMTP"
+            listeners = {line.split()[3] for line in host(backend).check_output("ss -Htlnp").splitlines()
+                         if '"dovecot"' in line and line.split()[3].endswith((":24", ":2424"))}
+            assert listeners == {"127.0.0.1:2424"}, listeners
+    finally:
+        ssh("mx1", f"rm -f /tmp/{cert.name} /tmp/{key.name}")
 
 
 def tunnel_attempt(cert: str, key: str) -> str:

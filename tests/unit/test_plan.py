@@ -13,10 +13,12 @@ from deploys import (
     image_disabled_units,
     image_packages,
     image_preseed,
+    lmtp_link,
     loopback,
     postfix,
     rspamd,
     storage,
+    tls,
 )
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
@@ -107,6 +109,15 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
         assert f"{mtas} tcp dport 24" in found[backend]
         assert [h.name for h in multi[backend].lmtp_clients] == ["mx1", "mx2"]
         assert multi[backend].filter_link is None and multi[backend].milter is None
+        # ...inside TLS that wants their certificates; Dovecot's LMTP on loopback, for stunnel alone
+        (link,) = lmtp_link.configure(multi[backend])
+        tunnel = link.file(lmtp_link.CONFIG).content.decode()
+        address = multi[backend].host.address
+        for line in (f"accept = {address}:24", "connect = 127.0.0.1:2424", "client = no", "verifyChain = yes",
+                     "checkHost = mx1.lab.test", "checkHost = mx2.lab.test"):
+            assert line in tunnel.splitlines(), line
+        assert multi[backend].listeners >= {(address, 24), ("127.0.0.1", 2424)}
+        assert loopback.rules(multi[backend]) == ['oif "lo" tcp dport 2424 meta skuid != { root, stunnel4 } reject with tcp reset']
     for mx in ("mx1", "mx2"):
         plan = multi[mx]
         assert plan.milter == "127.0.0.1" and plan.filter_link.side == "client"  # the tunnel's end
@@ -118,7 +129,8 @@ def test_a_split_platform_talks_across_hosts_only_over_tls_and_only_where_needed
                                           "tenant-b.test lmtp-tls:inet:[mb2.lab.test]:24",
                                           "bob@example.test lmtp-tls:inet:[mb2.lab.test]:24"]  # his own backend
         (lmtp,) = [s for s in postfix.services(plan) if s["line"].startswith("lmtp-tls ")]
-        assert "lmtp_tls_security_level=secure" in lmtp["options"]
+        assert {"lmtp_tls_security_level=secure", "lmtp_tls_wrappermode=yes",
+                f"lmtp_tls_cert_file={tls.CERT}", f"lmtp_tls_key_file={tls.KEY}"} <= set(lmtp["options"])
         assert {d.name for d in plan.login_domains} == {"example.test", "tenant-b.test"}
     # one host with everything needs no tunnel and no LMTP port
     single = plans(load(ROOT / "inventories" / "lab.yml"))["mail"]

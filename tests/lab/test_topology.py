@@ -132,12 +132,12 @@ def test_lmtp_takes_only_the_mx_hosts_certificates(addr, inv):
             assert ssh("ext", f"timeout 5 bash -c '</dev/tcp/{address}/24'").returncode != 0
             plain = ssh("mx1", f"runuser -u nobody -- timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/24; "
                                "echo LHLO x >&3; head -c 100 <&3'")
-            assert "Dovecot" not in plain.stdout and "LMTP" not in plain.stdout, plain.stdout
-            assert "Dovecot ready" not in lmtp_attempt(backend, address, user="nobody")
-            assert "Dovecot ready" not in lmtp_attempt(backend, address, f"/tmp/{cert.name}", f"/tmp/{key.name}",
-                                                       user="nobody")
+            assert "220" not in plain.stdout and "Dovecot" not in plain.stdout, plain.stdout
+            for refused in (lmtp_attempt(backend, address, user="nobody"),
+                            lmtp_attempt(backend, address, f"/tmp/{cert.name}", f"/tmp/{key.name}", user="nobody")):
+                assert "220" not in refused and "Dovecot" not in refused, refused
             admitted = lmtp_attempt(backend, address, "/etc/mailstack/tls/cert.pem", "/etc/mailstack/tls/key.pem")
-            assert "Dovecot ready" in admitted, admitted
+            assert admitted.startswith(f"220 {backend}.lab.test Dovecot") and "ready" in admitted, admitted
             # behind the tunnel, Dovecot's LMTP listens on loopback and takes stunnel alone
             inside = host(backend).run("runuser -u nobody -- timeout 5 bash -c '</dev/tcp/127.0.0.1/2424'")
             assert inside.rc != 0, f"any local user on {backend} reaches Dovecot's LMTP"

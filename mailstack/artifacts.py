@@ -15,10 +15,11 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+
+from mailstack.cache import filling, put
 
 CACHE = Path(os.environ.get("MAILSTACK_ARTIFACT_CACHE", "/var/cache/mailstack/artifacts"))
 
@@ -62,11 +63,8 @@ def fetch(entry: Mapping) -> Path:
     found = hashlib.sha256(content).hexdigest()
     if found != wanted:
         raise ArtifactUnavailable(f"{where} has sha256 {found}, not the pinned {wanted}: not used")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".partial")
-    partial.write_bytes(content)
-    partial.rename(cached)
-    return cached
+    cached.unlink(missing_ok=True)  # a damaged copy: the checked one replaces it
+    return put(cached, content)
 
 
 def _go(args: list[str], env: Mapping, what: str) -> str:
@@ -92,15 +90,13 @@ def build(entry: Mapping) -> Path:
     target = where / "program"
     package = "/".join(p for p in (entry["module"], entry["package"]) if p not in ("", "."))
     if not target.is_file():
-        env = {"CGO_ENABLED": "0", **entry["build_env"]}
-        with tempfile.TemporaryDirectory() as bin_dir:
-            _go(["install", "-trimpath", "-tags", ",".join(entry["tags"]),
-                 "-ldflags", f"-s -w {entry['ldflags']}".strip(), f"{package}@{entry['version']}"],
-                {**env, "GOBIN": bin_dir}, f"go install {package}@{entry['version']}")
-            built = Path(bin_dir) / package.rsplit("/", 1)[-1]
-            where.mkdir(parents=True, exist_ok=True)
-            shutil.move(built, target.with_suffix(".partial"))
-            target.with_suffix(".partial").rename(target)
+        with filling(target) as partial:
+            if partial is not None:
+                env = {"CGO_ENABLED": "0", **entry["build_env"], "GOBIN": str(partial)}
+                _go(["install", "-trimpath", "-tags", ",".join(entry["tags"]),
+                     "-ldflags", f"-s -w {entry['ldflags']}".strip(), f"{package}@{entry['version']}"],
+                    env, f"go install {package}@{entry['version']}")
+                (partial / package.rsplit("/", 1)[-1]).rename(target)
     if entry.get("sha256"):
         found = hashlib.sha256(target.read_bytes()).hexdigest()
         if found != entry["sha256"]:
@@ -120,8 +116,10 @@ def resources(entry: Mapping) -> Path | None:
         origin = Path(found["Dir"]) / entry["resources"]
         if not origin.is_dir():
             raise ArtifactUnavailable(f"{entry['module']}@{entry['version']} has no directory {entry['resources']}")
-        shutil.copytree(origin, target.with_suffix(".partial"), dirs_exist_ok=True)
-        target.with_suffix(".partial").rename(target)
+        with filling(target) as partial:
+            if partial is not None:
+                shutil.copytree(origin, partial, dirs_exist_ok=True)
+                partial.rename(target)
     return target
 
 
@@ -141,8 +139,5 @@ def program(entry: Mapping, name: str) -> Path:
             member = next((m for m in archive.getmembers() if m.isfile() and Path(m.name).name == name), None)
             if member is None:
                 raise ArtifactUnavailable(f"{source(entry)} holds no program named {name!r}")
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(archive.extractfile(member).read())
-            partial.chmod(0o755)
-            partial.rename(target)
+            put(target, archive.extractfile(member).read(), 0o755)
     return target

@@ -45,7 +45,7 @@ def cmd_schema_docs(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output}", file=sys.stderr)  # stdout may be that very file
     return 0
 
 

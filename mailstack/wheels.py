@@ -13,6 +13,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from mailstack.cache import filling, put
+
 CACHE = Path(os.environ.get("MAILSTACK_WHEEL_CACHE", "/var/cache/mailstack/wheels"))
 
 
@@ -35,17 +37,17 @@ def wheelhouse(lock: Path) -> list[Path]:
     """The wheels of `lock`, downloaded and built once (hash-checked by pip)."""
     target = CACHE / f"{lock.stem}-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
     if not target.is_dir():
-        partial = target.with_suffix(".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-        _pip(pip, "download", "--require-hashes", "--no-deps", "-r", str(lock), "-d", str(partial / "src"))
-        sdists = sorted((partial / "src").glob("*.tar.gz"))
-        if sdists:  # built here, with their build backend from the index
-            _pip(pip, "wheel", "--no-deps", "-w", str(partial), *map(str, sdists))
-        for wheel in (partial / "src").glob("*.whl"):
-            wheel.rename(partial / wheel.name)
-        shutil.rmtree(partial / "src")
-        partial.rename(target)
+        with filling(target) as partial:
+            if partial is not None:
+                pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+                _pip(pip, "download", "--require-hashes", "--no-deps", "-r", str(lock), "-d", str(partial / "src"))
+                sdists = sorted((partial / "src").glob("*.tar.gz"))
+                if sdists:  # built here, with their build backend from the index
+                    _pip(pip, "wheel", "--no-deps", "-w", str(partial), *map(str, sdists))
+                for wheel in (partial / "src").glob("*.whl"):
+                    wheel.rename(partial / wheel.name)
+                shutil.rmtree(partial / "src")
+                partial.rename(target)
     return sorted(target.glob("*.whl"))
 
 
@@ -57,8 +59,5 @@ def program(lock: Path, name: str) -> Path:
     if not target.exists():
         with zipfile.ZipFile(wheel) as archive:
             member = next(m for m in archive.namelist() if m.endswith(f".data/scripts/{name}"))
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(archive.read(member))
-            partial.chmod(0o755)
-            partial.rename(target)
+            put(target, archive.read(member), 0o755)
     return target

@@ -36,6 +36,12 @@ def component_problems(data: dict, pos: Positions) -> list[Problem]:
     a section changed from its defaults while no host has a role of its component."""
     from deploys import COMPONENTS  # the declarations live with the deploys
 
+    sections = schema()["properties"]
+    missing = [c for c in COMPONENTS if c.section and c.section not in sections]
+    if missing:  # a component's mistake, not the inventory's: said before any rule reads the section
+        return [Problem(pos.file, 1, "(components)", f"component {c.name!r} declares the section {c.section!r}, "
+                        "which schemas/inventory.schema.json does not define: add its schema fragment")
+                for c in missing]
     problems = [problem for component in COMPONENTS for rule in component.rules for problem in rule(data, pos)]
     roles = {role for host in data["hosts"] if not host["outside"] for role in host["roles"]}
     for component in COMPONENTS:

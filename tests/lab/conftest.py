@@ -6,12 +6,21 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from helpers import lab_resolver
 from labenv import INVENTORY, SSH_CONFIG, host
 
 from mailstack.secrets import lab_ca
+
+
+def pytest_collection_modifyitems(items):
+    """Every test here needs the running lab: `pytest -m "not lab"` leaves them out."""
+    here = str(Path(__file__).parent)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.lab)
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,24 @@ def test_remote_commands_use_the_inventorys_ssh_settings():
     production = ssh_argv(load("inventories/multi-host.example.yml").hosts[0], ["true"])
     assert "StrictHostKeyChecking=yes" in production and "UserKnownHostsFile=/dev/null" not in production
 
+
+
+def test_schema_docs_redirected_into_its_own_file_stays_whole(tmp_path):
+    """`mailstack schema-docs -o F > F` (as the docs once said): the note goes to stderr."""
+    target = tmp_path / "inventory.md"
+    with target.open("w") as out:
+        proc = subprocess.run([sys.executable, "-m", "mailstack.cli", "schema-docs", "-o", str(target)], cwd=ROOT,
+                              stdout=out, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0 and f"wrote {target}" in proc.stderr
+    assert target.read_text() == render()
+
+
+def test_the_lab_marker_leaves_the_lab_out():
+    """`pytest -m "not lab"` collects no test that needs the running lab, `-m lab` only those."""
+    def collected(marker: str) -> list[str]:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "-m", marker, "--collect-only", "-q",
+                               "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return [line for line in proc.stdout.splitlines() if "::" in line]
+    without, only = collected("not lab"), collected("lab")
+    assert without and not any(t.startswith("tests/lab/") for t in without)
+    assert only and all(t.startswith("tests/lab/") for t in only)

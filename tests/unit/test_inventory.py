@@ -376,3 +376,15 @@ def test_storage_hosts_are_an_odd_number_or_none_with_an_external_s3():
     external = VALID.replace("roles: [smime]", "roles: [smime, storage]") + \
         "s3: {provider: external, endpoint: 'https://s3.example.org'}\n"
     assert any("role 'storage' deploys SeaweedFS, but s3.provider is 'external'" in p for p in problems(external))
+
+
+def test_a_component_whose_section_the_schema_lacks_is_named_not_a_traceback(monkeypatch):
+    import deploys
+    from mailstack.component import Component
+
+    stray = Component(name="postsrsd", roles=frozenset({"mx"}), section="srs")
+    monkeypatch.setattr(deploys, "COMPONENTS", (*deploys.COMPONENTS, stray))
+    with pytest.raises(InventoryInvalid) as refused:
+        check_text(VALID, "inventory.yml")
+    assert "component 'postsrsd' declares the section 'srs', which schemas/inventory.schema.json does not " \
+           "define" in str(refused.value)

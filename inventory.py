@@ -8,6 +8,7 @@ connects anywhere (exit 2, every problem listed).
 import os
 import sys
 
+import deploys  # noqa: F401 (hands the components in)
 from mailstack.inventory import InventoryInvalid, load
 from mailstack.plan import plans
 from mailstack.pyinfra_data import host_data, pyinfra_name

@@ -43,6 +43,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(proc.stderr[-2000:])
+        import deploys  # noqa: F401 (hands the components in)
         from mailstack.inventory import load
 
         start = time.perf_counter()

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import deploys  # noqa: F401 (hands the components in)
 from mailstack.inventory import load
 from mailstack.lab import STATE_DIR
 

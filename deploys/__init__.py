@@ -42,7 +42,7 @@ from deploys import (
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
 from mailstack.component import Component, File, Service
-from mailstack.lab.image import Recipe
+from mailstack.registry import register
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis, nauthilus,
@@ -50,28 +50,11 @@ COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     loopback))
 
 
+register(COMPONENTS)
+
+
 def served_roles() -> set[str]:
     return set().union(*(c.roles for c in COMPONENTS if c.roles))
-
-
-def image_packages() -> tuple[str, ...]:
-    """Every Debian package some component installs: the lab image carries them all."""
-    return tuple(sorted({p for c in COMPONENTS for p in c.packages}))
-
-
-def image_preseed() -> tuple[str, ...]:
-    """The debconf answers some packages need before they install (the lab image's too)."""
-    return tuple(sorted({line for c in COMPONENTS for line in c.preseed}))
-
-
-def image_recipe() -> Recipe:
-    return Recipe(image_packages(), image_disabled_units(), image_preseed())
-
-
-def image_disabled_units() -> tuple[str, ...]:
-    """Units the lab image ships disabled: they start once their component configured them."""
-    return tuple(sorted({f"{u}.service" for c in COMPONENTS for u in c.units} |
-                        {u for c in COMPONENTS for u in c.disabled_units}))
 
 
 def configured(component: Component, plan) -> list[Service]:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import deploys  # noqa: F401 (hands the components in)
 from mailstack.inventory import InventoryInvalid, load
 
 DEFAULT_INVENTORY = os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")
@@ -60,13 +61,14 @@ def cmd_dns(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from deploys import image_recipe
+    from deploys import COMPONENTS
     from mailstack.lab import Lab, LabError
+    from mailstack.lab.image import Recipe
 
     inv = _load_or_report(args.inventory)
     if inv is None:
         return EXIT_INVALID
-    lab = Lab(inv, image_recipe())
+    lab = Lab(inv, Recipe.of(COMPONENTS))
     try:
         if args.action == "up":
             lab.up()

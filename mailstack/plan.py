@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from mailstack import registry
 from mailstack.component import Component, Opening
 from mailstack.dns import service_names, zones
 from mailstack.inventory import Domain, Host, Inventory, User
@@ -165,7 +166,7 @@ def lmtp_clients(inv: Inventory, host: Host) -> tuple[Host, ...]:
 def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> dict[str, HostPlan]:
     """Every host's plan, by host name."""
     if components is None:
-        from deploys import COMPONENTS as components  # the declarations live with the deploys
+        components = registry.components()
     outside = {h.name for h in inv.hosts if h.outside}
     own = tuple(d for d in inv.domains if not set(d.mx) <= outside)
     mtas = [h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles)]

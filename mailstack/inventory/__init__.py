@@ -34,8 +34,9 @@ def section_defaults(section: str) -> dict:
 def component_problems(data: dict, pos: Positions) -> list[Problem]:
     """The rules each declared component brings with it, and settings no host would use:
     a section changed from its defaults while no host has a role of its component."""
-    from deploys import COMPONENTS  # the declarations live with the deploys
+    from mailstack.registry import components
 
+    COMPONENTS = components()
     sections = schema()["properties"]
     missing = [c for c in COMPONENTS if c.section and c.section not in sections]
     if missing:  # a component's mistake, not the inventory's: said before any rule reads the section

@@ -58,6 +58,15 @@ class Recipe:
     disabled_units: tuple[str, ...]
     preseed: tuple[str, ...]
 
+    @classmethod
+    def of(cls, components) -> Recipe:
+        """Every Debian package some component installs, their debconf answers, and their
+        units (off in the image: they start once their component configured them)."""
+        return cls(tuple(sorted({p for c in components for p in c.packages})),
+                   tuple(sorted({f"{u}.service" for c in components for u in c.units} |
+                                {u for c in components for u in c.disabled_units})),
+                   tuple(sorted({line for c in components for line in c.preseed})))
+
 
 def image_path(recipe: Recipe) -> Path:
     digest = hashlib.sha256("\n".join([

@@ -189,13 +189,14 @@ def down(inv: Inventory, lab: Lab) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from deploys import image_recipe
+    from deploys import COMPONENTS
+    from mailstack.lab.image import Recipe
 
     if len(argv) not in (1, 2) or argv[0] not in ("up", "down"):
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     inv = load(Path(argv[1] if len(argv) == 2 else os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")))
-    lab = Lab(inv, image_recipe())
+    lab = Lab(inv, Recipe.of(COMPONENTS))
     try:
         (up if argv[0] == "up" else down)(inv, lab)
     except LabError as err:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import testinfra
 
+import deploys  # noqa: F401 (hands the components in)
 from mailstack.inventory import load
 from mailstack.lab import STATE_DIR
 from mailstack.plan import plans

@@ -379,11 +379,11 @@ def test_storage_hosts_are_an_odd_number_or_none_with_an_external_s3():
 
 
 def test_a_component_whose_section_the_schema_lacks_is_named_not_a_traceback(monkeypatch):
-    import deploys
+    from mailstack import registry
     from mailstack.component import Component
 
     stray = Component(name="postsrsd", roles=frozenset({"mx"}), section="srs")
-    monkeypatch.setattr(deploys, "COMPONENTS", (*deploys.COMPONENTS, stray))
+    monkeypatch.setattr(registry, "_components", (*registry.components(), stray))
     with pytest.raises(InventoryInvalid) as refused:
         check_text(VALID, "inventory.yml")
     assert "component 'postsrsd' declares the section 'srs', which schemas/inventory.schema.json does not " \

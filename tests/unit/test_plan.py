@@ -10,9 +10,6 @@ from unitdata import LAB_CLAMAV, ROOT, VALID
 from deploys import (
     COMPONENTS,
     dovecot,
-    image_disabled_units,
-    image_packages,
-    image_preseed,
     lmtp_link,
     loopback,
     postfix,
@@ -22,6 +19,7 @@ from deploys import (
 )
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
+from mailstack.lab.image import Recipe
 from mailstack.plan import plans
 
 
@@ -62,13 +60,13 @@ def test_components_follow_the_roles_in_one_order():
 
 
 def test_the_lab_image_is_derived_from_the_declarations():
-    assert set(image_packages()) == {p for c in COMPONENTS for p in c.packages}
+    assert set(Recipe.of(COMPONENTS).packages) == {p for c in COMPONENTS for p in c.packages}
     assert {"postfix.service", "dovecot.service", "rspamd.service", "redis-server.service", "nsd.service",
-            "unbound.service", "unbound-resolvconf.service"} <= set(image_disabled_units())
-    assert "clamav-freshclam.service" in image_disabled_units()  # never started before the deploy decides
+            "unbound.service", "unbound-resolvconf.service"} <= set(Recipe.of(COMPONENTS).disabled_units)
+    assert "clamav-freshclam.service" in Recipe.of(COMPONENTS).disabled_units  # never started before the deploy decides
     # answers a package asks before it installs (else apt stops, or picks what the deploy did not)
     assert {"postfix postfix/main_mailer_type select No configuration",
-            "glewlwyd glewlwyd/database-type select sqlite3"} <= set(image_preseed())
+            "glewlwyd glewlwyd/database-type select sqlite3"} <= set(Recipe.of(COMPONENTS).preseed)
 
 
 def test_lab_only_facts_are_in_the_plan_not_in_the_deploys():

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -29,11 +32,39 @@ def secrets_dir(inv: Inventory) -> Path:
     return path
 
 
+_depth: dict[Path, int] = {}  # this process's hold on each secrets directory's lock
+
+
+@contextmanager
+def _making(inv: Inventory) -> Iterator[None]:
+    """Hold the secrets directory's lock while a secret is made: two deploys (or a test
+    beside a deploy) never make one secret twice with two values. Re-entrant within a
+    process (a certificate makes its CA)."""
+    directory = secrets_dir(inv)
+    if _depth.get(directory):
+        _depth[directory] += 1
+        try:
+            yield
+        finally:
+            _depth[directory] -= 1
+        return
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        _depth[directory] = 1
+        try:
+            yield
+        finally:
+            _depth[directory] = 0
+
+
 def _write_private(path: Path, data: bytes) -> None:
+    """Write a private file whole or not at all (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+    os.replace(partial, path)
 
 
 def _pem_key(key) -> bytes:
@@ -71,9 +102,12 @@ def lab_ca(inv: Inventory) -> tuple[Path, Path]:
     cert_path, key_path = directory / "ca.pem", directory / "ca.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    cert, key = new_ca(f"mailstack {inv.platform['name']} CA")
-    _write_private(key_path, _pem_key(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with _making(inv):
+        if not (cert_path.exists() and key_path.exists()):
+            cert, key = new_ca(f"mailstack {inv.platform['name']} CA")
+            _write_private(key_path, _pem_key(key))
+            _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+            cert_path.chmod(0o644)
     return cert_path, key_path
 
 
@@ -118,6 +152,14 @@ def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_k
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if _current(cert_path, names) and key_path.exists():
         return cert_path, key_path
+    with _making(inv):
+        if not (_current(cert_path, names) and key_path.exists()):
+            _issue_into(inv, cert_path, key_path, names, usage, new_key)
+    return cert_path, key_path
+
+
+def _issue_into(inv: Inventory, cert_path: Path, key_path: Path, names: list[str], usage: str, new_key) -> None:
+    """Issue the certificate (its key made first where there is none), under the lock."""
     ca_cert_path, ca_key_path = lab_ca(inv)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
@@ -127,8 +169,8 @@ def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_k
         key = new_key()
         _write_private(key_path, _pem_key(key))
     cert = issue(ca_cert, ca_key, key, names, usage)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
-    return cert_path, key_path
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
+    cert_path.chmod(0o644)
 
 
 def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[Path, Path]:
@@ -147,8 +189,9 @@ def dkim_key(inv: Inventory, domain: str, selector: str, bits: int) -> Path:
     """The DKIM private key of a domain and selector, generated once."""
     path = secrets_dir(inv) / "dkim" / f"{domain}.{selector}.key"
     if not path.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        _write_private(path, _pem_key(key))
+        with _making(inv):
+            if not path.exists():
+                _write_private(path, _pem_key(rsa.generate_private_key(public_exponent=65537, key_size=bits)))
     return path
 
 
@@ -157,7 +200,9 @@ def password(inv: Inventory, name: str) -> str:
     with the other secrets; never printed."""
     path = secrets_dir(inv) / "passwords" / name
     if not path.exists():
-        _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=") + b"\n")
+        with _making(inv):
+            if not path.exists():
+                _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=") + b"\n")
     return path.read_text().strip()
 
 

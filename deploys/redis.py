@@ -21,8 +21,6 @@ from mailstack.secrets import password
 INCLUDE = "/etc/redis/mailstack.conf"
 PORT = 6379
 DATABASES = {"rspamd": 0, "nauthilus": 1}  # rspamd's rules and the limits tool share 0
-
-
 ACCOUNT_USER = "mailstack-account"
 ACCOUNT_SECRET = "/etc/mailstack/redis-account.secret"  # root's: the account tool reads it
 
@@ -37,8 +35,9 @@ def account_secret(inv) -> str:
     return password(inv, "redis-account")
 
 
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def digest(password_text: str) -> str:
+    """How Redis's ACL keeps a password (`#` and its SHA-256): never the password itself."""
+    return hashlib.sha256(password_text.encode()).hexdigest()
 
 
 def configure(plan: HostPlan) -> list[Service]:

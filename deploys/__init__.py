@@ -13,6 +13,7 @@ from pyinfra.api import deploy
 
 from deploys import (
     backup,
+    backup_lock,
     base,
     bruteforce,
     clamav,
@@ -45,9 +46,9 @@ from mailstack.component import Component, File, Service
 from mailstack.registry import register
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, clamav, peekaboo, siem, redis, nauthilus,
-    limits, rspamd, filter_link, lmtp_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters, monitoring,
-    loopback))
+    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, backup_lock, clamav, peekaboo, siem, redis,
+    nauthilus, limits, rspamd, filter_link, lmtp_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters,
+    monitoring, loopback))
 
 
 register(COMPONENTS)

@@ -64,6 +64,17 @@ def backup_credentials(inv: Inventory, host: str) -> tuple[str, str]:
     return f"mailstack-{host}-{password(inv, f's3-backup-{host}-id')[:12].lower()}", password(inv, f"s3-backup-{host}")
 
 
+def lock_credentials(inv: Inventory) -> tuple[str, str]:
+    """(access key id, secret key) of the backup bucket's keeper: the first storage host sets
+    and renews the object lock with it (S3's lock calls need SeaweedFS's Admin action)."""
+    return f"mailstack-lock-{password(inv, 's3-backup-lock-id')[:12].lower()}", password(inv, "s3-backup-lock")
+
+
+def locked(inv: Inventory) -> bool:
+    """Whether the deployed store keeps the backups under object lock."""
+    return deployed(inv) and inv.backup["enabled"] and inv.backup["locked_days"] > 0
+
+
 def backup_hosts(inv: Inventory) -> tuple:
     """The hosts that back up to the store: the platform's mailbox hosts, with backups on."""
     return tuple(h for h in inv.hosts_with("mailbox") if not h.outside) if inv.backup["enabled"] else ()
@@ -71,7 +82,8 @@ def backup_hosts(inv: Inventory) -> tuple:
 
 def identities(inv: Inventory) -> str:
     """SeaweedFS's S3 identities: each purpose's key (the operator's) may read, write and
-    list its own bucket only. Each backup host's key may write, delete and list in its own
+    list its own bucket only; the keeper's key also sets the backup bucket's object lock
+    (Admin there; no key can lift a COMPLIANCE lock). Each backup host's key may write, delete and list in its own
     folder of the backup bucket only (SeaweedFS: a trailing `*` is a prefix); it reads the
     whole bucket, which restic asks when it makes a repository, and which gives it other
     hosts' repositories encrypted with their own keys, which it does not have."""
@@ -84,7 +96,10 @@ def identities(inv: Inventory) -> str:
           for purpose in PURPOSES),
         *(identity(f"backup-{h.name}", backup_credentials(inv, h.name),
                    [f"Read:{backup}", *(f"{action}:{backup}/{h.name}/*" for action in ("Write", "List", "Tagging"))])
-          for h in backup_hosts(inv))]}, indent=1)
+          for h in backup_hosts(inv)),
+        *([identity("backup-lock", lock_credentials(inv),
+                    [f"{action}:{backup}" for action in ("Read", "List", "Admin")])] if locked(inv) else [])]},
+        indent=1)
 
 
 def storage_hosts(inv: Inventory) -> tuple:
@@ -136,7 +151,8 @@ def configure(plan: HostPlan) -> list[Service]:
         # the buckets belong to the whole cluster: its first host makes them
         *([Service(None, (
             File.copy(BUCKETS_TOOL, TEMPLATES / "storage" / "mailstack-s3-buckets.sh", mode="0755"),
-            File.text(f"{ETC}/buckets", "\n".join(settings["buckets"][p] for p in PURPOSES)),
+            File.text(f"{ETC}/buckets", "\n".join(
+                settings["buckets"][p] + (" locked" if p == "backup" and locked(inv) else "") for p in PURPOSES)),
         ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets {context['ip']}:9333")]
           if plan.host == storage_hosts(inv)[0] else []),
     ]
@@ -193,6 +209,10 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
             if purpose not in settings["key_files"]:
                 problems.append(pos.problem(("s3", "provider"), f"an external S3 needs s3.key_files.{purpose} "
                                             "(the backups use it)"))
+        if data["backup"]["enabled"] and data["backup"]["locked_days"]:
+            problems.append(pos.problem(("backup", "locked_days"), "mailstack locks the backups on the store it "
+                                        "deploys only: with an external S3, lock its bucket on that store and set "
+                                        "backup.locked_days: 0"))
         if settings["clients"]:
             problems.append(pos.problem(("s3", "clients"), "has no effect with an external S3 (its own firewall "
                                         "decides who reaches it): remove it"))

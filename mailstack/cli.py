@@ -168,6 +168,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"backup: backups are off in {args.inventory} (backup.enabled)", file=sys.stderr)
         return 1
     hosts = [h for h in inv.hosts_with("mailbox") if not h.outside]
+    if args.action == "rewind":
+        return _rewind(inv, args)
     if args.action != "restore":  # every mailbox host of the platform
         return max(_on_host(h, [TOOL, args.action]) for h in hosts)
     options = [*(["--beside"] if args.beside else []), "--snapshot", args.snapshot]
@@ -186,6 +188,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 1
     folder = ["--folder", args.folder] if args.folder else []
     return _on_host(inv.host(inv.domain(found[0].domain).mailbox[0]), [TOOL, "restore", user, *folder, *options])
+
+
+def _rewind(inv, args: argparse.Namespace) -> int:
+    """A mailbox host's backups as they were at a time, by the store's lock keeper."""
+    import datetime
+
+    from deploys import backup_lock, storage
+
+    if not storage.locked(inv):
+        print(f"backup: {args.inventory} keeps no object lock on the backups (backup.locked_days, the deployed "
+              "store): there are no old versions to go back to", file=sys.stderr)
+        return 1
+    if args.host not in [h.name for h in storage.backup_hosts(inv)]:
+        print(f"backup: {args.host} is no mailbox host that backs up in {args.inventory}", file=sys.stderr)
+        return 1
+    try:
+        moment = datetime.datetime.fromisoformat(args.time)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        print(f"backup: {args.time!r} is no ISO 8601 time with its zone (2026-12-05T04:30:00Z)", file=sys.stderr)
+        return 1
+    when = moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _on_host(storage.storage_hosts(inv)[0], [backup_lock.TOOL, "rewind", args.host, when])
 
 
 def inventory_option(command: argparse.ArgumentParser, what: str = "inventory") -> None:
@@ -253,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("login", help="the user's address")
     account.set_defaults(func=cmd_account)
 
-    backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore (over SSH)")
+    backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore, rewind (over SSH)")
     inventory_option(backup)
     step = backup.add_subparsers(dest="action", required=True)
     step.add_parser("list", help="the snapshots of every mailbox host")
@@ -267,6 +293,11 @@ def parser() -> argparse.ArgumentParser:
     back.add_argument("--beside", action="store_true", help="write it beside the mailbox (/var/vmail-restore/) "
                                                             "instead of in place")
     back.add_argument("--snapshot", default="latest", help="the snapshot id (default: the latest)")
+    rewind = step.add_parser("rewind", help="put a mailbox host's backup repository back as it was at a time "
+                                            "(after an intruder on that host deleted or overwrote it; "
+                                            "backup.locked_days)")
+    rewind.add_argument("host", help="the mailbox host whose backups to rewind")
+    rewind.add_argument("time", help="when they were intact: ISO 8601 with its zone, e.g. 2026-12-05T04:30:00Z")
     backup.set_defaults(func=cmd_backup)
     return top
 

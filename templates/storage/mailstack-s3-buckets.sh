@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installed by mailstack: create the buckets listed in the file given that SeaweedFS does not
-# have yet (never deletes one), through the master given (127.0.0.1:9333 by default). Run by
-# the deploy when the list changes.
+# have yet (never deletes one), through the master given (127.0.0.1:9333 by default). A line
+# "NAME locked" makes the bucket with object lock (and versioning), which SeaweedFS can only
+# turn on when it makes the bucket. Run by the deploy when the list changes.
 set -eu
 master=${2:-127.0.0.1:9333}
 i=0
@@ -10,15 +11,15 @@ until echo "s3.bucket.list" | weed shell -master="$master" >/dev/null 2>&1; do
   sleep 1
 done
 existing=$(echo "s3.bucket.list" | weed shell -master="$master" 2>/dev/null)
-while read -r bucket; do
+while read -r bucket lock; do
   [ -n "$bucket" ] || continue
-  if ! printf '%s\n' "$existing" | grep -q "^ *$bucket\b"; then
+  if ! printf '%s\n' "$existing" | grep -q "^ *$bucket[[:space:]]"; then
     # another run may have made it meanwhile: only a bucket still missing afterwards is an error
-    if ! echo "s3.bucket.create -name $bucket" | weed shell -master="$master" >/dev/null 2>&1 &&
-        ! echo "s3.bucket.list" | weed shell -master="$master" 2>/dev/null | grep -q "^ *$bucket\b"; then
+    if ! echo "s3.bucket.create -name $bucket${lock:+ -withLock}" | weed shell -master="$master" >/dev/null 2>&1 &&
+        ! echo "s3.bucket.list" | weed shell -master="$master" 2>/dev/null | grep -q "^ *$bucket[[:space:]]"; then
       echo "mailstack-s3-buckets: cannot create bucket $bucket" >&2
       exit 1
     fi
-    echo "created bucket $bucket"
+    echo "created bucket $bucket${lock:+ (object lock)}"
   fi
 done < "$1"

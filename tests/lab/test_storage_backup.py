@@ -6,6 +6,7 @@ over IMAP byte for byte, with their flags and UIDs."""
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import imaplib
 import re
@@ -254,6 +255,100 @@ def test_a_whole_host_restores_beside(mail):
         assert {"tenant-b.test/dave", "legacy.test/frank", "example.test/alice"} <= homes
     finally:
         mail.check_output("rm -rf /var/vmail-restore")
+
+
+def lock_client(ca_file: str):
+    """The lock keeper's S3 client (its key lives on the storage host only)."""
+    key_id, secret = storage.lock_credentials(INVENTORY)
+    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, region_name="us-east-1", verify=ca_file,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def refused(call, **arguments) -> str:
+    """The error code S3 answers `call(**arguments)` with."""
+    with pytest.raises(ClientError) as error:
+        call(**arguments)
+    return error.value.response["Error"]["Code"]
+
+
+def test_an_intruder_on_a_mailbox_host_cannot_destroy_its_backups_and_a_rewind_brings_them_back(mail, ca_file):
+    """Broken into `mail`, the attacker uses its backup key to wreck that host's own
+    repository: overwrites its config, deletes every file, then tries to remove the old
+    versions, shorten their lock or lift the bucket's. Every version stays; restic finds no
+    repository until `mailstack backup rewind mail TIME` puts it back, snapshots and all."""
+    keeper, intruder = lock_client(ca_file), host_backup_client(mail, ca_file)
+    assert keeper.get_object_lock_configuration(Bucket=BACKUP_BUCKET)["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 2 * INVENTORY.backup["locked_days"]}}}
+    backup_run(mail)
+    snapshots = mail.check_output(f"{TOOL} list")
+    time.sleep(1.5)
+    intact = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+
+    files = [o["Key"] for page in intruder.get_paginator("list_objects_v2").paginate(Bucket=BACKUP_BUCKET,
+                                                                                       Prefix="mail/")
+             for o in page.get("Contents", [])]
+    assert "mail/config" in files and len(files) > 5
+    intruder.put_object(Bucket=BACKUP_BUCKET, Key="mail/config", Body=b"pay to get your mail back")
+    for key in files:
+        intruder.delete_object(Bucket=BACKUP_BUCKET, Key=key)
+    versions = keeper.list_object_versions(Bucket=BACKUP_BUCKET, Prefix="mail/config")["Versions"]
+    assert len(versions) >= 2
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+    for version in versions:
+        one = {"Bucket": BACKUP_BUCKET, "Key": version["Key"], "VersionId": version["VersionId"]}
+        assert refused(intruder.delete_object, **one) == "AccessDenied"
+        assert refused(intruder.delete_object, **one, BypassGovernanceRetention=True) == "AccessDenied"
+        assert refused(intruder.put_object_retention, **one,
+                       Retention={"Mode": "COMPLIANCE", "RetainUntilDate": later}) == "AccessDenied"
+        assert refused(keeper.delete_object, **one) == "AccessDenied"  # not even the lock keeper's key
+    assert refused(intruder.put_object_lock_configuration, Bucket=BACKUP_BUCKET, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}}) == \
+        "AccessDenied"
+    assert refused(intruder.put_object, Bucket=BACKUP_BUCKET, Key="mail/planted", Body=b"x",
+                   ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=later) == "AccessDenied"
+    assert mail.run(f"{TOOL} list").rc != 0, "the repository survived the deletion: the test wrecked nothing"
+
+    for args in (("rewind", "mail", "yesterday"), ("rewind", "ext", intact)):
+        wrong = mailstack_backup(*args)
+        assert wrong.returncode != 0 and ("no ISO 8601 time" in wrong.stderr or "no mailbox host" in wrong.stderr)
+    done = mailstack_backup("rewind", "mail", intact)
+    assert done.returncode == 0, done.stderr
+    assert "overwritten files restored" in done.stdout
+    assert mail.check_output(f"{TOOL} list") == snapshots
+    assert "no errors" in mail.check_output(f"{TOOL} check")
+    again = mailstack_backup("rewind", "mail", intact)  # a second rewind changes nothing
+    assert "0 deleted files back, 0 overwritten files restored, 0 newer files put aside" in again.stdout, again
+    backup_run(mail)  # and the host backs up on top of it
+
+
+def test_the_lock_is_renewed_daily_and_only_what_ran_out_is_removed(mail, ca_file, tag):
+    """The store's daily job: a current file with less than `locked_days` of lock left gets
+    `2 x locked_days` again; an old version whose lock ran out goes, with the delete marker
+    that hid it; an old version still locked stays."""
+    keeper, days = lock_client(ca_file), INVENTORY.backup["locked_days"]
+    now = datetime.datetime.now(datetime.UTC)
+    short, renew, kept = f"lock-test/{tag}-short", f"lock-test/{tag}-renew", f"lock-test/{tag}-kept"
+    keeper.put_object(Bucket=BACKUP_BUCKET, Key=short, Body=b"short", ObjectLockMode="COMPLIANCE",
+                      ObjectLockRetainUntilDate=now + datetime.timedelta(seconds=3))
+    keeper.put_object(Bucket=BACKUP_BUCKET, Key=renew, Body=b"renew", ObjectLockMode="COMPLIANCE",
+                      ObjectLockRetainUntilDate=now + datetime.timedelta(days=1))
+    for body in (b"first", b"second"):
+        keeper.put_object(Bucket=BACKUP_BUCKET, Key=kept, Body=body)  # the bucket's default lock
+    keeper.delete_object(Bucket=BACKUP_BUCKET, Key=short)
+    time.sleep(4)
+    mail.check_output("systemctl start mailstack-backup-lock.service")
+
+    def versions(key):
+        found = keeper.list_object_versions(Bucket=BACKUP_BUCKET, Prefix=key)
+        return [v for v in found.get("Versions", []) + found.get("DeleteMarkers", []) if v["Key"] == key]
+
+    assert versions(short) == []
+    until = keeper.get_object_retention(Bucket=BACKUP_BUCKET, Key=renew)["Retention"]["RetainUntilDate"]
+    assert until > now + datetime.timedelta(days=2 * days - 1)
+    assert len(versions(kept)) == 2
 
 
 def test_a_failed_backup_is_a_failed_unit_and_an_alert(mail, ext):

@@ -369,6 +369,17 @@ def test_an_attachment_wait_without_peekaboo_is_refused():
     assert f"inv.yml:{line_of(text, 'attachment_wait')} domains[1].inbound.attachment_wait: has no effect" in found
 
 
+def test_an_external_s3_is_not_said_to_lock_the_backups(tmp_path):
+    """mailstack locks only the store it deploys: an external one with the default lock is refused."""
+    keys = tmp_path / "backup.keys"
+    keys.write_text("AKEXTERNAL\nexternal-secret\n")
+    text = VALID + ("backup: {enabled: true}\n"
+                    f"s3: {{provider: external, endpoint: 'https://s3.example.org', key_files: {{backup: '{keys}'}}}}\n")
+    assert any("backup.locked_days: mailstack locks the backups on the store it deploys only" in p
+               for p in problems(text))
+    check_text(text.replace("{enabled: true}", "{enabled: true, locked_days: 0}"), "inv.yml")  # said: no lock
+
+
 def test_storage_hosts_are_an_odd_number_or_none_with_an_external_s3():
     two = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox, filter, storage]")
     two = two.replace("roles: [smime]", "roles: [smime, storage]")

@@ -9,6 +9,7 @@ from unitdata import LAB_CLAMAV, ROOT, VALID
 
 from deploys import (
     COMPONENTS,
+    backup_lock,
     dovecot,
     lmtp_link,
     loopback,
@@ -52,9 +53,9 @@ def test_single_host_lab_publishes_nothing_internal():
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
-    assert [c.name for c in lab["mail"].components] == ["base", "tls", "idp", "storage", "clamav", "peekaboo", "siem",
-                                                         "redis", "limits", "rspamd", "ldap", "dovecot", "smime", "postfix", "bruteforce", "backup",
-                                                             "exporters", "monitoring", "loopback"]
+    assert [c.name for c in lab["mail"].components] == [
+        "base", "tls", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "rspamd", "ldap",
+        "dovecot", "smime", "postfix", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]
 
@@ -157,6 +158,35 @@ def test_s3_opens_to_the_hosts_that_back_up_there_each_with_its_own_folder(tmp_p
             f"Tagging:mailstack-backup/{host}/*"]
     keys = {i["credentials"][0]["accessKey"] for i in identities.values()}
     assert len(keys) == len(identities)  # no two hosts, and no host and the operator, share a key
+
+
+def test_the_first_storage_host_alone_keeps_the_backups_locked(tmp_path):
+    """Backups on (locked by default): the backup bucket is made with object lock, and only
+    the store's first host gets the lock keeper, its key (Admin on that bucket only, and
+    never on a mailbox host) and the daily renewal; with locked_days 0 none of it."""
+    text = (ROOT / "inventories" / "lab-multi.yml").read_text() + "\nbackup: {enabled: true}\n"
+    (tmp_path / "inventory.yml").write_text(text)
+    inv = load(tmp_path / "inventory.yml")
+    found = plans(inv)
+    keepers = [name for name, plan in found.items() if backup_lock.COMPONENT in plan.components]
+    assert keepers == ["store1"]
+    tool = {f.path: f for s in backup_lock.configure(found["store1"]) for f in s.files}
+    assert "DAYS = 30" in tool[backup_lock.TOOL].lines and "LONGEST = 60" in tool[backup_lock.TOOL].lines
+    assert tool[backup_lock.KEYS].secret and tool[backup_lock.KEYS].mode == "0600"
+    assert tool[backup_lock.KEYS].lines == list(storage.lock_credentials(inv))
+    identities = {i["name"]: i["actions"] for i in json.loads(storage.identities(inv))["identities"]}
+    assert identities["backup-lock"] == ["Read:mailstack-backup", "List:mailstack-backup", "Admin:mailstack-backup"]
+    assert not any("Admin" in a for name, actions in identities.items() if name != "backup-lock" for a in actions)
+    buckets = next(f for s in storage.configure(found["store1"]) for f in s.files if f.path.endswith("/buckets"))
+    assert buckets.lines == ["mailstack-backup locked", "mailstack-archive"]
+
+    (tmp_path / "inventory.yml").write_text(text.replace("{enabled: true}", "{enabled: true, locked_days: 0}"))
+    unlocked = load(tmp_path / "inventory.yml")
+    assert not any(backup_lock.COMPONENT in plan.components for plan in plans(unlocked).values())
+    assert "backup-lock" not in storage.identities(unlocked)
+    buckets = next(f for s in storage.configure(plans(unlocked)["store1"]) for f in s.files
+                   if f.path.endswith("/buckets"))
+    assert buckets.lines == ["mailstack-backup", "mailstack-archive"]
 
 
 def test_storage_hosts_form_one_cluster_that_only_they_reach():

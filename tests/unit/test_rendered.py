@@ -221,7 +221,7 @@ TABLE = [
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-backup|'
-      'mailstack-backup-check|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|postfix|'
+      'mailstack-backup-check|mailstack-backup-lock|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|postfix|'
       'prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
      ['      - url: "https://ext.lab.test:8444/alerts"', "  group_wait: 5s"], ["email_configs"]),
@@ -424,7 +424,7 @@ def test_the_hosts_get_every_pinned_wheel():
 def test_backups_to_an_external_s3_use_its_endpoint_region_and_keys(tmp_path):
     keys = tmp_path / "backup.keys"
     keys.write_text("AKEXTERNAL\nexternal-secret\n")
-    text = VALID + ("backup: {enabled: true}\n"
+    text = VALID + ("backup: {enabled: true, locked_days: 0}\n"
                     f"s3: {{provider: external, endpoint: 'https://s3.example.org', region: eu-central-1, "
                     f"key_files: {{backup: '{keys}'}}}}\n")
     files = rendered(text, "mx1")

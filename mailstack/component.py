@@ -14,7 +14,13 @@ from pathlib import Path
 
 from pyinfra.api.util import get_template
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "deploys"  # one folder per component
+
+
+def template_path(name: str) -> Path:
+    """`COMPONENT/FILE`: FILE in that component's `templates/` folder."""
+    component, _, file = name.partition("/")
+    return COMPONENTS_DIR / component / "templates" / file
 
 
 class UnsafeValue(ValueError):
@@ -43,9 +49,9 @@ def table(rows) -> str:
 
 
 def render(template: str, context: Mapping, where: str) -> str:
-    """templates/<template> rendered with `context` (every value guarded first)."""
+    """The template `COMPONENT/FILE` rendered with `context` (every value guarded first)."""
     guard(context, where)
-    return get_template(str(TEMPLATES / template)).render(**context)
+    return get_template(str(template_path(template))).render(**context)
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ class Component:
     public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     local: tuple[tuple[str, int], ...] | Callable = ()
     # loopback ports it listens on -> the system users (besides root) that may connect there,
-    # a function of the plan; the firewall refuses every other local user (deploys/loopback.py)
+    # a function of the plan; the firewall refuses every other local user (deploys/loopback/)
     loopback_clients: Callable | None = None
     section: str | None = None
     rules: tuple[Callable, ...] = ()

@@ -4,7 +4,7 @@ one confidential client for mail apps (the one Dovecot introspects with), the `m
 scope, and one account per enabled inventory user. Glewlwyd is configured through its
 admin API by a tool on the host that runs whenever the wanted state changes; its
 well-known default admin password is replaced by a generated one before anything else.
-Dovecot's side (the oauth2 passdb) is in deploys/dovecot.py, from `introspection`."""
+Dovecot's side (the oauth2 passdb) is in deploys/dovecot/, from `introspection`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pyinfra.operations import files
 
 from deploys import tls
 from deploys.bruteforce import LOGIN_PORTS
-from mailstack.component import TEMPLATES, Component, File, Service
+from mailstack.component import Component, File, Service, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -96,7 +96,7 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template(f"{ETC}/glewlwyd.conf", "idp/glewlwyd.conf.j2", context),
             File.copy(f"{ETC}/tls/cert.pem", cert, **GLEWLWYD),
             File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **GLEWLWYD),
-            File.copy(SETUP_TOOL, TEMPLATES / "idp" / "mailstack-idp-setup.py", mode="0750"),
+            File.copy(SETUP_TOOL, template_path("idp/mailstack-idp-setup.py"), mode="0750"),
             File.text(ADMIN_SECRET, password(plan.inv, "idp-admin"), mode="0600", secret=True),
             File.text("/etc/systemd/system/glewlwyd.service.d/mailstack.conf", SEAL),
         )),

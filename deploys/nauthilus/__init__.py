@@ -4,7 +4,7 @@ its SASL service) posts each login to Nauthilus's JSON API over HTTPS with backc
 credentials; Nauthilus checks the password against the inventory's hashes (a Lua backend
 reading a file this deploy renders) and bans a client address that keeps failing
 (brute-force buckets in Redis on loopback). Its own user, a hardened unit, the daemon's
-config check before any restart. Dovecot's side: deploys/dovecot.py (`nauthilus_files`)."""
+config check before any restart. Dovecot's side: deploys/dovecot/ (`nauthilus_files`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pyinfra.operations import files, server
 
 from deploys import redis, tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
-from mailstack.component import TEMPLATES, Component, File, Opening, Service, seconds
+from mailstack.component import Component, File, Opening, Service, seconds, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
 from mailstack.secrets import password
@@ -126,7 +126,7 @@ def configure(plan: HostPlan) -> list[Service]:
                       {"binary": BINARY, "config": CONFIG, "etc": ETC}),
         File.text(CONFIG, "# Managed by mailstack (nauthilus): JSON, which is YAML.\n"
                   + json.dumps(settings(plan), indent=2), **SECRET),
-        File.copy(f"{ETC}/mailstack-backend.lua", TEMPLATES / "nauthilus" / "mailstack-backend.lua"),
+        File.copy(f"{ETC}/mailstack-backend.lua", template_path("nauthilus/mailstack-backend.lua")),
         File.text(USERS, users(plan.inv), **SECRET),
         File.copy(f"{ETC}/tls/cert.pem", cert, **OWNER),
         File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNER),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from mailstack.component import Component, File, Service, render
 from mailstack.plan import HostPlan
 
-INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/nftables.conf (deploys/base.py)
+INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/nftables.conf (deploys/base/)
 RULES = f"{INCLUDED}/loopback.nft"
 
 
@@ -24,7 +24,7 @@ def rules(plan: HostPlan) -> list[str]:
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    text = render("base/loopback.nft.j2", {"rules": rules(plan)}, RULES)
+    text = render("loopback/loopback.nft.j2", {"rules": rules(plan)}, RULES)
     return [Service(None, (File.text(RULES, text),), check="nft -c -f /etc/nftables.conf",
                     on_change="nft -f /etc/nftables.conf")]
 

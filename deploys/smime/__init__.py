@@ -17,7 +17,7 @@ from mailstack.secrets import domain_certificate
 USER = "mailstack-smime"
 HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
-SOURCE = Path(__file__).resolve().parent.parent / "smimegw"
+SOURCE = Path(__file__).resolve().parents[2] / "smimegw"
 OWNED = {"user": USER, "group": USER}
 
 

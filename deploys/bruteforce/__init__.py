@@ -1,6 +1,6 @@
 """Hosts with `mailbox`, `submission` or `proxy` (where Dovecot checks every password:
 IMAP, POP3, and SMTP AUTH through its SASL service) and `idp`: fail2ban from Debian counts
-failed logins in Dovecot's log (and, from deploys/idp.py, in the identity provider's) and
+failed logins in Dovecot's log (and, from deploys/idp/, in the identity provider's) and
 bans the client address on every login port, through nftables, for a time from the
 inventory. Never the platform's own hosts. The protection everyone gets, with or without
 Nauthilus."""
@@ -31,7 +31,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="bruteforce",
-    roles=frozenset({"mailbox", "submission", "proxy", "idp"}),  # idp: its jail comes from deploys/idp.py
+    roles=frozenset({"mailbox", "submission", "proxy", "idp"}),  # idp: its jail comes from deploys/idp/
     packages=("fail2ban", "python3-systemd"),
     units=("fail2ban",),
     section="bruteforce",

@@ -19,7 +19,7 @@ from pathlib import Path
 from pyinfra.operations import files, server
 
 from deploys import tls
-from mailstack.component import TEMPLATES, Component, File, Opening, Service, render
+from mailstack.component import Component, File, Opening, Service, render, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -150,7 +150,7 @@ def configure(plan: HostPlan) -> list[Service]:
         )),
         # the buckets belong to the whole cluster: its first host makes them
         *([Service(None, (
-            File.copy(BUCKETS_TOOL, TEMPLATES / "storage" / "mailstack-s3-buckets.sh", mode="0755"),
+            File.copy(BUCKETS_TOOL, template_path("storage/mailstack-s3-buckets.sh"), mode="0755"),
             File.text(f"{ETC}/buckets", "\n".join(
                 settings["buckets"][p] + (" locked" if p == "backup" and locked(inv) else "") for p in PURPOSES)),
         ), on_change=f"{BUCKETS_TOOL} {ETC}/buckets {context['ip']}:9333")]

@@ -11,7 +11,7 @@ from pyinfra.operations import files, server
 
 from deploys import ldap, nauthilus, tls
 from deploys.idp import introspection
-from mailstack.component import TEMPLATES, Component, File, Opening, Service, guard
+from mailstack.component import Component, File, Opening, Service, guard, template_path
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
@@ -144,7 +144,7 @@ def configure(plan: HostPlan) -> list[Service]:
         Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
                 on_change=f"sievec {ETC}/spam-to-junk.sieve"),
-        Service(None, (File.copy(QUARANTINE_TOOL, TEMPLATES / "dovecot" / "mailstack-quarantine.py", mode="0750"),)),
+        Service(None, (File.copy(QUARANTINE_TOOL, template_path("dovecot/mailstack-quarantine.py"), mode="0750"),)),
     ] if mailbox else []
     return [
         *mail,

@@ -12,7 +12,7 @@ from pyinfra.operations import files, pip, server
 from deploys import clamav
 from deploys.clamav import CLAMAV_UNSCANNED
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
-from mailstack.component import TEMPLATES, Component, File, Service, seconds
+from mailstack.component import Component, File, Service, seconds, template_path
 from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse
@@ -21,7 +21,7 @@ USER = "mailstack-peekaboo"
 HOME = "/opt/mailstack-peekaboo"
 ETC = "/etc/mailstack-peekaboo"
 STATE = "/var/lib/mailstack-peekaboo"
-LOCK = Path(__file__).with_suffix(".lock")
+LOCK = Path(__file__).with_name("peekaboo.lock")
 # the sandbox-free ruleset: the first rule that decides wins
 RULES = ("known", "file_larger_than", "file_type_on_whitelist", "office_macro", "expressions", "final_rule")
 
@@ -50,7 +50,7 @@ def configure(plan: HostPlan) -> list[Service]:
                       mode="0640"),
             File.template("/etc/systemd/system/mailstack-peekaboo.service", "peekaboo/mailstack-peekaboo.service.j2",
                           paths),
-            File.copy(f"{HOME}/check.py", TEMPLATES / "peekaboo" / "check.py"),
+            File.copy(f"{HOME}/check.py", template_path("peekaboo/check.py")),
         ), check=f"runuser -u {USER} -- {HOME}/venv/bin/python {HOME}/check.py {ETC}/peekaboo.conf"),
     ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from deploys import tls
 from deploys.siem import RSYSLOG_CHECK
-from mailstack.component import TEMPLATES, Component, File, Opening, Service
+from mailstack.component import Component, File, Opening, Service, template_path
 from mailstack.plan import HostPlan
 
 PORT = 6514
@@ -20,8 +20,8 @@ def https_receiver(plan: HostPlan, unit: str, what: str, port: int, log: str) ->
     """The lab's HTTPS receiver as `unit`: writes each POSTed JSON body as one line to `log`."""
     context = tls.context(plan)
     return Service(unit, (
-        File.copy(HTTPS_RECEIVER, TEMPLATES / "siem" / "http-receiver.py", mode="0755"),
-        File.template(f"/etc/systemd/system/{unit}.service", "siem/lab-https-receiver.service.j2",
+        File.copy(HTTPS_RECEIVER, template_path("siem_receiver/http-receiver.py"), mode="0755"),
+        File.template(f"/etc/systemd/system/{unit}.service", "siem_receiver/lab-https-receiver.service.j2",
                       {"what": what, "program": HTTPS_RECEIVER, "port": port, "log": log,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
     ))
@@ -30,7 +30,7 @@ def https_receiver(plan: HostPlan, unit: str, what: str, port: int, log: str) ->
 def configure(plan: HostPlan) -> list[Service]:
     context = tls.context(plan)
     return [Service("rsyslog", (
-        File.template("/etc/rsyslog.d/mailstack-siem-receiver.conf", "siem/receive.conf.j2",
+        File.template("/etc/rsyslog.d/mailstack-siem-receiver.conf", "siem_receiver/receive.conf.j2",
                       {"port": PORT, "log": LOG, "ca_file": tls.TRUST,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
     ), check=RSYSLOG_CHECK), https_receiver(plan, "mailstack-siem-http", "the SIEM's HTTPS JSON receiver",

@@ -1,4 +1,4 @@
-"""Hosts with `filter`: rspamd as Postfix milter, with Redis (deploys/redis.py); DKIM/ARC signing,
+"""Hosts with `filter`: rspamd as Postfix milter, with Redis (deploys/redis/); DKIM/ARC signing,
 SPF/DKIM/DMARC/ARC evaluation, per-domain and per-user spam and malware policies, allow lists (a tenant's list
 counts only for mail to that tenant: Postfix applies deny lists per recipient), and the
 rule that binds a logged-in user's header From/Sender to the addresses granted to it."""

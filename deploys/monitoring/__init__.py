@@ -1,5 +1,5 @@
 """Hosts with `monitoring`: Prometheus and Alertmanager from Debian, on loopback. Prometheus
-scrapes every platform host's exporters (deploys/exporters.py) and evaluates the alert
+scrapes every platform host's exporters (deploys/exporters/) and evaluates the alert
 rules (an account on hold, the queue's size and growth, an exporter down, a certificate
 about to expire, a mailbox too large, too full or growing too fast); Alertmanager sends
 to the inventory's webhooks, never through the mail queue it watches."""

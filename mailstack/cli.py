@@ -39,8 +39,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_docs(args: argparse.Namespace) -> int:
+    from mailstack import registry, schemabuild
+    from mailstack.inventory.schema import forget_schema
     from mailstack.schemadoc import render
 
+    written = schemabuild.write(registry.components())
+    print(f"wrote {written.relative_to(Path.cwd()) if written.is_relative_to(Path.cwd()) else written}",
+          file=sys.stderr)
+    forget_schema()  # the docs come from the file just written
     text = render()
     if args.output == "-":
         sys.stdout.write(text)
@@ -234,7 +240,8 @@ def parser() -> argparse.ArgumentParser:
     dns.add_argument("file", metavar="FILE", help="inventory YAML file")
     dns.set_defaults(func=cmd_dns)
 
-    docs = sub.add_parser("schema-docs", help="generate the inventory reference from the schema")
+    docs = sub.add_parser("schema-docs", help="assemble schemas/inventory.schema.json from the core and the "
+                                              "components' sections, and the inventory reference from it")
     docs.add_argument("-o", "--output", default="docs/inventory.md",
                       help="where to write it ('-' for stdout; default: docs/inventory.md)")
     docs.set_defaults(func=cmd_schema_docs)

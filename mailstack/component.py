@@ -8,6 +8,7 @@ Nothing here talks to a host: deploys/ turns a component's files into pyinfra op
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,12 @@ from pathlib import Path
 from pyinfra.api.util import get_template
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "deploys"  # one folder per component
+
+
+def schema_fragment(module_file: str) -> dict:
+    """The inventory sections a component owns: `schema.json` in its folder, if any."""
+    fragment = Path(module_file).with_name("schema.json")
+    return json.loads(fragment.read_text()) if fragment.exists() else {}
 
 
 def template_path(name: str) -> Path:
@@ -134,7 +141,9 @@ class Component:
     image ships them disabled until configured). public: ports open to anyone, per role.
     local: (address, port) it listens on for this host's own use only (or a function of
     the plan giving them); the firewall opens none of them. loopback_clients: which local
-    users may connect to which of those ports. section: its inventory schema section.
+    users may connect to which of those ports. section: its inventory schema section, whose
+    settings have no effect without a host of its roles. schema: the sections it adds to the
+    inventory schema (its folder's schema.json, assembled by mailstack/schemabuild.py).
     rules: checks of the inventory (data, positions) -> problems. enabled: whether the
     inventory turns it on (default: always, for hosts with its roles). needed: whether a
     host with its roles needs it under the topology (inventory, host) -> bool. extends: files it adds
@@ -157,6 +166,7 @@ class Component:
     # a function of the plan; the firewall refuses every other local user (deploys/loopback/)
     loopback_clients: Callable | None = None
     section: str | None = None
+    schema: Mapping[str, dict] = field(default_factory=dict)
     rules: tuple[Callable, ...] = ()
     enabled: Callable | None = None
     needed: Callable | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deploys import storage
 from deploys.dovecot import MAIL_ROOT
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 
@@ -49,6 +49,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="backup",
+    schema=schema_fragment(__file__),
     roles=frozenset({"mailbox"}),
     packages=("restic",),
     units=("mailstack-backup.timer", "mailstack-backup-check.timer"),

@@ -7,7 +7,7 @@ Nauthilus."""
 
 from __future__ import annotations
 
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 
 LOGIN_PORTS = (143, 993, 110, 995, 587, 465)
@@ -31,6 +31,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="bruteforce",
+    schema=schema_fragment(__file__),
     roles=frozenset({"mailbox", "submission", "proxy", "idp"}),  # idp: its jail comes from deploys/idp/
     packages=("fail2ban", "python3-systemd"),
     units=("fail2ban",),

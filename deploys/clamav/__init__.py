@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 
@@ -98,6 +98,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="clamav",
+    schema=schema_fragment(__file__),
     roles=frozenset({"filter"}),
     packages=("clamav-daemon", "clamav-freshclam"),
     units=("clamav-daemon",),

@@ -11,7 +11,7 @@ from pyinfra.operations import files, server
 
 from deploys import ldap, nauthilus, tls
 from deploys.idp import introspection
-from mailstack.component import Component, File, Opening, Service, guard, template_path
+from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
@@ -205,6 +205,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 
 COMPONENT = Component(
     name="dovecot",
+    schema=schema_fragment(__file__),
     roles=frozenset({"mailbox", "submission", "proxy"}),
     packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-sieve",
               "dovecot-auth-lua", "lua-cjson"),  # the last two: Dovecot's side of Nauthilus

@@ -15,7 +15,7 @@ from pyinfra.operations import files
 
 from deploys import tls
 from deploys.bruteforce import LOGIN_PORTS
-from mailstack.component import Component, File, Service, template_path
+from mailstack.component import Component, File, Service, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -146,6 +146,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="idp",
+    schema=schema_fragment(__file__),
     roles=frozenset({"idp"}),
     packages=("glewlwyd", "dbconfig-sqlite3"),
     preseed=("glewlwyd glewlwyd/database-type select sqlite3",),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploys import dovecot, tls
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -140,6 +140,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="ldap",
+    schema=schema_fragment(__file__),
     roles=frozenset({"mailbox", "mx", "submission"}),
     packages=("dovecot-ldap", "postfix-ldap"),
     section="ldap",

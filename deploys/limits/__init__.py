@@ -10,7 +10,7 @@ from __future__ import annotations
 from deploys import redis
 from deploys.dovecot import ETC as DOVECOT_ETC
 from deploys.dovecot import SECRET as DOVECOT_SECRET
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
 
@@ -76,6 +76,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="limits",
+    schema=schema_fragment(__file__),
     roles=frozenset({"filter", "submission"}),
     platform_only=True,
     section="limits",

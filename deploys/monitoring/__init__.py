@@ -7,7 +7,7 @@ to the inventory's webhooks, never through the mail queue it watches."""
 from __future__ import annotations
 
 from deploys import exporters
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 
 PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
@@ -51,6 +51,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="monitoring",
+    schema=schema_fragment(__file__),
     roles=frozenset({"monitoring"}),
     packages=("prometheus", "prometheus-alertmanager"),
     units=("prometheus", "prometheus-alertmanager"),

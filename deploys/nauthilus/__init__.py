@@ -16,7 +16,7 @@ from pyinfra.operations import files, server
 
 from deploys import redis, tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
-from mailstack.component import Component, File, Opening, Service, seconds, template_path
+from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
 from mailstack.secrets import password
@@ -196,6 +196,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="nauthilus",
+    schema=schema_fragment(__file__),
     roles=frozenset({"auth"}),
     units=("mailstack-nauthilus",),
     section="nauthilus",

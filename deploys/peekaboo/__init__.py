@@ -12,7 +12,7 @@ from pyinfra.operations import files, pip, server
 from deploys import clamav
 from deploys.clamav import CLAMAV_UNSCANNED
 from deploys.rspamd import SUBMISSION_VIA_GATEWAY
-from mailstack.component import Component, File, Service, seconds, template_path
+from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
 from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse
@@ -94,6 +94,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="peekaboo",
+    schema=schema_fragment(__file__),
     roles=frozenset({"sandbox"}),
     packages=("python3-venv", "libmagic1"),
     units=("mailstack-peekaboo",),

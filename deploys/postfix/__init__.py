@@ -14,7 +14,7 @@ from ipaddress import ip_network
 from pyinfra.operations import files
 
 from deploys import ldap, rspamd, tls
-from mailstack.component import Component, File, Opening, Service, guard, table
+from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, table
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
 MAPS = "/etc/postfix/mailstack"
@@ -215,6 +215,7 @@ def local(plan: HostPlan) -> set[tuple[str, int]]:
 
 COMPONENT = Component(
     name="postfix",
+    schema=schema_fragment(__file__),
     roles=frozenset({"mx", "submission"}),
     packages=("postfix",),
     preseed=("postfix postfix/main_mailer_type select No configuration",),

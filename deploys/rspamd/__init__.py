@@ -10,7 +10,7 @@ import json
 from pyinfra.operations import files, server, systemd
 
 from deploys import redis
-from mailstack.component import Component, File, Service, guard, table
+from mailstack.component import Component, File, Service, guard, schema_fragment, table
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -117,6 +117,7 @@ def install(plan: HostPlan) -> None:
 
 COMPONENT = Component(
     name="rspamd",
+    schema=schema_fragment(__file__),
     roles=frozenset({"filter"}),
     packages=("rspamd",),
     units=("rspamd",),

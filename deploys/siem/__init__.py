@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from deploys import tls
 from deploys.exporters import TEXTFILES
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 
 RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
@@ -43,6 +43,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 COMPONENT = Component(
     name="siem",
+    schema=schema_fragment(__file__),
     roles=frozenset({"filter"}),
     packages=("rsyslog", "rsyslog-gnutls"),
     units=("rsyslog",),

@@ -9,7 +9,7 @@ from pathlib import Path
 from pyinfra.operations import files, pip, server
 
 from deploys import tls
-from mailstack.component import Component, File, Opening, Service
+from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import domain_certificate
@@ -159,6 +159,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="smime",
+    schema=schema_fragment(__file__),
     roles=frozenset({"smime"}),
     packages=("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl"),
     units=("mailstack-smime",),

@@ -19,7 +19,7 @@ from pathlib import Path
 from pyinfra.operations import files, server
 
 from deploys import tls
-from mailstack.component import Component, File, Opening, Service, render, template_path
+from mailstack.component import Component, File, Opening, Service, render, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -238,6 +238,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="storage",
+    schema=schema_fragment(__file__),
     roles=frozenset({"storage"}),
     units=("mailstack-seaweedfs",),
     openings=openings,

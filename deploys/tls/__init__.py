@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyinfra.operations import files
 
-from mailstack.component import Component, File, Service
+from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import host_certificate, lab_ca
@@ -85,6 +85,7 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
 
 COMPONENT = Component(
     name="tls",
+    schema=schema_fragment(__file__),
     roles=None,
     packages=("openssl", "ca-certificates"),
     section="tls",

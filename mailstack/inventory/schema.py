@@ -24,6 +24,12 @@ def schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def forget_schema() -> None:
+    """Read schemas/inventory.schema.json again (it was just rebuilt)."""
+    for cached in (schema, _validator, _fast_validator):
+        cached.cache_clear()
+
+
 def _is_ip(value: object) -> bool:
     try:
         ipaddress.ip_address(value)

@@ -1,10 +1,14 @@
 """The command line: exit codes, summaries, generated docs kept in sync."""
 
+import json
 import subprocess
 import sys
 
+import pytest
 from unitdata import ROOT, VALID
 
+from deploys import COMPONENTS, served_roles
+from mailstack import schemabuild
 from mailstack.schemadoc import render
 
 
@@ -38,6 +42,26 @@ def test_check_missing_file_is_a_problem_not_a_traceback(tmp_path):
 def test_committed_inventory_reference_is_current():
     committed = (ROOT / "docs" / "inventory.md").read_text()
     assert committed == render(), "docs/inventory.md is stale: run `mailstack schema-docs`"
+
+
+def test_the_published_schema_is_the_core_with_every_components_sections():
+    """schemas/inventory.schema.json, which the model reads, is exactly what the core and the
+    components' folders assemble to; the roles are those the components serve."""
+    built = schemabuild.assembled(COMPONENTS)
+    assert (ROOT / "schemas" / "inventory.schema.json").read_text() == schemabuild.text(built), \
+        "schemas/inventory.schema.json is stale: run `mailstack schema-docs`"
+    assert set(built["properties"]["hosts"]["items"]["properties"]["roles"]["items"]["enum"]) == served_roles()
+    assert {"s3", "oidc", "backup", "postfix"} <= set(built["properties"]) and \
+        "s3" not in json.loads(schemabuild.CORE.read_text())["properties"]
+
+
+def test_two_components_cannot_both_declare_one_section():
+    from mailstack.component import Component
+
+    rival = Component(name="postsrsd", roles=frozenset({"mx"}), schema={"postfix": {"type": "object"}})
+    with pytest.raises(ValueError, match="component 'postsrsd' declares the section 'postfix', which component "
+                                         "'postfix' declares already"):
+        schemabuild.assembled((*COMPONENTS, rival))
 
 
 def test_help_lists_every_command():

@@ -132,8 +132,8 @@ BAD = [
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
-     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'directory', 'mx', 'submission', 'mailbox', 'proxy', 'filter', "
-     "'auth', 'idp', 'smime', 'sandbox', 'storage', 'backup', 'monitoring']"),
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'directory', 'idp', 'storage', 'filter', "
+     "'sandbox', 'auth', 'submission', 'mx', 'mailbox', 'proxy', 'smime', 'monitoring']"),
     ("SIEM over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nsiem:\n  http:\n"
                                   "    - http://siem.example/records\n"), "http://siem", 1,
      "siem.http[0]: 'http://siem.example/records' is not an https URL (records carry mail metadata: plain http is "
@@ -183,8 +183,8 @@ BAD = [
     ("an operator directory without its bind password", ("    tenant: second\n", "    tenant: second\n    "
                                                           "user_source: ldap\n"), "user_source: ldap", 1,
      "domains[1].user_source: ldap.bind_password_file is needed"),
-    ("planned role", ("roles: [smime]", "roles: [smime, backup]"), "roles: [smime, backup]", 1,
-     "hosts[1].roles[1]: 'backup' is not implemented yet (planned: issue 12 (backups))"),
+    ("a role no component serves", ("roles: [smime]", "roles: [smime, backup]"), "roles: [smime, backup]", 1,
+     "hosts[1].roles[1]: 'backup' is not one of ['dns', "),
     ("an auth host without Nauthilus", ("roles: [smime]", "roles: [smime, auth]"), "roles: [smime, auth]", 1,
      "hosts[1].roles: role 'auth' runs Nauthilus: set nauthilus.enabled"),
 ]

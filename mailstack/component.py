@@ -30,6 +30,21 @@ def template_path(name: str) -> Path:
     return COMPONENTS_DIR / component / "templates" / file
 
 
+# What a component may add to another's configuration (`Component.adds`), each a function
+# of (inventory, host) that the plan calls once per host the component runs on.
+EXTENSION_POINTS = {
+    "postfix.main": "Postfix main.cf parameters, {name: value}; two components (or a component and "
+                    "Postfix itself) setting one parameter is an error",
+    "postfix.master": "Postfix master.cf services, [{'line': 'name type private ... command', "
+                      "'options': ['name=value', ...]}]; one service name, one owner",
+    "tls.names": "more names the host's certificate carries, [name]",
+}
+
+
+class ExtensionConflict(ValueError):
+    """Two components (or a component and the one it extends) claim the same setting."""
+
+
 class UnsafeValue(ValueError):
     """An inventory value that would add lines to a configuration file."""
 
@@ -143,7 +158,8 @@ class Component:
     the plan giving them); the firewall opens none of them. loopback_clients: which local
     users may connect to which of those ports. section: its inventory schema section, whose
     settings have no effect without a host of its roles. schema: the sections it adds to the
-    inventory schema (its folder's schema.json, assembled by mailstack/schemabuild.py).
+    inventory schema (its folder's schema.json, assembled by mailstack/schemabuild.py). adds:
+    what it adds at an extension point (EXTENSION_POINTS) of the hosts it runs on.
     rules: checks of the inventory (data, positions) -> problems. enabled: whether the
     inventory turns it on (default: always, for hosts with its roles). needed: whether a
     host with its roles needs it under the topology (inventory, host) -> bool. extends: files it adds
@@ -167,6 +183,7 @@ class Component:
     loopback_clients: Callable | None = None
     section: str | None = None
     schema: Mapping[str, dict] = field(default_factory=dict)
+    adds: Mapping[str, Callable] = field(default_factory=dict)
     rules: tuple[Callable, ...] = ()
     enabled: Callable | None = None
     needed: Callable | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mailstack import registry
-from mailstack.component import Component, Opening
+from mailstack.component import EXTENSION_POINTS, Component, ExtensionConflict, Opening
 from mailstack.dns import service_names, zones
 from mailstack.inventory import Domain, Host, Inventory, User
 
@@ -78,6 +78,7 @@ class HostPlan:
     dnssec_probe: str  # Postfix's probe of the root zone ("" where the resolver refuses it)
     tune_kernel: bool  # a container (lab) cannot set kernel parameters
     lab_partner_certificates: tuple[str, ...]  # S/MIME partners the lab CA plays
+    added: dict  # extension point -> ((component name, what it adds), ...) from the components here
 
     @property
     def name(self) -> str:
@@ -127,6 +128,27 @@ class HostPlan:
     def peers(self, hosts) -> tuple[str, ...]:
         """Addresses of the other hosts among `hosts` (this host reaches itself on loopback)."""
         return tuple(sorted(h.address for h in hosts if h.name != self.name))
+
+
+def additions(inv: Inventory, host: Host, components: tuple[Component, ...]) -> dict:
+    """What the host's components add at each extension point, checked: an unknown point, or
+    two components claiming one Postfix parameter or service, is an error naming both."""
+    for component in components:
+        for point in component.adds:
+            if point not in EXTENSION_POINTS:
+                raise ExtensionConflict(f"component {component.name!r} adds to {point!r}, which is no extension "
+                                        f"point (there are: {', '.join(EXTENSION_POINTS)})")
+    added = {point: tuple((c.name, c.adds[point](inv, host)) for c in components if point in c.adds)
+             for point in EXTENSION_POINTS}
+    for point, key in (("postfix.main", lambda item: item), ("postfix.master", lambda item: item["line"].split()[0])):
+        owners: dict[str, str] = {}
+        for name, items in added[point]:
+            for item in items:
+                if key(item) in owners:
+                    raise ExtensionConflict(f"components {owners[key(item)]!r} and {name!r} both set {point} "
+                                            f"{key(item)!r} on {host.name}")
+                owners[key(item)] = name
+    return added
 
 
 def _gateway(inv: Inventory, host: Host, mtas: list[Host]) -> GatewayHop | None:
@@ -185,10 +207,12 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
         submission = tuple(d for d in inv.domains if host.name in d.submission)
         proxied = own if "proxy" in host.roles else ()
+        here = tuple(c for c in components if c.serves(inv, host))
+        added = additions(inv, host, here)
         result[host.name] = HostPlan(
             inv=inv,
             host=host,
-            components=tuple(c for c in components if c.serves(inv, host)),
+            components=here,
             own_domains=own,
             mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
             mailbox_domains=mailbox,
@@ -202,12 +226,14 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             proxies=() if host.outside else proxies,  # the outside world has none in front of it
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
-            certificate_names=tuple(service_names(inv, host)),
+            certificate_names=tuple(dict.fromkeys((*service_names(inv, host),
+                                                   *(name for _, names in added["tls.names"] for name in names)))),
             resolver=resolver,
             # the lab's isolated resolver refuses the root zone: no DNSSEC probe of it there
             dnssec_probe="" if inv.platform["lab"] else "ns:.",
             tune_kernel=not inv.platform["lab"],
             lab_partner_certificates=lab_partners,
+            added=added,
         )
     return result
 

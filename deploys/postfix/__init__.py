@@ -9,15 +9,27 @@ rspamd cannot be reached mail is deferred (4xx), never accepted unscanned.
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_network
 
 from pyinfra.operations import files
 
 from deploys import ldap, rspamd, tls
-from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, table
+from mailstack.component import (
+    Component,
+    ExtensionConflict,
+    File,
+    Opening,
+    Service,
+    guard,
+    render,
+    schema_fragment,
+    table,
+)
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
 MAPS = "/etc/postfix/mailstack"
+MAIN_CF, MASTER_CF = "/etc/postfix/main.cf", "/etc/postfix/master.cf"
 LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 
 
@@ -158,6 +170,24 @@ def services(plan: HostPlan) -> list[dict]:
     return [{"options": [], **service} for service in result]
 
 
+def extended(plan: HostPlan, point: str, own: str) -> str:
+    """main.cf or master.cf with what other components here add to it (extension points
+    postfix.main and postfix.master); a parameter or service Postfix sets itself is theirs
+    to leave alone."""
+    if not plan.added[point]:
+        return own
+    mine = set(re.findall(r"^([A-Za-z0-9_-]+)\s", own, re.MULTILINE))
+    for component, items in plan.added[point]:
+        for name in (items if point == "postfix.main" else (s["line"].split()[0] for s in items)):
+            if name in mine:
+                raise ExtensionConflict(f"component {component!r} sets {point} {name!r}, which postfix sets itself")
+    main = point == "postfix.main"
+    return own.rstrip("\n") + "\n" + render(
+        "postfix/main-added.cf.j2" if main else "postfix/master-added.cf.j2",
+        {"added": [{"component": component, "entries": sorted(items.items()) if main else items}
+                   for component, items in plan.added[point]]}, MAIN_CF if main else MASTER_CF)
+
+
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.postfix
     context = {
@@ -180,8 +210,8 @@ def configure(plan: HostPlan) -> list[Service]:
                          for name, _, _ in deny_classes(plan)],
     }
     return [Service("postfix", (
-        File.template("/etc/postfix/main.cf", "postfix/main.cf.j2", context),
-        File.template("/etc/postfix/master.cf", "postfix/master.cf.j2", context),
+        File.text(MAIN_CF, extended(plan, "postfix.main", render("postfix/main.cf.j2", context, MAIN_CF))),
+        File.text(MASTER_CF, extended(plan, "postfix.master", render("postfix/master.cf.j2", context, MASTER_CF))),
         *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
         *ldap.postfix_files(plan),
     ), check="postfix check", reload=True,

@@ -1,0 +1,66 @@
+"""Extension points (issue 23): what one component adds to another's configuration is
+declared once (`Component.adds`), lands in that configuration on the hosts where the
+component runs, and a conflict is refused naming both parties, before any host is touched."""
+
+from __future__ import annotations
+
+import pytest
+from unitdata import VALID
+
+from deploys import COMPONENTS, configured, postfix
+from mailstack.component import Component, ExtensionConflict
+from mailstack.inventory import check_text
+from mailstack.plan import plans
+
+SRS = {"sender_canonical_maps": "tcp:127.0.0.1:10001", "sender_canonical_classes": "envelope_sender"}
+SRS_SERVICE = {"line": "srs-return unix -       -       n       -       -       smtp",
+               "options": ["syslog_name=postfix/srs-return"]}
+
+
+def srs(**adds) -> Component:
+    """A component as postsrsd would declare itself: on MX hosts, adding to Postfix."""
+    return Component(name="postsrsd", roles=frozenset({"mx"}), adds=adds)
+
+
+def postfix_files(components: tuple, host: str = "mx1") -> dict[str, list[str]]:
+    plan = plans(check_text(VALID, "inv.yml"), components)[host]
+    component = next(c for c in plan.components if c.name == "postfix")
+    return {f.path: f.lines for s in configured(component, plan) for f in s.files
+            if f.path in (postfix.MAIN_CF, postfix.MASTER_CF)}
+
+
+def test_what_a_component_adds_to_postfix_lands_in_main_cf_and_master_cf_where_it_runs():
+    plain = postfix_files(COMPONENTS)
+    files = postfix_files((*COMPONENTS, srs(**{"postfix.main": lambda inv, host: SRS,
+                                                 "postfix.master": lambda inv, host: [SRS_SERVICE],
+                                                 "tls.names": lambda inv, host: [f"srs.{inv.platform['domain']}"]})))
+    main, master = files[postfix.MAIN_CF], files[postfix.MASTER_CF]
+    assert main[1:len(plain[postfix.MAIN_CF])] == plain[postfix.MAIN_CF][1:]  # its own part as before
+    assert "# Added by the postsrsd component (extension point postfix.main)." in main
+    assert {"sender_canonical_maps = tcp:127.0.0.1:10001", "sender_canonical_classes = envelope_sender"} <= set(main)
+    assert SRS_SERVICE["line"] in master and "  -o syslog_name=postfix/srs-return" in master
+    plan = plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"tls.names": lambda inv, host: ["srs.t.example"]})))
+    assert "srs.t.example" in plan["mx1"].certificate_names
+    assert "srs.t.example" not in plan["other"].certificate_names  # not an MX host: not there
+
+
+def test_two_components_setting_one_postfix_parameter_are_refused_naming_both():
+    rival = Component(name="mta-sts", roles=frozenset({"mx"}),
+                      adds={"postfix.main": lambda inv, host: {"sender_canonical_maps": "hash:/x"}})
+    with pytest.raises(ExtensionConflict, match="components 'postsrsd' and 'mta-sts' both set postfix.main "
+                                                "'sender_canonical_maps' on mx1"):
+        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"postfix.main": lambda inv, host: SRS}), rival))
+
+
+def test_a_parameter_or_service_postfix_sets_itself_is_not_anyone_elses():
+    for point, value in (("postfix.main", {"smtpd_milters": ""}),
+                         ("postfix.master", [{"line": "smtp      inet  n       -       n       -       -       smtpd"}])):
+        with pytest.raises(ExtensionConflict, match=f"component 'postsrsd' sets {point} 'smtp(d_milters)?', "
+                                                    "which postfix sets itself"):
+            postfix_files((*COMPONENTS, srs(**{point: lambda inv, host, value=value: value})))
+
+
+def test_an_unknown_extension_point_is_named():
+    with pytest.raises(ExtensionConflict, match="component 'postsrsd' adds to 'postfix.mian', which is no "
+                                                "extension point"):
+        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"postfix.mian": lambda inv, host: SRS})))

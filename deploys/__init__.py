@@ -43,7 +43,9 @@ from deploys import (
 from deploys.ops import apply as apply_service
 from deploys.ops import packages
 from mailstack.component import Component, File, Service
+from mailstack.plan import plans
 from mailstack.registry import register
+from mailstack.secrets import making_all
 
 COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
     base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, backup_lock, clamav, peekaboo, siem, redis,
@@ -52,6 +54,17 @@ COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
 
 
 register(COMPONENTS)
+
+
+def make_secrets(inv) -> None:
+    """The secrets step, before a deploy plans: every host's plan and files are worked out
+    once under the secrets directory's lock, which makes every password, key and certificate
+    they use that does not exist yet (and renews certificates near expiry). After it the
+    deploy reads secrets only (mailstack.secrets.reading_only)."""
+    with making_all(inv):
+        for plan in plans(inv).values():
+            for component in plan.components:
+                configured(component, plan)
 
 
 def served_roles() -> set[str]:

@@ -33,13 +33,28 @@ def secrets_dir(inv: Inventory) -> Path:
 
 
 _depth: dict[Path, int] = {}  # this process's hold on each secrets directory's lock
+_reading_only = False  # after the secrets step: planning and rendering only read secrets
+
+
+class SecretMissing(RuntimeError):
+    """A secret was asked for after the secrets step, which did not make it."""
+
+
+def reading_only(on: bool = True) -> None:
+    """From now on (in this process) a secret that does not exist is an error, not made:
+    the deploy's planning and rendering are pure once its secrets step ran."""
+    global _reading_only
+    _reading_only = on
 
 
 @contextmanager
-def _making(inv: Inventory) -> Iterator[None]:
+def _making(inv: Inventory, what: str = "the secrets") -> Iterator[None]:
     """Hold the secrets directory's lock while a secret is made: two deploys (or a test
     beside a deploy) never make one secret twice with two values. Re-entrant within a
-    process (a certificate makes its CA)."""
+    process (a certificate makes its CA); the secrets step holds it throughout."""
+    if _reading_only:
+        raise SecretMissing(f"{what} would have to be made while the deploy only reads secrets: "
+                            "its secrets step (deploys.make_secrets) missed it")
     directory = secrets_dir(inv)
     if _depth.get(directory):
         _depth[directory] += 1
@@ -55,6 +70,13 @@ def _making(inv: Inventory) -> Iterator[None]:
             yield
         finally:
             _depth[directory] = 0
+
+
+@contextmanager
+def making_all(inv: Inventory) -> Iterator[None]:
+    """The secrets step: hold the secrets directory's lock for the whole of it."""
+    with _making(inv):
+        yield
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -102,7 +124,7 @@ def lab_ca(inv: Inventory) -> tuple[Path, Path]:
     cert_path, key_path = directory / "ca.pem", directory / "ca.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    with _making(inv):
+    with _making(inv, "the platform CA"):
         if not (cert_path.exists() and key_path.exists()):
             cert, key = new_ca(f"mailstack {inv.platform['name']} CA")
             _write_private(key_path, _pem_key(key))
@@ -152,7 +174,7 @@ def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_k
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if _current(cert_path, names) and key_path.exists():
         return cert_path, key_path
-    with _making(inv):
+    with _making(inv, f"the certificate in {directory.name} for {', '.join(names)}"):
         if not (_current(cert_path, names) and key_path.exists()):
             _issue_into(inv, cert_path, key_path, names, usage, new_key)
     return cert_path, key_path
@@ -189,7 +211,7 @@ def dkim_key(inv: Inventory, domain: str, selector: str, bits: int) -> Path:
     """The DKIM private key of a domain and selector, generated once."""
     path = secrets_dir(inv) / "dkim" / f"{domain}.{selector}.key"
     if not path.exists():
-        with _making(inv):
+        with _making(inv, f"the DKIM key {path.name}"):
             if not path.exists():
                 _write_private(path, _pem_key(rsa.generate_private_key(public_exponent=65537, key_size=bits)))
     return path
@@ -200,7 +222,7 @@ def password(inv: Inventory, name: str) -> str:
     with the other secrets; never printed."""
     path = secrets_dir(inv) / "passwords" / name
     if not path.exists():
-        with _making(inv):
+        with _making(inv, f"the password {name}"):
             if not path.exists():
                 _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=") + b"\n")
     return path.read_text().strip()

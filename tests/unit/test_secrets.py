@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from unitdata import ROOT, VALID
 
 from mailstack.inventory import check_text
@@ -65,3 +66,35 @@ def test_many_runs_at_once_agree_on_one_value(tmp_path):
     runs = [run(READER, tmp_path) for _ in range(6)]
     values = {r.communicate(timeout=60)[0].strip() for r in runs}
     assert len(values) == 1 and "" not in values
+
+
+def test_after_the_secrets_step_planning_and_rendering_only_read(tmp_path):
+    """Pure planning: with no secrets step, a deploy that only reads secrets stops at the
+    first one missing, naming it; after the step, planning and rendering every host of the
+    lab inventory make nothing and change nothing in the secrets directory."""
+    import deploys
+    from mailstack.plan import plans
+    from mailstack.secrets import SecretMissing, reading_only
+
+    text = (ROOT / "inventories" / "lab.yml").read_text().replace(
+        "  name: lab\n", f"  name: lab\n  secrets_dir: {tmp_path}/secrets\n", 1)
+    inv = check_text(text, "lab.yml")
+
+    def everything():
+        for plan in plans(inv).values():
+            for component in plan.components:
+                deploys.configured(component, plan)
+
+    reading_only()
+    try:
+        with pytest.raises(SecretMissing, match="would have to be made while the deploy only reads secrets"):
+            everything()
+        reading_only(False)
+        deploys.make_secrets(inv)
+        made = {p: p.read_bytes() for p in secrets_dir(inv).rglob("*") if p.is_file() and p.name != ".lock"}
+        assert any("dkim" in str(p) for p in made) and any("passwords" in str(p) for p in made)
+        reading_only()
+        everything()
+        assert made == {p: p.read_bytes() for p in secrets_dir(inv).rglob("*") if p.is_file() and p.name != ".lock"}
+    finally:
+        reading_only(False)

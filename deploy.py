@@ -3,13 +3,10 @@
 from pyinfra import host, logger
 from pyinfra.operations import apt
 
-from deploys import COMPONENTS, apply, served_roles
+from deploys import converge, served_roles
 
 plan = host.data.mailstack_plan
 for role in sorted(set(plan.roles) - served_roles()):
     logger.warning(f"{host.name}: role {role!r} has no deploy yet; nothing was done for it")
 apt.update(name="Refresh package lists (daily)", cache_time=86400)
-# every host walks the same list, so operations line up across hosts in one order
-for component in host.loop(COMPONENTS):
-    if component in plan.components:
-        apply(component, plan)
+converge(plan)

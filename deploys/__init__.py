@@ -40,8 +40,8 @@ from deploys import (
     storage,
     tls,
 )
+from deploys.ops import Manifests, manifest, packages, retire
 from deploys.ops import apply as apply_service
-from deploys.ops import packages
 from mailstack.component import Component, File, Service
 from mailstack.plan import plans
 from mailstack.registry import register
@@ -83,16 +83,35 @@ def configured(component: Component, plan) -> list[Service]:
                     absent=(*s.absent, *(f.path for f in added(s.unit, False)))) if s.unit else s for s in services]
 
 
-def apply(component: Component, plan) -> None:
+def apply(component: Component, plan, services: list[Service]) -> None:
     """The stages of one component on one host: install (packages, users, directories),
-    configure (render its files; the checker runs on change), activate (restart on
+    configure (its services, rendered: the checker runs on change), activate (restart on
     change, enabled, then running)."""
     @deploy(f"mailstack {component.name}")
     def stages() -> None:
         packages(component.name, component.packages, component.preseed, component.quiet_install)
         if component.install:
             component.install(plan)
-        for service in host.loop(configured(component, plan)):
+        for service in host.loop(services):
             apply_service(service)
 
     stages()
+
+
+def converge(plan) -> None:
+    """This host as its plan says: the components it no longer runs retired (their units
+    stopped, exactly the files they had put here removed), then each of its components
+    applied in order, then the record of what each one put here (its manifest)."""
+    services = {c.name: configured(c, plan) for c in plan.components}
+    written = {f.path for found in services.values() for s in found for f in s.files}
+    retired = sorted((name, lines) for name, lines in (host.get_fact(Manifests) or {}).items() if name not in services)
+    for name, lines in host.loop(retired):
+        retire(name, lines, written)
+    # every host walks the same list, so operations line up across hosts in one order
+    for component in host.loop(COMPONENTS):
+        if component in plan.components:
+            apply(component, plan, services[component.name])
+    apply_service(Service(None, tuple(
+        manifest(c.name, sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}),
+                 [f.path for s in services[c.name] for f in s.files])
+        for c in plan.components)))

@@ -64,6 +64,42 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
                f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
 
 
+MANIFESTS = "/var/lib/mailstack/components"  # per component: the units and files it put on this host
+
+
+class Manifests(FactBase):
+    """The components' manifests on the host: {component name: [lines]}, in one command."""
+
+    command = (f"for f in {MANIFESTS}/*; do [ -f \"$f\" ] && echo \"== ${{f##*/}}\" && cat \"$f\"; done; true")
+
+    def process(self, output):
+        found: dict[str, list[str]] = {}
+        for line in output:
+            if line.startswith("== "):
+                found[line[3:]] = []
+            elif found:
+                found[list(found)[-1]].append(line)
+        return found
+
+
+def manifest(name: str, units: list[str], files: list[str]) -> File:
+    """What a component put on this host, so that switching it off removes exactly that."""
+    return File.text(f"{MANIFESTS}/{name}", "\n".join([*(f"unit {u}" for u in units), *(f"file {f}" for f in files)]))
+
+
+def retire(name: str, lines: list[str], keep: set[str]) -> None:
+    """A component this host no longer runs: its units stopped and disabled, the files its
+    manifest lists removed (but those another component here writes now), then the manifest."""
+    units = [line[5:] for line in lines if line.startswith("unit ")]
+    paths = [line[5:] for line in lines if line.startswith("file ") and line[5:] not in keep]
+    for unit in units:
+        systemd.service(name=f"{unit} stopped and disabled ({name} is off here)", service=unit, running=False,
+                        enabled=False)
+    install_files(name=f"Files of {name} removed (off here)", files=(), absent=(*paths, f"{MANIFESTS}/{name}"))
+    if any(path.startswith("/etc/systemd/") for path in paths):
+        systemd.daemon_reload(name=f"systemd forgets {name}'s units")
+
+
 NO_START = "/usr/sbin/policy-rc.d"  # Debian asks it before a package starts a daemon; 101: do not
 
 

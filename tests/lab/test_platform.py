@@ -94,9 +94,10 @@ def test_hosts_resolve_lab_names_and_refuse_the_rest(mail):
     assert result.rc == 2  # not found (REFUSED by unbound), not 124 (timeout)
 
 
-def deploy() -> tuple[str, str, str, str]:
-    """Run the lab deploy; (operations, changed, errors, unchanged) from its summary."""
-    env = {**os.environ, "MAILSTACK_INVENTORY": str(INVENTORY.file)}  # the lab under test
+def deploy(inventory: Path | None = None) -> tuple[str, str, str, str]:
+    """Run the lab deploy (of the lab's inventory, or of `inventory`); (operations, changed,
+    errors, unchanged) from its summary."""
+    env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory or INVENTORY.file)}  # the lab under test
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     proc = subprocess.run([pyinfra, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -128,6 +129,42 @@ def test_lab_up_twice_is_a_no_op(mail):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "already up" in proc.stderr
     assert mail.check_output("cat /proc/sys/kernel/random/boot_id; systemctl show -p ExecMainPID postfix@-") == boot
+
+
+def test_a_component_switched_off_leaves_nothing_behind_and_comes_back(mail):
+    """Backups off in the inventory: the next deploy stops and disables their timers and
+    removes exactly the files they had put on `mail` (the lock keeper's too), nothing of
+    another component; on again, everything is back, and one more deploy changes nothing."""
+    backup = ["/usr/local/sbin/mailstack-backup", "/etc/mailstack/backup.env",
+              "/etc/systemd/system/mailstack-backup.timer", "/etc/systemd/system/mailstack-backup-check.service",
+              "/usr/local/sbin/mailstack-backup-lock", "/etc/mailstack/backup-lock.keys",
+              "/etc/systemd/system/mailstack-backup-lock.timer"]
+    manifests = "/var/lib/mailstack/components"
+    kept = {path: mail.file(path).sha256sum for path in ("/etc/postfix/main.cf", "/etc/dovecot/dovecot.conf",
+                                                          "/etc/seaweedfs/s3.json")}
+    assert all(mail.file(path).exists for path in backup)
+    off = Path(INVENTORY.file).with_name(".lab-without-backups.yml")
+    text = Path(INVENTORY.file).read_text()
+    assert "backup:  # restic" in text and "\n  enabled: true\n\nldap:" in text
+    off.write_text(text.replace("\n  enabled: true\n\nldap:", "\n  enabled: false\n\nldap:"))
+    try:
+        deploy(off)
+        assert [path for path in backup if mail.file(path).exists] == []
+        for timer in ("mailstack-backup.timer", "mailstack-backup-check.timer", "mailstack-backup-lock.timer"):
+            assert mail.run(f"systemctl is-enabled {timer}").rc != 0, timer  # gone, or at least disabled
+            assert mail.run(f"systemctl is-active {timer}").rc != 0, timer
+        assert not mail.file(f"{manifests}/backup").exists and mail.file(f"{manifests}/postfix").exists
+        # the S3 identities lose the backup keys; nothing else of the host was touched
+        assert mail.file("/etc/seaweedfs/s3.json").sha256sum != kept.pop("/etc/seaweedfs/s3.json")
+        assert {path: mail.file(path).sha256sum for path in kept} == kept
+        assert mail.service("postfix").is_running and mail.service("dovecot").is_running
+    finally:
+        off.unlink()
+        deploy()
+    assert all(mail.file(path).exists for path in backup)
+    assert mail.service("mailstack-backup.timer").is_enabled and mail.service("mailstack-backup-lock.timer").is_running
+    operations, changed, errors, unchanged = deploy()
+    assert (changed, errors) == ("-", "-") and unchanged == operations
 
 
 def test_second_deploy_changes_nothing():

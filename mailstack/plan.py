@@ -130,6 +130,12 @@ class HostPlan:
         return tuple(sorted(h.address for h in hosts if h.name != self.name))
 
 
+def platform_hosts(inv: Inventory, *roles: str) -> tuple[Host, ...]:
+    """The platform's own hosts (not those a lab plays the outside world with), those with
+    any of `roles` if given, in inventory order."""
+    return tuple(h for h in inv.hosts if not h.outside and (not roles or set(roles) & set(h.roles)))
+
+
 def additions(inv: Inventory, host: Host, components: tuple[Component, ...]) -> dict:
     """What the host's components add at each extension point, checked: an unknown point, or
     two components claiming one Postfix parameter or service, is an error naming both."""

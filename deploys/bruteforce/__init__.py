@@ -8,13 +8,13 @@ Nauthilus."""
 from __future__ import annotations
 
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, platform_hosts
 
 LOGIN_PORTS = (143, 993, 110, 995, 587, 465)
 
 
 def never_ban(plan: HostPlan) -> str:
-    own = sorted(h.address for h in plan.inv.hosts if not h.outside)
+    own = sorted(h.address for h in platform_hosts(plan.inv))
     return " ".join(["127.0.0.1/8", "::1", *own, *plan.inv.bruteforce["never_ban"]])
 
 

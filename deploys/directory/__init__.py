@@ -15,7 +15,7 @@ from pyinfra.operations import files
 from deploys import tls
 from deploys.ldap import bind_password
 from mailstack.component import Component, File, Opening, Service
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, platform_hosts
 
 PORT = 636
 ETC = "/etc/ldap/mailstack"
@@ -84,7 +84,7 @@ def install(plan: HostPlan) -> None:
 
 
 def openings(plan: HostPlan) -> list[Opening]:
-    readers = plan.peers(h for h in plan.inv.hosts if not h.outside and {"mailbox", "mx", "submission"} & set(h.roles))
+    readers = plan.peers(platform_hosts(plan.inv, "mailbox", "mx", "submission"))
     return [Opening(PORT, "tcp", "directory: LDAPS for the platform's mail hosts", readers)] if readers else []
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from deploys import exporters
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, platform_hosts
 
 PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
 
 
 def jobs(plan: HostPlan) -> list[tuple[str, str]]:
     """Each exporter job with its targets (a YAML flow list of quoted host:port)."""
-    watched = [h for h in plan.inv.hosts if not h.outside]
+    watched = list(platform_hosts(plan.inv))
     found = [("node", [f'"{h.address}:{exporters.NODE_PORT}"' for h in watched]),
              ("postfix", [f'"{h.address}:{exporters.POSTFIX_PORT}"' for h in watched if exporters.runs_postfix(h)])]
     return [(job, ", ".join(targets)) for job, targets in found if targets]

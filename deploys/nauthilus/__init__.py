@@ -18,7 +18,7 @@ from deploys import redis, tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
 from mailstack.inventory import Inventory, Positions, Problem
-from mailstack.plan import LOGIN_ROLES, HostPlan
+from mailstack.plan import LOGIN_ROLES, HostPlan, platform_hosts
 from mailstack.secrets import password
 
 BINARY = "/usr/local/sbin/nauthilus"
@@ -38,7 +38,7 @@ def enabled(inv: Inventory) -> bool:
 
 
 def auth_host(inv: Inventory):
-    return next(h for h in inv.hosts_with("auth") if not h.outside)
+    return platform_hosts(inv, "auth")[0]
 
 
 def api_url(inv: Inventory) -> str:
@@ -104,7 +104,7 @@ def settings(plan: HostPlan) -> dict:
             "controls": {
                 "enabled": ["brute_force"] if own["brute_force"] else [],
                 **({"brute_force": {"protocols": list(PROTOCOLS), "buckets": buckets,
-                                    "ip_allowlist": sorted(h.address for h in inv.hosts if not h.outside)
+                                    "ip_allowlist": sorted(h.address for h in platform_hosts(inv))
                                     + list(guard["never_ban"])}} if own["brute_force"] else {}),
             },
         },
@@ -145,7 +145,7 @@ def install(plan: HostPlan) -> None:
 
 def login_peers(plan: HostPlan) -> tuple[str, ...]:
     """The other hosts whose Dovecot asks Nauthilus (this host reaches itself over lo)."""
-    return plan.peers([h for h in plan.inv.hosts if not h.outside and LOGIN_ROLES & set(h.roles)])
+    return plan.peers(platform_hosts(plan.inv, *LOGIN_ROLES))
 
 
 def openings(plan: HostPlan) -> list[Opening]:

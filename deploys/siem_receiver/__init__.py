@@ -7,7 +7,7 @@ from __future__ import annotations
 from deploys import tls
 from deploys.siem import RSYSLOG_CHECK
 from mailstack.component import Component, File, Opening, Service, template_path
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, platform_hosts
 
 PORT = 6514
 LOG = "/var/log/mailstack-siem.log"
@@ -38,7 +38,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def openings(plan: HostPlan) -> list[Opening]:
-    senders = plan.peers(h for h in plan.inv.hosts if not h.outside and "filter" in h.roles)
+    senders = plan.peers(platform_hosts(plan.inv, "filter"))
     if not senders:
         return []
     return [Opening(PORT, "tcp", "siem: verdict records from the filter hosts (syslog)", senders),

@@ -21,7 +21,7 @@ from pyinfra.operations import files, server
 from deploys import tls
 from mailstack.component import Component, File, Opening, Service, render, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, platform_hosts
 from mailstack.secrets import password
 from mailstack.wheels import program
 
@@ -77,7 +77,7 @@ def locked(inv: Inventory) -> bool:
 
 def backup_hosts(inv: Inventory) -> tuple:
     """The hosts that back up to the store: the platform's mailbox hosts, with backups on."""
-    return tuple(h for h in inv.hosts_with("mailbox") if not h.outside) if inv.backup["enabled"] else ()
+    return platform_hosts(inv, "mailbox") if inv.backup["enabled"] else ()
 
 
 def identities(inv: Inventory) -> str:
@@ -103,7 +103,7 @@ def identities(inv: Inventory) -> str:
 
 
 def storage_hosts(inv: Inventory) -> tuple:
-    return tuple(h for h in inv.hosts_with("storage") if not h.outside)
+    return platform_hosts(inv, "storage")
 
 
 def cluster(plan: HostPlan) -> bool:

@@ -58,3 +58,31 @@ def test_the_contract_sees_late_imports(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from deploys import COMPONENTS\n    import mailstack.lab.image\n")
     assert {"deploys", "deploys.COMPONENTS", "mailstack.lab.image"} <= imported(sample)
+
+
+# Which component imports which today: each edge is to become an extension point (issue 23);
+# tls is the shared certificate helper. A new edge is refused: add to an extension point instead.
+KNOWN_EDGES = {
+    "backup": {"storage", "dovecot"}, "backup_lock": {"storage", "tls"}, "base": {"loopback"},
+    "directory": {"tls", "ldap"}, "dovecot": {"ldap", "nauthilus", "tls", "idp"}, "exporters": {"limits", "tls"},
+    "filter_link": {"tls"}, "idp": {"tls", "bruteforce"}, "ldap": {"dovecot", "tls"},
+    "limits": {"redis", "dovecot"}, "lmtp_link": {"filter_link"}, "monitoring": {"exporters"},
+    "nauthilus": {"redis", "tls"}, "pager_receiver": {"siem_receiver"}, "peekaboo": {"clamav", "rspamd"},
+    "postfix": {"ldap", "rspamd", "tls"}, "redis": {"limits"}, "rspamd": {"redis"}, "siem": {"tls", "exporters"},
+    "siem_receiver": {"tls", "siem"}, "smime": {"tls"}, "storage": {"tls"},
+}
+
+
+def component_imports() -> dict[str, set[str]]:
+    found = {}
+    for path in sorted((ROOT / "deploys").glob("*/__init__.py")):
+        names = imported(path)
+        found[path.parent.name] = {n.split(".")[1] for n in names if n.startswith("deploys.") and
+                                   (ROOT / "deploys" / n.split(".")[1] / "__init__.py").exists()}
+    return {name: edges - {name} for name, edges in found.items() if edges - {name}}
+
+
+def test_components_import_no_other_component_beyond_the_known_edges():
+    new = {name: edges - KNOWN_EDGES.get(name, set()) for name, edges in component_imports().items()}
+    assert not {name: edges for name, edges in new.items() if edges}, \
+        "a component imports another: declare what it needs at an extension point (mailstack/component.py)"

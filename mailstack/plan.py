@@ -213,6 +213,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
         submission = tuple(d for d in inv.domains if host.name in d.submission)
         proxied = own if "proxy" in host.roles else ()
+        logins = {d.name for d in (*mailbox, *submission, *proxied)}  # names: comparing Domains is slow
         here = tuple(c for c in components if c.serves(inv, host))
         added = additions(inv, host, here)
         result[host.name] = HostPlan(
@@ -223,7 +224,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
             mailbox_domains=mailbox,
             submission_domains=submission,
-            login_domains=tuple(d for d in inv.domains if d in mailbox or d in submission or d in proxied),
+            login_domains=tuple(d for d in inv.domains if d.name in logins),
             # rspamd here, or this host's end of the tunnel to the filter host
             milter="127.0.0.1" if filtered and not host.outside and host in mtas else None,
             filter_link=filter_link(inv, host),

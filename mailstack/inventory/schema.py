@@ -26,7 +26,7 @@ def schema() -> dict:
 
 def forget_schema() -> None:
     """Read schemas/inventory.schema.json again (it was just rebuilt)."""
-    for cached in (schema, _validator, _fast_validator):
+    for cached in (schema, _validator, _fast_validator, _referenced):
         cached.cache_clear()
 
 
@@ -74,13 +74,22 @@ def _fast_validator():
 
 
 def resolve(node: dict) -> dict:
+    """A schema node with its `$ref` (if any) filled in."""
     ref = node.get("$ref")
     if not ref:
         return node
+    if len(node) == 1:
+        return _referenced(ref)
+    return {**_referenced(ref), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+@cache
+def _referenced(ref: str) -> dict:
+    """What a `$ref` points to, resolved once (the schema does not change while loaded)."""
     target = schema()
     for part in ref.removeprefix("#/").split("/"):
         target = target[part]
-    return {**resolve(target), **{k: v for k, v in node.items() if k != "$ref"}}
+    return resolve(target)
 
 
 KINDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",

@@ -103,15 +103,15 @@ def converge(plan) -> None:
     stopped, exactly the files they had put here removed), then each of its components
     applied in order, then the record of what each one put here (its manifest)."""
     services = {c.name: configured(c, plan) for c in plan.components}
-    written = {f.path for found in services.values() for s in found for f in s.files}
+    units = {c.name: sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}) for c in plan.components}
+    files = {f.path for found in services.values() for s in found for f in s.files}
+    kept = files | {unit for found in units.values() for unit in found}  # what the components here have now
     retired = sorted((name, lines) for name, lines in (host.get_fact(Manifests) or {}).items() if name not in services)
     for name, lines in host.loop(retired):
-        retire(name, lines, written)
+        retire(name, lines, kept)
     # every host walks the same list, so operations line up across hosts in one order
     for component in host.loop(COMPONENTS):
         if component in plan.components:
             apply(component, plan, services[component.name])
     apply_service(Service(None, tuple(
-        manifest(c.name, sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}),
-                 [f.path for s in services[c.name] for f in s.files])
-        for c in plan.components)))
+        manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files]) for c in plan.components)))

@@ -89,8 +89,9 @@ def manifest(name: str, units: list[str], files: list[str]) -> File:
 
 def retire(name: str, lines: list[str], keep: set[str]) -> None:
     """A component this host no longer runs: its units stopped and disabled, the files its
-    manifest lists removed (but those another component here writes now), then the manifest."""
-    units = [line[5:] for line in lines if line.startswith("unit ")]
+    manifest lists removed (but the units and files another component here has now), then
+    the manifest."""
+    units = [line[5:] for line in lines if line.startswith("unit ") and line[5:] not in keep]
     paths = [line[5:] for line in lines if line.startswith("file ") and line[5:] not in keep]
     for unit in units:
         systemd.service(name=f"{unit} stopped and disabled ({name} is off here)", service=unit, running=False,

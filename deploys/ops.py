@@ -74,11 +74,12 @@ class Manifests(FactBase):
 
     def process(self, output):
         found: dict[str, list[str]] = {}
+        lines: list[str] = []
         for line in output:
             if line.startswith("== "):
-                found[line[3:]] = []
-            elif found:
-                found[list(found)[-1]].append(line)
+                lines = found[line[3:]] = []
+            else:
+                lines.append(line)
         return found
 
 

@@ -74,3 +74,13 @@ def test_invalid_inventory_stops_pyinfra_before_any_connection(tmp_path):
     assert f"{bad}:16 domains[0].dmarc.policy: 'rejct' is not one of" in proc.stderr
     assert "Connected" not in proc.stdout
 
+
+
+def test_the_manifests_fact_reads_each_components_units_and_files():
+    """What retiring a component removes is read back from the host's manifests as written."""
+    from deploys.ops import Manifests, manifest
+
+    written = manifest("backup", ["mailstack-backup.timer"], ["/etc/mailstack/backup.env"])
+    output = ["== backup", *written.lines, "== base", "file /etc/hosts"]
+    assert Manifests().process(output) == {"backup": ["unit mailstack-backup.timer", "file /etc/mailstack/backup.env"],
+                                           "base": ["file /etc/hosts"]}

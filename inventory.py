@@ -1,8 +1,8 @@
 """pyinfra inventory: the validated mailstack inventory named by $MAILSTACK_INVENTORY.
 
 Groups are roles; each host's data is its plan (`mailstack_plan`), computed once for
-the whole platform after the secrets step made whatever secret it needs. An invalid inventory stops pyinfra before it
-connects anywhere (exit 2, every problem listed).
+the whole platform after the secrets step made whatever secret it needs. An invalid
+inventory stops pyinfra before it connects anywhere (exit 2, every problem listed).
 """
 
 import os

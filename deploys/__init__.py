@@ -7,39 +7,11 @@ components (the lab image, the firewall, the tests' expectations) reads COMPONEN
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib import import_module
 
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys import (
-    backup,
-    backup_lock,
-    base,
-    bruteforce,
-    clamav,
-    directory,
-    dns,
-    dovecot,
-    exporters,
-    filter_link,
-    idp,
-    ldap,
-    limits,
-    lmtp_link,
-    loopback,
-    monitoring,
-    nauthilus,
-    pager_receiver,
-    peekaboo,
-    postfix,
-    redis,
-    rspamd,
-    siem,
-    siem_receiver,
-    smime,
-    storage,
-    tls,
-)
 from deploys.ops import Manifests, manifest, packages, retire
 from deploys.ops import apply as apply_service
 from mailstack.component import Component, File, Service
@@ -47,10 +19,14 @@ from mailstack.plan import plans
 from mailstack.registry import register
 from mailstack.secrets import making_all
 
-COMPONENTS: tuple[Component, ...] = tuple(module.COMPONENT for module in (
-    base, tls, dns, siem_receiver, pager_receiver, directory, idp, storage, backup_lock, clamav, peekaboo, siem, redis,
-    nauthilus, limits, rspamd, filter_link, lmtp_link, ldap, dovecot, smime, postfix, bruteforce, backup, exporters,
-    monitoring, loopback))
+# The registry: every component's folder, in the order they apply to a host.
+ORDER = (
+    "base", "tls", "dns", "siem_receiver", "pager_receiver", "directory", "idp", "storage", "backup_lock", "clamav",
+    "peekaboo", "siem", "redis", "nauthilus", "limits", "rspamd", "filter_link", "lmtp_link", "ldap", "dovecot", "smime",
+    "postfix", "bruteforce", "backup", "exporters", "monitoring", "loopback",
+)
+
+COMPONENTS: tuple[Component, ...] = tuple(import_module(f"deploys.{name}").COMPONENT for name in ORDER)
 
 
 register(COMPONENTS)

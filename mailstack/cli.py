@@ -58,11 +58,13 @@ def cmd_schema_docs(args: argparse.Namespace) -> int:
 
 def cmd_dns(args: argparse.Namespace) -> int:
     from mailstack.dns import zone_snippet
+    from mailstack.plan import plans
 
     inv = _load_or_report(args.file)
     if inv is None:
         return EXIT_INVALID
-    sys.stdout.write(zone_snippet(inv))
+    any_plan = next(iter(plans(inv).values()))  # the records components add are the same in every plan
+    sys.stdout.write(zone_snippet(inv, any_plan.contributed("dns.records")))
     return 0
 
 

@@ -38,7 +38,11 @@ EXTENSION_POINTS = {
     "postfix.master": "Postfix master.cf services, [{'line': 'name type private ... command', "
                       "'options': ['name=value', ...]}]; one service name, one owner",
     "tls.names": "more names the host's certificate carries, [name]",
+    "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
+    "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
 }
+# points whose additions are gathered from every host and handed to every host's plan
+PLATFORM_POINTS = frozenset({"dns.records", "monitoring.targets"})
 
 
 class ExtensionConflict(ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mailstack import registry
-from mailstack.component import EXTENSION_POINTS, Component, ExtensionConflict, Opening
+from mailstack.component import EXTENSION_POINTS, PLATFORM_POINTS, Component, ExtensionConflict, Opening
 from mailstack.dns import service_names, zones
 from mailstack.inventory import Domain, Host, Inventory, User
 
@@ -78,11 +78,17 @@ class HostPlan:
     dnssec_probe: str  # Postfix's probe of the root zone ("" where the resolver refuses it)
     tune_kernel: bool  # a container (lab) cannot set kernel parameters
     lab_partner_certificates: tuple[str, ...]  # S/MIME partners the lab CA plays
-    added: dict  # extension point -> ((component name, what it adds), ...) from the components here
+    # extension point -> ((component name, what it adds), ...) from the components here (and,
+    # for PLATFORM_POINTS, from those on every host, host after host)
+    added: dict
 
     @property
     def name(self) -> str:
         return self.host.name
+
+    def contributed(self, point: str) -> tuple:
+        """Everything the components add at extension point `point`, in component order."""
+        return tuple(item for _, items in self.added[point] for item in items)
 
     @property
     def roles(self) -> frozenset[str]:
@@ -134,6 +140,12 @@ def platform_hosts(inv: Inventory, *roles: str) -> tuple[Host, ...]:
     """The platform's own hosts (not those a lab plays the outside world with), those with
     any of `roles` if given, in inventory order."""
     return tuple(h for h in inv.hosts if not h.outside and (not roles or set(roles) & set(h.roles)))
+
+
+def own_domains(inv: Inventory) -> tuple[Domain, ...]:
+    """The platform's mail domains: those with an MX of the platform (not the lab's outside world)."""
+    outside = {h.name for h in inv.hosts if h.outside}
+    return tuple(d for d in inv.domains if not set(d.mx) <= outside)
 
 
 def additions(inv: Inventory, host: Host, components: tuple[Component, ...]) -> dict:
@@ -195,8 +207,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     """Every host's plan, by host name."""
     if components is None:
         components = registry.components()
-    outside = {h.name for h in inv.hosts if h.outside}
-    own = tuple(d for d in inv.domains if not set(d.mx) <= outside)
+    own = own_domains(inv)
     mtas = [h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles)]
     nameservers = inv.hosts_with("dns")
     isolated = bool(inv.platform["lab"] and nameservers)
@@ -208,18 +219,20 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
                          and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
     filtered = any(not h.outside for h in inv.hosts_with("filter"))
     proxies = tuple(h for h in inv.hosts_with("proxy") if not h.outside)
+    here = {host.name: tuple(c for c in components if c.serves(inv, host)) for host in inv.hosts}
+    added = {host.name: additions(inv, host, here[host.name]) for host in inv.hosts}
+    gathered = {point: tuple(item for host in inv.hosts for item in added[host.name][point]) for point in PLATFORM_POINTS}
     result = {}
     for host in inv.hosts:
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
         submission = tuple(d for d in inv.domains if host.name in d.submission)
         proxied = own if "proxy" in host.roles else ()
         logins = {d.name for d in (*mailbox, *submission, *proxied)}  # names: comparing Domains is slow
-        here = tuple(c for c in components if c.serves(inv, host))
-        added = additions(inv, host, here)
+        own_added = added[host.name]
         result[host.name] = HostPlan(
             inv=inv,
             host=host,
-            components=here,
+            components=here[host.name],
             own_domains=own,
             mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
             mailbox_domains=mailbox,
@@ -234,13 +247,13 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
             certificate_names=tuple(dict.fromkeys((*service_names(inv, host),
-                                                   *(name for _, names in added["tls.names"] for name in names)))),
+                                                   *(name for _, names in own_added["tls.names"] for name in names)))),
             resolver=resolver,
             # the lab's isolated resolver refuses the root zone: no DNSSEC probe of it there
             dnssec_probe="" if inv.platform["lab"] else "ns:.",
             tune_kernel=not inv.platform["lab"],
             lab_partner_certificates=lab_partners,
-            added=added,
+            added={**own_added, **gathered},
         )
     return result
 

@@ -25,6 +25,8 @@ def assembled(components) -> dict:
                 raise ValueError(f"component {component.name!r} declares the section {name!r}, which "
                                  f"{owner[name]} declares already")
             sections[name], owner[name] = copy.deepcopy(fragment), f"component {component.name!r}"
+            if sections[name].get("type") == "object":  # a section left out of an inventory: all its defaults
+                sections[name].setdefault("default", {})
     roles = list(dict.fromkeys(role for c in components for role in sorted(c.roles or ())))
     sections["hosts"]["items"]["properties"]["roles"]["items"]["enum"] = roles
     return schema

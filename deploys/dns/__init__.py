@@ -12,7 +12,7 @@ ZONES_DIR = "/etc/nsd/zones"
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    all_zones = zones(plan.inv)
+    all_zones = zones(plan.inv, plan.contributed("dns.records"))
     checks = ["nsd-checkconf /etc/nsd/nsd.conf"]
     checks += [f"nsd-checkzone {zone} {ZONES_DIR}/{zone}.zone >/dev/null" for zone in all_zones]
     return [Service("nsd", (

@@ -49,6 +49,14 @@ def configure(plan: HostPlan) -> list[Service]:
     return services
 
 
+def targets(inv, host: Host) -> list[tuple[str, str]]:
+    """What the monitoring hosts scrape here (nothing on a host that plays the outside world)."""
+    if host.outside:
+        return []
+    return [("node", f"{host.address}:{NODE_PORT}")] + (
+        [("postfix", f"{host.address}:{POSTFIX_PORT}")] if runs_postfix(host) else [])
+
+
 def ports(plan: HostPlan) -> list[tuple[int, str]]:
     return [(NODE_PORT, "node exporter")] + ([(POSTFIX_PORT, "Postfix exporter")] if runs_postfix(plan.host) else [])
 
@@ -75,6 +83,7 @@ COMPONENT = Component(
     disabled_units=("prometheus-postfix-exporter.service",),  # started on Postfix hosts only
     enabled=lambda inv: any("monitoring" in h.roles for h in inv.hosts),
     local=local,
+    adds={"monitoring.targets": targets},
     openings=openings,
     configure=configure,
 )

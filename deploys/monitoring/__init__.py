@@ -1,24 +1,24 @@
 """Hosts with `monitoring`: Prometheus and Alertmanager from Debian, on loopback. Prometheus
-scrapes every platform host's exporters (deploys/exporters/) and evaluates the alert
+scrapes what every host offers at `monitoring.targets` (deploys/exporters/) and evaluates the alert
 rules (an account on hold, the queue's size and growth, an exporter down, a certificate
 about to expire, a mailbox too large, too full or growing too fast); Alertmanager sends
 to the inventory's webhooks, never through the mail queue it watches."""
 
 from __future__ import annotations
 
-from deploys import exporters
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.plan import HostPlan, platform_hosts
+from mailstack.plan import HostPlan
 
 PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
 
 
 def jobs(plan: HostPlan) -> list[tuple[str, str]]:
-    """Each exporter job with its targets (a YAML flow list of quoted host:port)."""
-    watched = list(platform_hosts(plan.inv))
-    found = [("node", [f'"{h.address}:{exporters.NODE_PORT}"' for h in watched]),
-             ("postfix", [f'"{h.address}:{exporters.POSTFIX_PORT}"' for h in watched if exporters.runs_postfix(h)])]
-    return [(job, ", ".join(targets)) for job, targets in found if targets]
+    """Each scrape job with its targets (a YAML flow list of quoted host:port), from what the
+    components on every host add at `monitoring.targets`."""
+    found: dict[str, list[str]] = {}
+    for job, target in plan.contributed("monitoring.targets"):
+        found.setdefault(job, []).append(f'"{target}"')
+    return [(job, ", ".join(targets)) for job, targets in found.items()]
 
 
 def size_bytes(size: str) -> int:

@@ -5,6 +5,7 @@ component runs, and a conflict is refused naming both parties, before any host i
 from __future__ import annotations
 
 import pytest
+import yaml
 from unitdata import VALID
 
 from deploys import COMPONENTS, configured, postfix
@@ -64,3 +65,39 @@ def test_an_unknown_extension_point_is_named():
     with pytest.raises(ExtensionConflict, match="component 'postsrsd' adds to 'postfix.mian', which is no "
                                                 "extension point"):
         plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"postfix.mian": lambda inv, host: SRS})))
+
+
+def lab_plans(components: tuple) -> dict:
+    from mailstack.inventory import load
+    from unitdata import ROOT
+    return plans(load(ROOT / "inventories" / "lab.yml"), components)
+
+
+def test_dns_records_a_component_adds_reach_the_zones_the_lab_serves_and_every_plan():
+    from mailstack.dns import Record
+    srs_domain = Component(name="postsrsd", roles=frozenset({"mx"}), platform_only=True, adds={"dns.records": lambda inv, host: [
+        Record(f"srs.{inv.platform['domain']}", "MX", f"10 {host.fqdn}.")]})
+    found = lab_plans((*COMPONENTS, srs_domain))
+    nsd = next(c for c in COMPONENTS if c.name == "dns")
+    (server,) = [p for p in found.values() if nsd in p.components]
+    zone_lines = [line for s in configured(nsd, server) for f in s.files for line in f.lines]
+    platform = server.inv.platform["domain"]
+    assert f"srs.{platform}.\t300\tIN\tMX\t10 {server.inv.host('mail').fqdn}." in zone_lines
+    assert all(p.contributed("dns.records") == server.contributed("dns.records") for p in found.values())
+    lost = Component(name="postsrsd", roles=frozenset({"mx"}), adds={"dns.records": lambda inv, host: [
+        Record("srs.nowhere.invalid", "MX", "10 x.")]})
+    with pytest.raises(ValueError, match="srs.nowhere.invalid MX is in no zone of the platform"):
+        configured(nsd, lab_plans((*COMPONENTS, lost))[server.name])
+
+
+def test_prometheus_scrapes_what_every_host_offers_at_monitoring_targets():
+    probe = Component(name="probe", roles=None, adds={"monitoring.targets": lambda inv, host: [
+        ("probe", f"{host.address}:9999")] if not host.outside else []})
+    found = lab_plans((*COMPONENTS, probe))
+    monitoring = next(c for c in COMPONENTS if c.name == "monitoring")
+    (watcher,) = [p for p in found.values() if monitoring in p.components]
+    config = next(f for s in configured(monitoring, watcher) for f in s.files if f.path.endswith("prometheus.yml"))
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(config.content)["scrape_configs"]}
+    assert jobs["probe"] == [f"{h.address}:9999" for h in watcher.inv.hosts if not h.outside]
+    assert jobs["node"] == [f"{h.address}:9100" for h in watcher.inv.hosts if not h.outside]  # the exporters' own

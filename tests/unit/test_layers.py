@@ -66,7 +66,7 @@ KNOWN_EDGES = {
     "backup": {"storage", "dovecot"}, "backup_lock": {"storage", "tls"}, "base": {"loopback"},
     "directory": {"tls", "ldap"}, "dovecot": {"ldap", "nauthilus", "tls", "idp"}, "exporters": {"limits", "tls"},
     "filter_link": {"tls"}, "idp": {"tls", "bruteforce"}, "ldap": {"dovecot", "tls"},
-    "limits": {"redis", "dovecot"}, "lmtp_link": {"filter_link"}, "monitoring": {"exporters"},
+    "limits": {"redis", "dovecot"}, "lmtp_link": {"filter_link"},
     "nauthilus": {"redis", "tls"}, "pager_receiver": {"siem_receiver"}, "peekaboo": {"clamav", "rspamd"},
     "postfix": {"ldap", "rspamd", "tls"}, "redis": {"limits"}, "rspamd": {"redis"}, "siem": {"tls", "exporters"},
     "siem_receiver": {"tls", "siem"}, "smime": {"tls"}, "storage": {"tls"},

@@ -23,7 +23,7 @@ from mailstack.secrets import making_all
 ORDER = (
     "base", "tls", "dns", "siem_receiver", "pager_receiver", "directory", "idp", "storage", "backup_lock", "clamav",
     "peekaboo", "siem", "redis", "nauthilus", "limits", "rspamd", "filter_link", "lmtp_link", "ldap", "dovecot", "smime",
-    "postfix", "bruteforce", "backup", "exporters", "monitoring", "loopback",
+    "srs", "postfix", "bruteforce", "backup", "exporters", "monitoring", "loopback",
 )
 
 COMPONENTS: tuple[Component, ...] = tuple(import_module(f"deploys.{name}").COMPONENT for name in ORDER)

@@ -393,9 +393,9 @@ def test_a_component_whose_section_the_schema_lacks_is_named_not_a_traceback(mon
     from mailstack import registry
     from mailstack.component import Component
 
-    stray = Component(name="postsrsd", roles=frozenset({"mx"}), section="srs")
+    stray = Component(name="webmail", roles=frozenset({"mailbox"}), section="webmail")
     monkeypatch.setattr(registry, "_components", (*registry.components(), stray))
     with pytest.raises(InventoryInvalid) as refused:
         check_text(VALID, "inventory.yml")
-    assert "component 'postsrsd' declares the section 'srs', which schemas/inventory.schema.json does not " \
+    assert "component 'webmail' declares the section 'webmail', which schemas/inventory.schema.json does not " \
            "define" in str(refused.value)

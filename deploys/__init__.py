@@ -21,9 +21,34 @@ from mailstack.secrets import making_all
 
 # The registry: every component's folder, in the order they apply to a host.
 ORDER = (
-    "base", "tls", "dns", "siem_receiver", "pager_receiver", "directory", "idp", "storage", "backup_lock", "clamav",
-    "peekaboo", "siem", "redis", "nauthilus", "limits", "rspamd", "filter_link", "lmtp_link", "ldap", "dovecot", "smime",
-    "srs", "postfix", "bruteforce", "backup", "exporters", "monitoring", "loopback",
+    "base",
+    "tls",
+    "dns",
+    "siem_receiver",
+    "pager_receiver",
+    "directory",
+    "idp",
+    "storage",
+    "backup_lock",
+    "clamav",
+    "peekaboo",
+    "siem",
+    "redis",
+    "nauthilus",
+    "limits",
+    "rspamd",
+    "filter_link",
+    "lmtp_link",
+    "ldap",
+    "dovecot",
+    "smime",
+    "srs",
+    "postfix",
+    "bruteforce",
+    "backup",
+    "exporters",
+    "monitoring",
+    "loopback",
 )
 
 COMPONENTS: tuple[Component, ...] = tuple(import_module(f"deploys.{name}").COMPONENT for name in ORDER)

@@ -221,7 +221,8 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     proxies = tuple(h for h in inv.hosts_with("proxy") if not h.outside)
     here = {host.name: tuple(c for c in components if c.serves(inv, host)) for host in inv.hosts}
     added = {host.name: additions(inv, host, here[host.name]) for host in inv.hosts}
-    gathered = {point: tuple(item for host in inv.hosts for item in added[host.name][point]) for point in PLATFORM_POINTS}
+    gathered = {point: tuple(item for host in inv.hosts for item in added[host.name][point])
+                for point in PLATFORM_POINTS}
     result = {}
     for host in inv.hosts:
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from unitdata import VALID
+from unitdata import ROOT, VALID
 
 from deploys import COMPONENTS, configured, postfix
 from mailstack.component import Component, ExtensionConflict
-from mailstack.inventory import check_text
+from mailstack.dns import Record
+from mailstack.inventory import check_text, load
 from mailstack.plan import plans
 
 SRS = {"sender_canonical_maps": "tcp:127.0.0.1:10001", "sender_canonical_classes": "envelope_sender"}
@@ -68,13 +69,10 @@ def test_an_unknown_extension_point_is_named():
 
 
 def lab_plans(components: tuple) -> dict:
-    from mailstack.inventory import load
-    from unitdata import ROOT
     return plans(load(ROOT / "inventories" / "lab.yml"), components)
 
 
 def test_dns_records_a_component_adds_reach_the_zones_the_lab_serves_and_every_plan():
-    from mailstack.dns import Record
     srs_domain = Component(name="postsrsd", roles=frozenset({"mx"}), platform_only=True, adds={"dns.records": lambda inv, host: [
         Record(f"srs.{inv.platform['domain']}", "MX", f"10 {host.fqdn}.")]})
     found = lab_plans((*COMPONENTS, srs_domain))

@@ -14,14 +14,14 @@ from mailstack.dns import Record
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
 
-SRS = {"sender_canonical_maps": "tcp:127.0.0.1:10001", "sender_canonical_classes": "envelope_sender"}
-SRS_SERVICE = {"line": "srs-return unix -       -       n       -       -       smtp",
-               "options": ["syslog_name=postfix/srs-return"]}
+STS = {"smtp_tls_policy_maps": "socketmap:inet:127.0.0.1:8461:postfix"}
+STS_SERVICE = {"line": "sts-out unix -       -       n       -       -       smtp",
+               "options": ["syslog_name=postfix/sts-out"]}
 
 
-def srs(**adds) -> Component:
-    """A component as postsrsd would declare itself: on MX hosts, adding to Postfix."""
-    return Component(name="postsrsd", roles=frozenset({"mx"}), adds=adds)
+def sts(**adds) -> Component:
+    """A component as outbound MTA-STS would declare itself: on MX hosts, adding to Postfix."""
+    return Component(name="mta-sts", roles=frozenset({"mx"}), adds=adds)
 
 
 def postfix_files(components: tuple, host: str = "mx1") -> dict[str, list[str]]:
@@ -33,39 +33,44 @@ def postfix_files(components: tuple, host: str = "mx1") -> dict[str, list[str]]:
 
 def test_what_a_component_adds_to_postfix_lands_in_main_cf_and_master_cf_where_it_runs():
     plain = postfix_files(COMPONENTS)
-    files = postfix_files((*COMPONENTS, srs(**{"postfix.main": lambda inv, host: SRS,
-                                                 "postfix.master": lambda inv, host: [SRS_SERVICE],
-                                                 "tls.names": lambda inv, host: [f"srs.{inv.platform['domain']}"]})))
+    files = postfix_files((*COMPONENTS, sts(**{"postfix.main": lambda inv, host: STS,
+                                                 "postfix.master": lambda inv, host: [STS_SERVICE],
+                                                 "tls.names": lambda inv, host: [f"sts.{inv.platform['domain']}"]})))
     main, master = files[postfix.MAIN_CF], files[postfix.MASTER_CF]
     assert main[1:len(plain[postfix.MAIN_CF])] == plain[postfix.MAIN_CF][1:]  # its own part as before
-    assert "# Added by the postsrsd component (extension point postfix.main)." in main
-    assert {"sender_canonical_maps = tcp:127.0.0.1:10001", "sender_canonical_classes = envelope_sender"} <= set(main)
-    assert SRS_SERVICE["line"] in master and "  -o syslog_name=postfix/srs-return" in master
-    plan = plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"tls.names": lambda inv, host: ["srs.t.example"]})))
-    assert "srs.t.example" in plan["mx1"].certificate_names
-    assert "srs.t.example" not in plan["other"].certificate_names  # not an MX host: not there
+    assert "# Added by the mta-sts component (extension point postfix.main)." in main
+    assert "# Added by the srs component (extension point postfix.main)." in main  # the real one, beside it
+    assert "smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix" in main
+    assert STS_SERVICE["line"] in master and "  -o syslog_name=postfix/sts-out" in master
+    plan = plans(check_text(VALID, "inv.yml"), (*COMPONENTS, sts(**{"tls.names": lambda inv, host: ["sts.t.example"]})))
+    assert "sts.t.example" in plan["mx1"].certificate_names
+    assert "sts.t.example" not in plan["other"].certificate_names  # not an MX host: not there
 
 
 def test_two_components_setting_one_postfix_parameter_are_refused_naming_both():
-    rival = Component(name="mta-sts", roles=frozenset({"mx"}),
-                      adds={"postfix.main": lambda inv, host: {"sender_canonical_maps": "hash:/x"}})
-    with pytest.raises(ExtensionConflict, match="components 'postsrsd' and 'mta-sts' both set postfix.main "
-                                                "'sender_canonical_maps' on mx1"):
-        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"postfix.main": lambda inv, host: SRS}), rival))
+    rival = Component(name="dane", roles=frozenset({"mx"}),
+                      adds={"postfix.main": lambda inv, host: {"smtp_tls_policy_maps": "hash:/x"}})
+    with pytest.raises(ExtensionConflict, match="components 'mta-sts' and 'dane' both set postfix.main "
+                                                "'smtp_tls_policy_maps' on mx1"):
+        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, sts(**{"postfix.main": lambda inv, host: STS}), rival))
+    with pytest.raises(ExtensionConflict, match="components 'srs' and 'dane' both set postfix.main "
+                                                "'sender_canonical_maps' on mx1"):  # the shipped SRS component
+        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, Component(name="dane", roles=frozenset({"mx"}), adds={
+            "postfix.main": lambda inv, host: {"sender_canonical_maps": "hash:/x"}})))
 
 
 def test_a_parameter_or_service_postfix_sets_itself_is_not_anyone_elses():
     for point, value in (("postfix.main", {"smtpd_milters": ""}),
                          ("postfix.master", [{"line": "smtp      inet  n       -       n       -       -       smtpd"}])):
-        with pytest.raises(ExtensionConflict, match=f"component 'postsrsd' sets {point} 'smtp(d_milters)?', "
+        with pytest.raises(ExtensionConflict, match=f"component 'mta-sts' sets {point} 'smtp(d_milters)?', "
                                                     "which postfix sets itself"):
-            postfix_files((*COMPONENTS, srs(**{point: lambda inv, host, value=value: value})))
+            postfix_files((*COMPONENTS, sts(**{point: lambda inv, host, value=value: value})))
 
 
 def test_an_unknown_extension_point_is_named():
-    with pytest.raises(ExtensionConflict, match="component 'postsrsd' adds to 'postfix.mian', which is no "
+    with pytest.raises(ExtensionConflict, match="component 'mta-sts' adds to 'postfix.mian', which is no "
                                                 "extension point"):
-        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, srs(**{"postfix.mian": lambda inv, host: SRS})))
+        plans(check_text(VALID, "inv.yml"), (*COMPONENTS, sts(**{"postfix.mian": lambda inv, host: STS})))
 
 
 def lab_plans(components: tuple) -> dict:
@@ -73,7 +78,7 @@ def lab_plans(components: tuple) -> dict:
 
 
 def test_dns_records_a_component_adds_reach_the_zones_the_lab_serves_and_every_plan():
-    srs_domain = Component(name="postsrsd", roles=frozenset({"mx"}), platform_only=True, adds={"dns.records": lambda inv, host: [
+    srs_domain = Component(name="srs-names", roles=frozenset({"mx"}), platform_only=True, adds={"dns.records": lambda inv, host: [
         Record(f"srs.{inv.platform['domain']}", "MX", f"10 {host.fqdn}.")]})
     found = lab_plans((*COMPONENTS, srs_domain))
     nsd = next(c for c in COMPONENTS if c.name == "dns")
@@ -82,7 +87,7 @@ def test_dns_records_a_component_adds_reach_the_zones_the_lab_serves_and_every_p
     platform = server.inv.platform["domain"]
     assert f"srs.{platform}.\t300\tIN\tMX\t10 {server.inv.host('mail').fqdn}." in zone_lines
     assert all(p.contributed("dns.records") == server.contributed("dns.records") for p in found.values())
-    lost = Component(name="postsrsd", roles=frozenset({"mx"}), adds={"dns.records": lambda inv, host: [
+    lost = Component(name="srs-names", roles=frozenset({"mx"}), adds={"dns.records": lambda inv, host: [
         Record("srs.nowhere.invalid", "MX", "10 x.")]})
     with pytest.raises(ValueError, match="srs.nowhere.invalid MX is in no zone of the platform"):
         configured(nsd, lab_plans((*COMPONENTS, lost))[server.name])

@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from unitdata import LAB_CLAMAV, ROOT, VALID
@@ -88,7 +89,7 @@ def test_pyinfra_with_a_hostile_inventory_touches_no_host(tmp_path):
     path = tmp_path / "hostile.yml"
     path.write_text(ATTEMPTS[0][1])
     env = {**os.environ, "MAILSTACK_CONNECTOR": "fake", "MAILSTACK_INVENTORY": str(path), "HOME": str(tmp_path)}
-    proc = subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
+    proc = subprocess.run([str(Path(sys.executable).with_name("pyinfra")), "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "nothing was deployed" in proc.stderr
     assert "Connected" not in proc.stdout

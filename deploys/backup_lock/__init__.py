@@ -8,7 +8,8 @@ this host."""
 
 from __future__ import annotations
 
-from deploys import storage, tls
+from deploys import storage
+from mailstack import tls
 from mailstack.component import Component, File, Service
 from mailstack.plan import HostPlan
 

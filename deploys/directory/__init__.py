@@ -12,8 +12,8 @@ import hmac
 
 from pyinfra.operations import files
 
-from deploys import tls
 from deploys.ldap import bind_password
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
 from mailstack.plan import HostPlan, platform_hosts
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import ldap, nauthilus, tls
+from deploys import ldap, nauthilus
 from deploys.idp import introspection
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan

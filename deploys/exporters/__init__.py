@@ -5,7 +5,8 @@ hosts only."""
 
 from __future__ import annotations
 
-from deploys import limits, tls
+from deploys import limits
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
 from mailstack.inventory import Host
 from mailstack.plan import MTA_ROLES, HostPlan

@@ -6,7 +6,7 @@ A filter host that cannot be reached fails the milter, and Postfix answers 4xx."
 
 from __future__ import annotations
 
-from deploys import tls
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
 from mailstack.plan import MILTER_PORT, HostPlan, filter_link
 

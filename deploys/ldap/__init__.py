@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploys import dovecot, tls
+from deploys import dovecot
+from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan

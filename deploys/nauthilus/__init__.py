@@ -14,7 +14,8 @@ import re
 
 from pyinfra.operations import files, server
 
-from deploys import redis, tls
+from deploys import redis
+from mailstack import tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
 from mailstack.inventory import Inventory, Positions, Problem

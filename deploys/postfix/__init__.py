@@ -14,7 +14,8 @@ from ipaddress import ip_network
 
 from pyinfra.operations import files
 
-from deploys import ldap, rspamd, tls
+from deploys import ldap, rspamd
+from mailstack import tls
 from mailstack.component import (
     Component,
     ExtensionConflict,

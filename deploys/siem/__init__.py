@@ -6,8 +6,8 @@ that is down gets its records when it is back."""
 
 from __future__ import annotations
 
-from deploys import tls
 from deploys.exporters import TEXTFILES
+from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 

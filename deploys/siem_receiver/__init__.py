@@ -4,8 +4,8 @@ JSON; each writes them to a file the tests read."""
 
 from __future__ import annotations
 
-from deploys import tls
 from deploys.siem import RSYSLOG_CHECK
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, template_path
 from mailstack.plan import HostPlan, platform_hosts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyinfra.operations import files, pip, server
 
-from deploys import tls
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan

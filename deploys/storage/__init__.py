@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyinfra.operations import files, server
 
-from deploys import tls
+from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, render, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan, platform_hosts

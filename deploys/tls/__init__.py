@@ -1,11 +1,11 @@
 """Every host: its certificate and key, and trust in the platform CA.
 
 `lab-ca` issues from a CA kept in the secrets directory; `files` installs the
-operator's files (checked to exist by `mailstack check`)."""
+operator's files (checked to exist by `mailstack check`). Where they go and how services use
+them is the platform's convention (mailstack/tls.py), which every component reads."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pyinfra.operations import files
@@ -13,38 +13,7 @@ from pyinfra.operations import files
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
-from mailstack.secrets import host_certificate, lab_ca
-
-TLS_DIR = "/etc/mailstack/tls"
-CERT = f"{TLS_DIR}/cert.pem"
-KEY = f"{TLS_DIR}/key.pem"
-CA = f"{TLS_DIR}/ca.pem"
-# what a host trusts when it checks another platform host: the system's store, which holds
-# the platform CA too (lab-ca) or the public CAs of the operator's certificates (files)
-TRUST = "/etc/ssl/certs/ca-certificates.crt"
-# Mozilla "intermediate": TLS 1.2+, forward-secret AEAD ciphers only.
-CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
-
-
-def local_files(plan: HostPlan) -> tuple[Path, Path, Path | None]:
-    """(certificate, key, CA) on the control machine for this host."""
-    inv = plan.inv
-    if inv.tls["source"] == "lab-ca":
-        cert, key = host_certificate(inv, plan.name, plan.certificate_names)
-        return cert, key, lab_ca(inv)[0]
-    entry = next(f for f in inv.tls["files"] if f["host"] == plan.name)
-    return Path(entry["certificate"]).expanduser(), Path(entry["key"]).expanduser(), None
-
-
-def context(plan: HostPlan) -> dict:
-    """TLS settings every service template uses; the fingerprint changes with the
-    certificate, so services that embed it restart on renewal."""
-    cert, _, _ = local_files(plan)
-    return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": TRUST, "tls_ciphers": CIPHERS,
-            "tls_min_version": plan.inv.tls["min_version"],
-            "tls_fingerprint": hashlib.sha256(cert.read_bytes()).hexdigest()[:16]}
+from mailstack.tls import CA, CERT, KEY, TLS_DIR, local_files
 
 
 def configure(plan: HostPlan) -> list[Service]:

@@ -20,7 +20,7 @@ from labenv import INVENTORY, ssh
 
 from deploys.dovecot import ETC as DOVECOT_ETC
 from deploys.ldap import bind_password
-from deploys.tls import TRUST
+from mailstack.tls import TRUST
 
 LDAP = INVENTORY.ldap
 PEOPLE = f"ou=people,{LDAP['base_dn']}"

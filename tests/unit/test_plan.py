@@ -16,8 +16,8 @@ from deploys import (
     postfix,
     rspamd,
     storage,
-    tls,
 )
+from mailstack import tls
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
 from mailstack.lab.image import Recipe

@@ -113,7 +113,7 @@ def _on_host(host, command: list[str]) -> int:
 def cmd_account(args: argparse.Namespace) -> int:
     import subprocess
 
-    from deploys.limits import ACCOUNT_TOOL
+    from mailstack.conventions import ACCOUNT_TOOL
     from mailstack.remote import ssh_argv
 
     inv = _load_or_report(args.inventory)

@@ -8,8 +8,8 @@ SSH) lists snapshots, runs a backup and restores a user or one folder, in place 
 from __future__ import annotations
 
 from deploys import storage
-from deploys.dovecot import MAIL_ROOT
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import MAIL_ROOT
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import loopback
 from mailstack.component import Component, File, Service
+from mailstack.conventions import NFT_INCLUDED
 from mailstack.plan import HostPlan
 
 SYSCTL = {"net.ipv4.tcp_syncookies": 1, "net.core.somaxconn": 1024, "net.ipv4.tcp_fin_timeout": 30,
@@ -39,7 +39,7 @@ def configure(plan: HostPlan) -> list[Service]:
         )),
         Service("nftables", (File.template("/etc/nftables.conf", "base/nftables.conf.j2",
                                            {"rules": [o.rule() for o in plan.openings],
-                                            "included": loopback.INCLUDED}, mode="0755"),),
+                                            "included": NFT_INCLUDED}, mode="0755"),),
                 # reloaded, never restarted: stopping the unit flushes every table, fail2ban's bans too
                 check="nft -c -f /etc/nftables.conf", reload=True),
         Service("unbound", (

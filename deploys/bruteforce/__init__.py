@@ -8,9 +8,8 @@ Nauthilus."""
 from __future__ import annotations
 
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import LOGIN_PORTS
 from mailstack.plan import HostPlan, platform_hosts
-
-LOGIN_PORTS = (143, 993, 110, 995, 587, 465)
 
 
 def never_ban(plan: HostPlan) -> str:

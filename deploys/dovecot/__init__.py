@@ -13,13 +13,12 @@ from deploys import ldap, nauthilus
 from deploys.idp import introspection
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
+from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
-MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (dovecot.conf: home)
-ETC = "/etc/dovecot/mailstack"
-SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}
+ETC, SECRET = DOVECOT_ETC, DOVECOT_SECRET
 POP3_STARTTLS_PORT = 110
 QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantine` runs it over SSH
 # passdb-<name>: who may log in where. Dovecot picks the file by service (%s) and, for

@@ -5,14 +5,13 @@ hosts only."""
 
 from __future__ import annotations
 
-from deploys import limits
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
+from mailstack.conventions import ACCOUNT_TOOL, METRICS_DIR
 from mailstack.inventory import Host
 from mailstack.plan import MTA_ROLES, HostPlan
 
 NODE_PORT, POSTFIX_PORT = 9100, 9154
-TEXTFILES = "/var/lib/prometheus/node-exporter"
 METRICS = "/usr/local/sbin/mailstack-metrics"
 
 
@@ -32,10 +31,10 @@ def configure(plan: HostPlan) -> list[Service]:
     services = [
         Service("prometheus-node-exporter", (
             File.template("/etc/default/prometheus-node-exporter", "exporters/node-exporter.default.j2",
-                          {"port": NODE_PORT, "directory": TEXTFILES, "units": watched_units(plan)}),)),
+                          {"port": NODE_PORT, "directory": METRICS_DIR, "units": watched_units(plan)}),)),
         Service("mailstack-metrics.timer", (
             File.template(METRICS, "exporters/mailstack-metrics.py.j2",
-                          {"directory": TEXTFILES, "cert": tls.CERT, "account_tool": limits.ACCOUNT_TOOL},
+                          {"directory": METRICS_DIR, "cert": tls.CERT, "account_tool": ACCOUNT_TOOL},
                           mode="0755"),
             File.template("/etc/systemd/system/mailstack-metrics.service", "exporters/mailstack-metrics.service.j2",
                           {"program": METRICS}),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pyinfra.operations import files
 
-from deploys.bruteforce import LOGIN_PORTS
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment, template_path
+from mailstack.conventions import LOGIN_PORTS
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password

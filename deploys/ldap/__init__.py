@@ -11,6 +11,7 @@ from pathlib import Path
 from deploys import dovecot
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -54,23 +55,23 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
     inv, domains = plan.inv, directory_domains(plan.login_domains)
     if not domains:
         return ()
-    reach = {**connection(inv), "mail_root": dovecot.MAIL_ROOT}
-    logins = {"etc": dovecot.ETC, "pop3_starttls_port": dovecot.POP3_STARTTLS_PORT,
+    reach = {**connection(inv), "mail_root": MAIL_ROOT}
+    logins = {"etc": DOVECOT_ETC, "pop3_starttls_port": dovecot.POP3_STARTTLS_PORT,
               "domains": [d.name for d in domains]}
-    return (*(File.template(f"{dovecot.ETC}/ldap-{d.name}.conf.ext", "ldap/dovecot-ldap.conf.ext.j2", {
+    return (*(File.template(f"{DOVECOT_ETC}/ldap-{d.name}.conf.ext", "ldap/dovecot-ldap.conf.ext.j2", {
                 **reach, "domain": d.name, "quota": d.quota, "user_filter": user_filter(inv, "%Lu", [d]),
-                "iterate_filter": user_filter(inv, "*", [d])}, **dovecot.SECRET) for d in domains),
-            File.template(f"{dovecot.ETC}/ldap-logins.conf", "ldap/dovecot-ldap-logins.conf.j2", logins),
-            *(File.text(f"{dovecot.ETC}/ldap-domains-{name}",
+                "iterate_filter": user_filter(inv, "*", [d])}, **DOVECOT_SECRET) for d in domains),
+            File.template(f"{DOVECOT_ETC}/ldap-logins.conf", "ldap/dovecot-ldap-logins.conf.j2", logins),
+            *(File.text(f"{DOVECOT_ETC}/ldap-domains-{name}",
                         "\n".join(f"{d.name}:::::::nopassword" for d in domains
-                                  if d.password_login and allowed(d)), **dovecot.SECRET)
+                                  if d.password_login and allowed(d)), **DOVECOT_SECRET)
               for name, allowed in dovecot.PASSDBS.items()))
 
 
 def dovecot_paths(plan: HostPlan) -> tuple[str, ...]:
     """Every file dovecot_files may write here (those it does not are removed)."""
-    return (f"{dovecot.ETC}/ldap-logins.conf", *(f"{dovecot.ETC}/ldap-domains-{name}" for name in dovecot.PASSDBS),
-            *(f"{dovecot.ETC}/ldap-{d.name}.conf.ext" for d in plan.login_domains))
+    return (f"{DOVECOT_ETC}/ldap-logins.conf", *(f"{DOVECOT_ETC}/ldap-domains-{name}" for name in dovecot.PASSDBS),
+            *(f"{DOVECOT_ETC}/ldap-{d.name}.conf.ext" for d in plan.login_domains))
 
 
 def postfix_tables(plan: HostPlan) -> dict[str, tuple]:

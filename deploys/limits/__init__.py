@@ -8,14 +8,11 @@ and releases an account."""
 from __future__ import annotations
 
 from deploys import redis
-from deploys.dovecot import ETC as DOVECOT_ETC
-from deploys.dovecot import SECRET as DOVECOT_SECRET
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import ACCOUNT_TOOL, DOVECOT_ETC, DOVECOT_SECRET, LIMITS_KEYS
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
 
-ACCOUNT_TOOL = "/usr/local/sbin/mailstack-account"
-PREFIX = "mailstack:limits:"
 NAMES = ("messages_per_minute", "messages_per_hour", "messages_per_day", "recipients_per_hour",
          "recipients_per_day", "hold_after")
 
@@ -31,7 +28,7 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     overrides = [(d.name, lua_table(d.limits)) for d in plan.own_domains if d.limits]
     overrides += [(u.address, lua_table(u.limits)) for u in plan.inv.users if u.limits and u.domain in own]
     return (File.template("/etc/rspamd/mailstack.d/limits.lua", "limits/limits.lua.j2",
-                          {"prefix": PREFIX, "default": lua_table(plan.inv.limits), "overrides": overrides}),)
+                          {"prefix": LIMITS_KEYS, "default": lua_table(plan.inv.limits), "overrides": overrides}),)
 
 
 def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
@@ -43,7 +40,7 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
         return File.text(passdb, off), File.text(lookup, off, **DOVECOT_SECRET)
     return (File.template(passdb, "limits/held-passdb.conf.j2", {"lookup": lookup}),
             File.template(lookup, "limits/held.conf.ext.j2",
-                          {"prefix": PREFIX, "redis_port": redis.PORT, "redis_password": redis.secret(plan.inv)},
+                          {"prefix": LIMITS_KEYS, "redis_port": redis.PORT, "redis_password": redis.secret(plan.inv)},
                           **DOVECOT_SECRET))
 
 
@@ -66,7 +63,7 @@ def configure(plan: HostPlan) -> list[Service]:
     also log in (IMAP, POP3) next to the counters, the service that ends a held account's
     open sessions."""
     tool = Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
-                                        {"prefix": PREFIX, "redis_user": redis.ACCOUNT_USER,
+                                        {"prefix": LIMITS_KEYS, "redis_user": redis.ACCOUNT_USER,
                                          "redis_secret": redis.ACCOUNT_SECRET}, mode="0750"),))
     if not ("filter" in plan.roles and {"mailbox", "proxy"} & set(plan.roles)):
         return [tool]

@@ -8,10 +8,10 @@ output table that /etc/nftables.conf includes. It runs last: every user named ex
 from __future__ import annotations
 
 from mailstack.component import Component, File, Service, render
+from mailstack.conventions import NFT_INCLUDED
 from mailstack.plan import HostPlan
 
-INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/nftables.conf (deploys/base/)
-RULES = f"{INCLUDED}/loopback.nft"
+RULES = f"{NFT_INCLUDED}/loopback.nft"
 
 
 def rules(plan: HostPlan) -> list[str]:

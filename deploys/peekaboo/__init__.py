@@ -11,8 +11,8 @@ from pyinfra.operations import files, pip, server
 
 from deploys import clamav
 from deploys.clamav import CLAMAV_UNSCANNED
-from deploys.rspamd import SUBMISSION_VIA_GATEWAY
 from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
+from mailstack.conventions import SUBMISSION_VIA_GATEWAY
 from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse

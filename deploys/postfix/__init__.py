@@ -14,7 +14,7 @@ from ipaddress import ip_network
 
 from pyinfra.operations import files
 
-from deploys import ldap, rspamd
+from deploys import ldap
 from mailstack import tls
 from mailstack.component import (
     Component,
@@ -27,6 +27,7 @@ from mailstack.component import (
     schema_fragment,
     table,
 )
+from mailstack.conventions import SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
 MAPS = "/etc/postfix/mailstack"
@@ -126,7 +127,7 @@ def services(plan: HostPlan) -> list[dict]:
         # rspamd checks submitted mail here (header From bound to the login); with the
         # S/MIME gateway it signs DKIM only when the mail comes back (10027), after S/MIME
         via_gateway = ([f"content_filter=smime:{hop.nexthop(inv.smime['submission_port'])}",
-                        f"milter_macro_daemon_name={rspamd.SUBMISSION_VIA_GATEWAY}"]
+                        f"milter_macro_daemon_name={SUBMISSION_VIA_GATEWAY}"]
                        if hop else ["milter_macro_daemon_name=ORIGINATING"])
         result += [
             {"line": "submission-cleanup unix n - n - 0 cleanup",
@@ -163,7 +164,7 @@ def services(plan: HostPlan) -> list[dict]:
             # inbound mail (ClamAV, Peekaboo, attachment lists, policies); a reject becomes a hold
             {"line": f"{listen}:{inv.smime['reinject_decrypted_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-decrypted", f"receive_override_options={NO_CHECKS}",
-                         f"milter_macro_daemon_name={rspamd.SMIME_DECRYPTED}", *returning]},
+                         f"milter_macro_daemon_name={SMIME_DECRYPTED}", *returning]},
             {"line": f"{listen}:{inv.smime['reinject_outbound_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-outbound", f"receive_override_options={NO_CHECKS}",
                          "milter_macro_daemon_name=ORIGINATING", *returning]},

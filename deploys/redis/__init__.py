@@ -15,6 +15,7 @@ import hashlib
 from pyinfra.operations import files
 
 from mailstack.component import Component, File, Service
+from mailstack.conventions import LIMITS_KEYS
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 
@@ -41,9 +42,8 @@ def digest(password_text: str) -> str:
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    from deploys.limits import PREFIX  # the limits' keys: the account tool's only ones
     users = {"default_hash": digest(secret(plan.inv)), "account_user": ACCOUNT_USER,
-             "account_hash": digest(account_secret(plan.inv)), "account_keys": f"{PREFIX}*"}
+             "account_hash": digest(account_secret(plan.inv)), "account_keys": f"{LIMITS_KEYS}*"}
     return [Service("redis-server", (
         File.template(INCLUDE, "redis/redis-server.conf.j2", users, secret=True, group="redis", mode="0640"),
         File.text(ACCOUNT_SECRET, account_secret(plan.inv) + "\n", mode="0600", secret=True)))]

@@ -11,6 +11,7 @@ from pyinfra.operations import files, server, systemd
 
 from deploys import redis
 from mailstack.component import Component, File, Service, guard, schema_fragment, table
+from mailstack.conventions import SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -27,12 +28,6 @@ RETIRED = ("local.d/multimap.conf", *(f"maps.d/{kind}_{what}.map" for kind in ("
                                       for what in ("addresses", "domains", "ips")))
 # files with a password: never shown, readable by rspamd only
 SECRET_CONFIG = ("override.d/worker-controller.inc", "local.d/redis.conf")
-# MTA-Name (rspamd's header for Postfix's milter daemon name) of submitted mail on its way to the S/MIME
-# gateway: checked here, DKIM-signed only when it comes back
-SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
-# ... and of inbound mail the gateway decrypted: scanned again as inbound mail, never signed;
-# what would be rejected is held (the sender's session is over: a bounce could hit a forger)
-SMIME_DECRYPTED = "SMIME-DECRYPTED"
 
 
 def allow_table(plan: HostPlan) -> str:

@@ -6,14 +6,13 @@ that is down gets its records when it is back."""
 
 from __future__ import annotations
 
-from deploys.exporters import TEXTFILES
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import METRICS_DIR, RSYSLOG_CHECK
 from mailstack.plan import HostPlan
 
 RELAY_PORT = 10514  # rsyslog's UDP input for rspamd's records, on 127.0.0.1 only
 HTTP_PROGRAM = "/usr/local/lib/mailstack/siem-http"
-RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"
 # records a SIEM refused for good (a 4xx): kept here, counted for an alert
 DEAD_LETTERS = "/var/log/mailstack-siem-refused.jsonl"
 # a sender-chosen value is cut to FIELD characters, a list to LISTED addresses: with them a
@@ -37,7 +36,7 @@ def configure(plan: HostPlan) -> list[Service]:
                        "cert": own["tls_cert"], "key": own["tls_key"], "endpoints": plan.inv.siem["http"],
                        "http_program": HTTP_PROGRAM}),
         File.template(HTTP_PROGRAM, "siem/siem-http.py.j2",
-                      {"dead_letters": DEAD_LETTERS, "metric_file": f"{TEXTFILES}/mailstack-siem.prom"}, mode="0755"),
+                      {"dead_letters": DEAD_LETTERS, "metric_file": f"{METRICS_DIR}/mailstack-siem.prom"}, mode="0755"),
     ), check=RSYSLOG_CHECK)]
 
 

@@ -4,9 +4,9 @@ JSON; each writes them to a file the tests read."""
 
 from __future__ import annotations
 
-from deploys.siem import RSYSLOG_CHECK
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, template_path
+from mailstack.conventions import RSYSLOG_CHECK
 from mailstack.plan import HostPlan, platform_hosts
 
 PORT = 6514

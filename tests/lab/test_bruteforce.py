@@ -8,8 +8,8 @@ import time
 import pytest
 from helpers import PASSWORD, imap_find
 
-from deploys.bruteforce import LOGIN_PORTS
 from mailstack.component import seconds
+from mailstack.conventions import LOGIN_PORTS
 
 JAIL = "mailstack-logins"
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import NamedContext, imap_find, message, submit, tls_context
 from labenv import INVENTORY, ssh
 
-from deploys.dovecot import ETC as DOVECOT_ETC
 from deploys.ldap import bind_password
+from mailstack.conventions import DOVECOT_ETC
 from mailstack.tls import TRUST
 
 LDAP = INVENTORY.ldap

@@ -15,9 +15,10 @@ from test_clamav import WAIT_FOR_CLAMD
 from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
 from test_mail_flow import smtp_from_test_machine
 
-from deploys.exporters import NODE_PORT, POSTFIX_PORT, TEXTFILES
+from deploys.exporters import NODE_PORT, POSTFIX_PORT
 from deploys.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from deploys.pager_receiver import LOG
+from mailstack.conventions import METRICS_DIR as TEXTFILES
 
 
 def notices(ext) -> list[dict]:

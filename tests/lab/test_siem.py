@@ -17,9 +17,9 @@ from test_monitoring import alert
 from test_policies import spam
 
 from deploys.clamav import EICAR, LAB_SIGNATURE
-from deploys.exporters import TEXTFILES
 from deploys.siem import DEAD_LETTERS, FIELD, LISTED
 from deploys.siem_receiver import HTTP_LOG, HTTP_PORT, LOG, PORT
+from mailstack.conventions import METRICS_DIR as TEXTFILES
 
 RECORD = re.compile(r"^<(?P<pri>\d+)>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) - - - (?P<msg>\{.*\})$")
 

@@ -61,14 +61,12 @@ def test_the_contract_sees_late_imports(tmp_path):
 
 
 # Which component imports which today: each edge is to become an extension point (issue 23).
-# The platform's conventions every component shares (TLS files: mailstack/tls.py; ports:
-# mailstack/plan.py) are no component. A new edge is refused: add to an extension point instead.
+# What components agree on is no component: names and paths (mailstack/conventions.py), the
+# TLS files (mailstack/tls.py), ports and topology (mailstack/plan.py). A new edge is refused: add to an extension point instead.
 KNOWN_EDGES = {
-    "backup": {"storage", "dovecot"}, "backup_lock": {"storage"}, "base": {"loopback"}, "directory": {"ldap"},
-    "dovecot": {"ldap", "nauthilus", "idp"}, "exporters": {"limits"}, "idp": {"bruteforce"}, "ldap": {"dovecot"},
-    "limits": {"redis", "dovecot"}, "lmtp_link": {"filter_link"}, "nauthilus": {"redis"},
-    "pager_receiver": {"siem_receiver"}, "peekaboo": {"clamav", "rspamd"}, "postfix": {"ldap", "rspamd"},
-    "redis": {"limits"}, "rspamd": {"redis"}, "siem": {"exporters"}, "siem_receiver": {"siem"},
+    "backup": {"storage"}, "backup_lock": {"storage"}, "directory": {"ldap"}, "dovecot": {"ldap", "nauthilus", "idp"},
+    "ldap": {"dovecot"}, "limits": {"redis"}, "lmtp_link": {"filter_link"}, "nauthilus": {"redis"},
+    "pager_receiver": {"siem_receiver"}, "peekaboo": {"clamav"}, "postfix": {"ldap"}, "rspamd": {"redis"},
 }
 
 

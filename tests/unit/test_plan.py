@@ -14,10 +14,10 @@ from deploys import (
     lmtp_link,
     loopback,
     postfix,
-    rspamd,
     storage,
 )
 from mailstack import tls
+from mailstack.conventions import SUBMISSION_VIA_GATEWAY
 from mailstack.dns import domain_records
 from mailstack.inventory import check_text, load
 from mailstack.lab.image import Recipe
@@ -239,7 +239,7 @@ WITHOUT_GATEWAY = VALID.replace("roles: [smime]", "roles: [mailbox]")
 
 @pytest.mark.parametrize("text,daemon,content_filter", [
     (WITHOUT_GATEWAY, "ORIGINATING", None),
-    (VALID, rspamd.SUBMISSION_VIA_GATEWAY, "content_filter=smime:[other.t.example]:10028"),
+    (VALID, SUBMISSION_VIA_GATEWAY, "content_filter=smime:[other.t.example]:10028"),
 ])
 def test_submission_always_passes_rspamd(text, daemon, content_filter):
     services = postfix.services(plans(check_text(text, "inv.yml"))["mx1"])

@@ -160,7 +160,7 @@ class Component:
     image ships them disabled until configured). public: ports open to anyone, per role.
     local: (address, port) it listens on for this host's own use only (or a function of
     the plan giving them); the firewall opens none of them. loopback_clients: which local
-    users may connect to which of those ports. section: its inventory schema section, whose
+    users may connect to which loopback ports (its own, or another's it is a client of). section: its inventory schema section, whose
     settings have no effect without a host of its roles. schema: the sections it adds to the
     inventory schema (its folder's schema.json, assembled by mailstack/schemabuild.py). adds:
     what it adds at an extension point (EXTENSION_POINTS) of the hosts it runs on.
@@ -182,8 +182,10 @@ class Component:
     disabled_units: tuple[str, ...] = ()  # units its packages ship that must not start
     public: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     local: tuple[tuple[str, int], ...] | Callable = ()
-    # loopback ports it listens on -> the system users (besides root) that may connect there,
-    # a function of the plan; the firewall refuses every other local user (deploys/loopback/)
+    # loopback ports -> the system users (besides root) that may connect there, a function of
+    # the plan: its own listeners' clients, or its own user as a client of another component's
+    # port (Redis's clients declare themselves); the firewall refuses every other local user
+    # (deploys/loopback/ joins what every component here declares)
     loopback_clients: Callable | None = None
     section: str | None = None
     schema: Mapping[str, dict] = field(default_factory=dict)

@@ -22,3 +22,17 @@ RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"  # rsyslog's own check of it
 
 ACCOUNT_TOOL = "/usr/local/sbin/mailstack-account"  # `mailstack account`: the sending limits' holds
 LIMITS_KEYS = "mailstack:limits:"  # the prefix of the sending limits' Redis keys (the account tool's only ones)
+
+# Redis on loopback (deploys/redis/), reached by its clients with these: the port, each
+# client's database, the `default` user's password (a secret's name), and the account
+# tool's own user with its password file
+REDIS_PORT = 6379
+REDIS_DATABASES = {"rspamd": 0, "nauthilus": 1}  # rspamd's rules and the limits tool share 0
+REDIS_PASSWORD = "redis"  # mailstack.secrets.password(inv, REDIS_PASSWORD)
+REDIS_ACCOUNT_USER = "mailstack-account"
+REDIS_ACCOUNT_PASSWORD = "redis-account"
+REDIS_ACCOUNT_SECRET = "/etc/mailstack/redis-account.secret"  # root's: the account tool reads it
+
+# mailstack's rspamd symbol: clamd stopped at one of its limits (rspamd reports that as a failure);
+# whoever judges attachments after ClamAV (Peekaboo) waits for it
+CLAMAV_UNSCANNED = "CLAM_VIRUS_UNSCANNED"

@@ -86,6 +86,10 @@ class HostPlan:
     def name(self) -> str:
         return self.host.name
 
+    def runs(self, component: str) -> bool:
+        """Whether the component named so runs on this host."""
+        return any(c.name == component for c in self.components)
+
     def contributed(self, point: str) -> tuple:
         """Everything the components add at extension point `point`, in component order."""
         return tuple(item for _, items in self.added[point] for item in items)

@@ -12,14 +12,12 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import CLAMAV_UNSCANNED
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CLAMAV_SYMBOL = "CLAM_VIRUS"  # rspamd's symbol for a finding (and _FAIL when clamd fails)
-# mailstack's: clamd stopped at one of its limits (rspamd reports that as a failure, _FAIL);
-# whoever judges attachments after ClamAV waits for it
-CLAMAV_UNSCANNED = f"{CLAMAV_SYMBOL}_UNSCANNED"
 LAB_SIGNATURE = "Mailstack.Lab.EICAR"  # clamd reports it as Mailstack.Lab.EICAR.UNOFFICIAL
 SIGNATURES = "/var/lib/clamav"
 # Debian skips clamd (and its socket) unless the downloaded databases exist: a lab has

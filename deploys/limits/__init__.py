@@ -7,11 +7,20 @@ and releases an account."""
 
 from __future__ import annotations
 
-from deploys import redis
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.conventions import ACCOUNT_TOOL, DOVECOT_ETC, DOVECOT_SECRET, LIMITS_KEYS
+from mailstack.conventions import (
+    ACCOUNT_TOOL,
+    DOVECOT_ETC,
+    DOVECOT_SECRET,
+    LIMITS_KEYS,
+    REDIS_ACCOUNT_SECRET,
+    REDIS_ACCOUNT_USER,
+    REDIS_PASSWORD,
+    REDIS_PORT,
+)
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan
+from mailstack.secrets import password
 
 NAMES = ("messages_per_minute", "messages_per_hour", "messages_per_day", "recipients_per_hour",
          "recipients_per_day", "hold_after")
@@ -40,7 +49,8 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
         return File.text(passdb, off), File.text(lookup, off, **DOVECOT_SECRET)
     return (File.template(passdb, "limits/held-passdb.conf.j2", {"lookup": lookup}),
             File.template(lookup, "limits/held.conf.ext.j2",
-                          {"prefix": LIMITS_KEYS, "redis_port": redis.PORT, "redis_password": redis.secret(plan.inv)},
+                          {"prefix": LIMITS_KEYS, "redis_port": REDIS_PORT,
+                           "redis_password": password(plan.inv, REDIS_PASSWORD)},
                           **DOVECOT_SECRET))
 
 
@@ -55,6 +65,11 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
             if not h.get("outside") and LOGIN_ROLES & set(h["roles"]) and "filter" not in h["roles"]]
 
 
+def redis_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
+    """Dovecot here reads the hold record from Redis, as its own user."""
+    return {REDIS_PORT: ("dovecot",)} if plan.runs("dovecot") and plan.inv.limits["lock_password"] else {}
+
+
 WATCH = "mailstack-hold-watch"
 
 
@@ -63,8 +78,8 @@ def configure(plan: HostPlan) -> list[Service]:
     also log in (IMAP, POP3) next to the counters, the service that ends a held account's
     open sessions."""
     tool = Service(None, (File.template(ACCOUNT_TOOL, "limits/mailstack-account.py.j2",
-                                        {"prefix": LIMITS_KEYS, "redis_user": redis.ACCOUNT_USER,
-                                         "redis_secret": redis.ACCOUNT_SECRET}, mode="0750"),))
+                                        {"prefix": LIMITS_KEYS, "redis_user": REDIS_ACCOUNT_USER,
+                                         "redis_secret": REDIS_ACCOUNT_SECRET}, mode="0750"),))
     if not ("filter" in plan.roles and {"mailbox", "proxy"} & set(plan.roles)):
         return [tool]
     return [tool, Service(WATCH, (File.template(f"/etc/systemd/system/{WATCH}.service",
@@ -80,5 +95,6 @@ COMPONENT = Component(
     enabled=lambda inv: inv.limits["enabled"],
     rules=(rules,),
     extends={"rspamd": rspamd_files, "dovecot": dovecot_files},
+    loopback_clients=redis_clients,
     configure=configure,
 )

@@ -14,10 +14,10 @@ import re
 
 from pyinfra.operations import files, server
 
-from deploys import redis
 from mailstack import tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
+from mailstack.conventions import REDIS_DATABASES, REDIS_PASSWORD, REDIS_PORT
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.plan import LOGIN_ROLES, HostPlan, platform_hosts
 from mailstack.secrets import password
@@ -85,8 +85,8 @@ def settings(plan: HostPlan) -> dict:
         },
         "observability": {"log": {"level": "info", "json": False}, "tracing": {"enabled": False}},
         "storage": {"redis": {
-            "primary": {"address": f"127.0.0.1:{redis.PORT}", "password": redis.secret(inv)},
-            "database_number": redis.DATABASES["nauthilus"], "prefix": "nauthilus:",
+            "primary": {"address": f"127.0.0.1:{REDIS_PORT}", "password": password(inv, REDIS_PASSWORD)},
+            "database_number": REDIS_DATABASES["nauthilus"], "prefix": "nauthilus:",
             # no login result is cached: a changed password or a ban counts at once
             "positive_cache_ttl": 1, "negative_cache_ttl": 1,
             "encryption_secret": password(inv, "nauthilus-encryption"),
@@ -205,6 +205,7 @@ COMPONENT = Component(
     rules=(rules,),
     openings=openings,
     local=local,
+    loopback_clients=lambda plan: {REDIS_PORT: ("nauthilus",)},  # Redis keeps its buckets
     install=install,
     configure=configure,
 )

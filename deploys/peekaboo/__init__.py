@@ -9,10 +9,8 @@ from pathlib import Path
 
 from pyinfra.operations import files, pip, server
 
-from deploys import clamav
-from deploys.clamav import CLAMAV_UNSCANNED
 from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
-from mailstack.conventions import SUBMISSION_VIA_GATEWAY
+from mailstack.conventions import CLAMAV_UNSCANNED, SUBMISSION_VIA_GATEWAY
 from mailstack.inventory import Positions, Problem, resolve, schema
 from mailstack.plan import HostPlan
 from mailstack.wheels import requirements, wheelhouse
@@ -64,7 +62,7 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
         "on_no_verdict": settings["on_no_verdict"], "waits": waits,
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         # a virus ClamAV names is refused with its name; Peekaboo is not asked then
-        "runs_after": [CLAMAV_UNSCANNED] if clamav.COMPONENT in plan.components else []}),)
+        "runs_after": [CLAMAV_UNSCANNED] if plan.runs("clamav") else []}),)
 
 
 def install(plan: HostPlan) -> None:

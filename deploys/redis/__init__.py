@@ -6,7 +6,8 @@ own database number.
 rspamd 3.4 and Dovecot 2.3 send a password without a user name, so they share Redis's
 `default` user: data commands only, no administration (CONFIG, ACL, SHUTDOWN, FLUSHALL,
 MONITOR, DEBUG, MODULE...). `mailstack account` has a user of its own that reaches the
-limits' keys only."""
+limits' keys only. How to reach it is a convention (mailstack/conventions.py); each client
+declares its own system user for the loopback firewall."""
 
 from __future__ import annotations
 
@@ -15,25 +16,18 @@ import hashlib
 from pyinfra.operations import files
 
 from mailstack.component import Component, File, Service
-from mailstack.conventions import LIMITS_KEYS
+from mailstack.conventions import (
+    LIMITS_KEYS,
+    REDIS_ACCOUNT_PASSWORD,
+    REDIS_ACCOUNT_SECRET,
+    REDIS_ACCOUNT_USER,
+    REDIS_PASSWORD,
+    REDIS_PORT,
+)
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 
 INCLUDE = "/etc/redis/mailstack.conf"
-PORT = 6379
-DATABASES = {"rspamd": 0, "nauthilus": 1}  # rspamd's rules and the limits tool share 0
-ACCOUNT_USER = "mailstack-account"
-ACCOUNT_SECRET = "/etc/mailstack/redis-account.secret"  # root's: the account tool reads it
-
-
-def secret(inv) -> str:
-    """The password of Redis's `default` user: rspamd's and Dovecot's (generated once)."""
-    return password(inv, "redis")
-
-
-def account_secret(inv) -> str:
-    """The password of the account tool's own Redis user."""
-    return password(inv, "redis-account")
 
 
 def digest(password_text: str) -> str:
@@ -42,22 +36,12 @@ def digest(password_text: str) -> str:
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    users = {"default_hash": digest(secret(plan.inv)), "account_user": ACCOUNT_USER,
-             "account_hash": digest(account_secret(plan.inv)), "account_keys": f"{LIMITS_KEYS}*"}
+    account = password(plan.inv, REDIS_ACCOUNT_PASSWORD)
+    users = {"default_hash": digest(password(plan.inv, REDIS_PASSWORD)), "account_user": REDIS_ACCOUNT_USER,
+             "account_hash": digest(account), "account_keys": f"{LIMITS_KEYS}*"}
     return [Service("redis-server", (
         File.template(INCLUDE, "redis/redis-server.conf.j2", users, secret=True, group="redis", mode="0640"),
-        File.text(ACCOUNT_SECRET, account_secret(plan.inv) + "\n", mode="0600", secret=True)))]
-
-
-CLIENTS = {"rspamd": "_rspamd", "limits": "dovecot", "nauthilus": "nauthilus"}  # component: its Redis user
-
-
-def loopback_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
-    """rspamd, Dovecot (the hold record, with limits) and Nauthilus, where they run here."""
-    here = {c.name for c in plan.components}
-    users = tuple(user for component, user in CLIENTS.items() if component in here
-                  and (component != "limits" or ("dovecot" in here and plan.inv.limits["lock_password"])))
-    return {PORT: users}
+        File.text(REDIS_ACCOUNT_SECRET, account + "\n", mode="0600", secret=True)))]
 
 
 def install(plan: HostPlan) -> None:
@@ -69,8 +53,9 @@ COMPONENT = Component(
     roles=frozenset({"filter", "auth"}),
     packages=("redis-server",),
     units=("redis-server",),
-    local=(("127.0.0.1", PORT), ("::1", PORT)),
-    loopback_clients=loopback_clients,
+    local=(("127.0.0.1", REDIS_PORT), ("::1", REDIS_PORT)),
+    # who may connect: each client declares its own user (rspamd, limits, nauthilus)
+    loopback_clients=lambda plan: {REDIS_PORT: ()},
     install=install,
     configure=configure,
 )

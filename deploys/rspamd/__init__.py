@@ -9,9 +9,8 @@ import json
 
 from pyinfra.operations import files, server, systemd
 
-from deploys import redis
 from mailstack.component import Component, File, Service, guard, schema_fragment, table
-from mailstack.conventions import SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
+from mailstack.conventions import REDIS_PASSWORD, REDIS_PORT, SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -69,7 +68,7 @@ def configure(plan: HostPlan) -> list[Service]:
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         "smime_decrypted": SMIME_DECRYPTED,
         "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
-        "redis_password": redis.secret(inv),
+        "redis_password": password(inv, REDIS_PASSWORD),
         "controller_password": password(inv, "rspamd-controller"),
     }
     secret = {"secret": True, "group": "_rspamd", "mode": "0640"}
@@ -95,7 +94,7 @@ def loopback_clients(plan: HostPlan) -> dict[int, tuple[str, ...]]:
     here = {c.name for c in plan.components}
     milter = tuple(user for component, user in (("postfix", "postfix"), ("filter-link", "stunnel4"))
                    if component in here)
-    return {MILTER_PORT: milter, 11333: (), 11334: ()}
+    return {MILTER_PORT: milter, 11333: (), 11334: (), REDIS_PORT: ("_rspamd",)}  # and it is Redis's client
 
 
 def install(plan: HostPlan) -> None:

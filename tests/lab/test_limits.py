@@ -18,7 +18,8 @@ import pytest
 from helpers import PASSWORD, imap_find, login_replies, message, named_context, submit
 
 from deploys.limits import PREFIX
-from deploys.redis import ACCOUNT_SECRET, ACCOUNT_USER
+from mailstack.conventions import REDIS_ACCOUNT_SECRET as ACCOUNT_SECRET
+from mailstack.conventions import REDIS_ACCOUNT_USER as ACCOUNT_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITED = "gina@example.test"  # messages_per_minute 5, hold_after 8 (lab.yml)

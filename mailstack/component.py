@@ -160,8 +160,9 @@ class Component:
     image ships them disabled until configured). public: ports open to anyone, per role.
     local: (address, port) it listens on for this host's own use only (or a function of
     the plan giving them); the firewall opens none of them. loopback_clients: which local
-    users may connect to which loopback ports (its own, or another's it is a client of). section: its inventory schema section, whose
-    settings have no effect without a host of its roles. schema: the sections it adds to the
+    users may connect to which loopback ports (its own, or another's it is a client of).
+    section: its inventory schema section, whose settings have no effect without a host of
+    its roles. schema: the sections it adds to the
     inventory schema (its folder's schema.json, assembled by mailstack/schemabuild.py). adds:
     what it adds at an extension point (EXTENSION_POINTS) of the hosts it runs on.
     rules: checks of the inventory (data, positions) -> problems. enabled: whether the

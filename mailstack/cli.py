@@ -202,13 +202,14 @@ def _rewind(inv, args: argparse.Namespace) -> int:
     """A mailbox host's backups as they were at a time, by the store's lock keeper."""
     import datetime
 
-    from deploys import backup_lock, storage
+    from deploys import backup_lock
+    from mailstack import s3
 
-    if not storage.locked(inv):
+    if not s3.locked(inv):
         print(f"backup: {args.inventory} keeps no object lock on the backups (backup.locked_days, the deployed "
               "store): there are no old versions to go back to", file=sys.stderr)
         return 1
-    if args.host not in [h.name for h in storage.backup_hosts(inv)]:
+    if args.host not in [h.name for h in s3.backup_hosts(inv)]:
         print(f"backup: {args.host} is no mailbox host that backs up in {args.inventory}", file=sys.stderr)
         return 1
     try:
@@ -219,7 +220,7 @@ def _rewind(inv, args: argparse.Namespace) -> int:
         print(f"backup: {args.time!r} is no ISO 8601 time with its zone (2026-12-05T04:30:00Z)", file=sys.stderr)
         return 1
     when = moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return _on_host(storage.storage_hosts(inv)[0], [backup_lock.TOOL, "rewind", args.host, when])
+    return _on_host(s3.storage_hosts(inv)[0], [backup_lock.TOOL, "rewind", args.host, when])
 
 
 def inventory_option(command: argparse.ArgumentParser, what: str = "inventory") -> None:

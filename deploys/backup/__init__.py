@@ -7,7 +7,7 @@ SSH) lists snapshots, runs a backup and restores a user or one folder, in place 
 
 from __future__ import annotations
 
-from deploys import storage
+from mailstack import s3
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.conventions import MAIL_ROOT
 from mailstack.plan import HostPlan
@@ -20,8 +20,8 @@ UNITS = "/etc/systemd/system"
 
 def environment(plan: HostPlan) -> str:
     inv = plan.inv
-    key_id, secret = storage.backup_credentials(inv, plan.name)
-    repository = f"s3:{storage.endpoint(inv)}/{inv.s3['buckets']['backup']}/{plan.name}"
+    key_id, secret = s3.backup_credentials(inv, plan.name)
+    repository = f"s3:{s3.endpoint(inv)}/{inv.s3['buckets']['backup']}/{plan.name}"
     return "\n".join([f"RESTIC_REPOSITORY={repository}", f"RESTIC_PASSWORD={password(inv, f'restic-{plan.name}')}",
                       f"AWS_ACCESS_KEY_ID={key_id}", f"AWS_SECRET_ACCESS_KEY={secret}",
                       f"AWS_DEFAULT_REGION={inv.s3['region']}", "RESTIC_CACHE_DIR=/var/cache/restic", ""])

@@ -8,8 +8,7 @@ this host."""
 
 from __future__ import annotations
 
-from deploys import storage
-from mailstack import tls
+from mailstack import s3, tls
 from mailstack.component import Component, File, Service
 from mailstack.plan import HostPlan
 
@@ -20,17 +19,17 @@ UNITS = "/etc/systemd/system"
 
 def keeper(inv, host) -> bool:
     """The store's first host keeps the lock (the bucket belongs to the whole cluster)."""
-    return host == storage.storage_hosts(inv)[0]
+    return host == s3.storage_hosts(inv)[0]
 
 
 def configure(plan: HostPlan) -> list[Service]:
     inv = plan.inv
     days = inv.backup["locked_days"]
-    context = {"endpoint": storage.endpoint(inv), "bucket": inv.s3["buckets"]["backup"], "region": inv.s3["region"],
+    context = {"endpoint": s3.endpoint(inv), "bucket": inv.s3["buckets"]["backup"], "region": inv.s3["region"],
                "ca": tls.TRUST, "keys": KEYS, "days": days, "longest": 2 * days, "tool": TOOL}
     return [
         Service(None, (
-            File.text(KEYS, "\n".join(storage.lock_credentials(inv)), mode="0600", secret=True),
+            File.text(KEYS, "\n".join(s3.lock_credentials(inv)), mode="0600", secret=True),
             File.template(TOOL, "backup_lock/mailstack-backup-lock.py.j2", context, mode="0750"),
         ), on_change=f"{TOOL} settle"),
         Service("mailstack-backup-lock.timer", (
@@ -47,7 +46,7 @@ COMPONENT = Component(
     roles=frozenset({"storage"}),
     packages=("python3-boto3",),
     units=("mailstack-backup-lock.timer",),
-    enabled=storage.locked,
+    enabled=s3.locked,
     needed=keeper,
     platform_only=True,
     configure=configure,

@@ -21,7 +21,17 @@ from pyinfra.operations import files, server
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, render, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
-from mailstack.plan import HostPlan, platform_hosts
+from mailstack.plan import HostPlan
+from mailstack.s3 import (
+    PURPOSES,
+    backup_credentials,
+    backup_hosts,
+    credentials,
+    deployed,
+    lock_credentials,
+    locked,
+    storage_hosts,
+)
 from mailstack.secrets import password
 from mailstack.wheels import program
 
@@ -30,54 +40,23 @@ ETC = "/etc/seaweedfs"
 WEED = "/usr/local/bin/weed"
 BUCKETS_TOOL = "/usr/local/sbin/mailstack-s3-buckets"
 OWNER = {"user": "seaweedfs", "group": "seaweedfs"}
-PURPOSES = ("backup", "archive")
 INTERNAL = (9333, 19333, 8080, 18080, 8888, 18888)  # master, volume, filer (HTTP, gRPC): loopback only
 GRPC_OFFSET = 10000  # SeaweedFS's S3 gateway also serves gRPC on its port + 10000
 REPLICATION = "001"  # each file on two hosts (SeaweedFS: one more copy on another server)
 
 
-def deployed(inv: Inventory) -> bool:
-    return inv.s3["provider"] == "seaweedfs"
 
 
-def endpoint(inv: Inventory) -> str:
-    if not deployed(inv):
-        return inv.s3["endpoint"]
-    return f"https://{storage_hosts(inv)[0].fqdn}:{inv.s3['port']}"
 
 
-def credentials(inv: Inventory, purpose: str) -> tuple[str, str]:
-    """(access key id, secret key) of one purpose: generated once for the deployed store,
-    read from the operator's key file for an external one."""
-    if not deployed(inv):
-        key_id, secret = Path(inv.s3["key_files"][purpose]).expanduser().read_text().split()[:2]
-        return key_id, secret
-    return f"mailstack-{purpose}-{password(inv, f's3-{purpose}-id')[:12].lower()}", password(inv, f"s3-{purpose}")
 
 
-def backup_credentials(inv: Inventory, host: str) -> tuple[str, str]:
-    """(access key id, secret key) a mailbox host backs up with: its own folder of the
-    backup bucket only, so a broken-into host cannot touch another host's backups. An
-    external store has the operator's one backup key."""
-    if not deployed(inv):
-        return credentials(inv, "backup")
-    return f"mailstack-{host}-{password(inv, f's3-backup-{host}-id')[:12].lower()}", password(inv, f"s3-backup-{host}")
 
 
-def lock_credentials(inv: Inventory) -> tuple[str, str]:
-    """(access key id, secret key) of the backup bucket's keeper: the first storage host sets
-    and renews the object lock with it (S3's lock calls need SeaweedFS's Admin action)."""
-    return f"mailstack-lock-{password(inv, 's3-backup-lock-id')[:12].lower()}", password(inv, "s3-backup-lock")
 
 
-def locked(inv: Inventory) -> bool:
-    """Whether the deployed store keeps the backups under object lock."""
-    return deployed(inv) and inv.backup["enabled"] and inv.backup["locked_days"] > 0
 
 
-def backup_hosts(inv: Inventory) -> tuple:
-    """The hosts that back up to the store: the platform's mailbox hosts, with backups on."""
-    return platform_hosts(inv, "mailbox") if inv.backup["enabled"] else ()
 
 
 def identities(inv: Inventory) -> str:
@@ -102,8 +81,6 @@ def identities(inv: Inventory) -> str:
         indent=1)
 
 
-def storage_hosts(inv: Inventory) -> tuple:
-    return platform_hosts(inv, "storage")
 
 
 def cluster(plan: HostPlan) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import PASSWORD, imap_find, login_replies, message, named_context, submit
 
-from deploys.limits import PREFIX
+from mailstack.conventions import LIMITS_KEYS as PREFIX
 from mailstack.conventions import REDIS_ACCOUNT_SECRET as ACCOUNT_SECRET
 from mailstack.conventions import REDIS_ACCOUNT_USER as ACCOUNT_USER
 

@@ -25,6 +25,7 @@ from test_monitoring import alert
 
 from deploys import storage
 from deploys.backup import ENVIRONMENT, TOOL
+from mailstack import s3 as store
 
 BACKUP_BUCKET = INVENTORY.s3["buckets"]["backup"]
 ARCHIVE_BUCKET = INVENTORY.s3["buckets"]["archive"]
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.usefixtures("lab_names")  # boto3 checks the store's ce
 
 
 def s3(ca_file: str, purpose: str, secret: str | None = None):
-    key_id, key = storage.credentials(INVENTORY, purpose)
-    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=key_id,
+    key_id, key = store.credentials(INVENTORY, purpose)
+    return boto3.client("s3", endpoint_url=store.endpoint(INVENTORY), aws_access_key_id=key_id,
                         aws_secret_access_key=secret or key, region_name="us-east-1", verify=ca_file,
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
@@ -70,7 +71,7 @@ def test_a_key_opens_its_own_bucket_only(ca_file, tag):
 def host_backup_client(mail, ca_file: str):
     """The S3 client an intruder on the mailbox host gets: the key in its backup settings."""
     settings = dict(line.split("=", 1) for line in mail.file(ENVIRONMENT).content_string.splitlines() if "=" in line)
-    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+    return boto3.client("s3", endpoint_url=store.endpoint(INVENTORY), aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
                         verify=ca_file, config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
@@ -259,8 +260,8 @@ def test_a_whole_host_restores_beside(mail):
 
 def lock_client(ca_file: str):
     """The lock keeper's S3 client (its key lives on the storage host only)."""
-    key_id, secret = storage.lock_credentials(INVENTORY)
-    return boto3.client("s3", endpoint_url=storage.endpoint(INVENTORY), aws_access_key_id=key_id,
+    key_id, secret = store.lock_credentials(INVENTORY)
+    return boto3.client("s3", endpoint_url=store.endpoint(INVENTORY), aws_access_key_id=key_id,
                         aws_secret_access_key=secret, region_name="us-east-1", verify=ca_file,
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 

@@ -27,6 +27,7 @@ from helpers import PASSWORD, imap_find, message, named_context, pop3_find, subm
 from labenv import INVENTORY, PLANS, ROOT, SSH_CONFIG, host
 
 from deploys import storage
+from mailstack import s3 as store
 from mailstack.secrets import domain_certificate, host_certificate
 
 pytestmark = pytest.mark.skipif(not any(p.lmtp_clients for p in PLANS.values()),
@@ -341,7 +342,7 @@ STORES = ("store1", "store2", "store3")
 
 def s3_at(name: str, fqdn, ca_file: str):
     """The backup key's S3 client at one storage host's gateway."""
-    key_id, key = storage.credentials(INVENTORY, "backup")
+    key_id, key = store.credentials(INVENTORY, "backup")
     return boto3.client("s3", endpoint_url=f"https://{fqdn[name]}:{INVENTORY.s3['port']}", aws_access_key_id=key_id,
                         aws_secret_access_key=key, region_name="us-east-1", verify=ca_file,
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},

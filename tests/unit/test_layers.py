@@ -5,6 +5,8 @@ registry in), and only the lab and the CLI import the lab."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,11 @@ def test_the_contract_sees_late_imports(tmp_path):
 
 # Which component imports which today: each edge is to become an extension point (issue 23).
 # What components agree on is no component: names and paths (mailstack/conventions.py), the
-# TLS files (mailstack/tls.py), ports and topology (mailstack/plan.py). A new edge is refused: add to an extension point instead.
+# TLS files (mailstack/tls.py), the S3 store (mailstack/s3.py), ports and topology
+# (mailstack/plan.py). A new edge is refused: add to an extension point instead.
 KNOWN_EDGES = {
-    "backup": {"storage"}, "backup_lock": {"storage"}, "directory": {"ldap"}, "dovecot": {"ldap", "nauthilus", "idp"},
-    "ldap": {"dovecot"}, "lmtp_link": {"filter_link"}, "pager_receiver": {"siem_receiver"}, "postfix": {"ldap"},
+    "directory": {"ldap"}, "dovecot": {"ldap", "nauthilus", "idp"}, "ldap": {"dovecot"}, "lmtp_link": {"filter_link"},
+    "pager_receiver": {"siem_receiver"}, "postfix": {"ldap"},
 }
 
 
@@ -85,3 +88,10 @@ def test_components_import_no_other_component_beyond_the_known_edges():
     found = component_imports()
     gone = {name: edges - found.get(name, set()) for name, edges in KNOWN_EDGES.items()}
     assert not {name: edges for name, edges in gone.items() if edges}, "an edge is gone: take it off KNOWN_EDGES"
+
+
+def test_every_test_module_imports_without_a_lab():
+    """A lab test module that imports a name a refactor moved fails here, not only in CI."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]

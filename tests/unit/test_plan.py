@@ -16,6 +16,7 @@ from deploys import (
     postfix,
     storage,
 )
+from mailstack import s3 as store
 from mailstack import tls
 from mailstack.conventions import SUBMISSION_VIA_GATEWAY
 from mailstack.dns import domain_records
@@ -173,7 +174,7 @@ def test_the_first_storage_host_alone_keeps_the_backups_locked(tmp_path):
     tool = {f.path: f for s in backup_lock.configure(found["store1"]) for f in s.files}
     assert "DAYS = 30" in tool[backup_lock.TOOL].lines and "LONGEST = 60" in tool[backup_lock.TOOL].lines
     assert tool[backup_lock.KEYS].secret and tool[backup_lock.KEYS].mode == "0600"
-    assert tool[backup_lock.KEYS].lines == list(storage.lock_credentials(inv))
+    assert tool[backup_lock.KEYS].lines == list(store.lock_credentials(inv))
     identities = {i["name"]: i["actions"] for i in json.loads(storage.identities(inv))["identities"]}
     assert identities["backup-lock"] == ["Read:mailstack-backup", "List:mailstack-backup", "Admin:mailstack-backup"]
     assert not any("Admin" in a for name, actions in identities.items() if name != "backup-lock" for a in actions)

@@ -6,25 +6,14 @@ A filter host that cannot be reached fails the milter, and Postfix answers 4xx."
 
 from __future__ import annotations
 
-from mailstack import tls
-from mailstack.component import Component, File, Opening, Service
+from deploys.parts import tunnel
+from mailstack.component import Component, Opening, Service
 from mailstack.plan import MILTER_PORT, HostPlan, filter_link
 
 UNIT = "mailstack-milter-tls"  # its own unit: Debian's stunnel4 service starts /etc/stunnel/*.conf
 CONFIG = "/etc/mailstack/stunnel-milter.conf"
 
 
-def tunnel(plan: HostPlan, unit: str, config: str, what: str, section: str, client: bool, accept: str,
-           connect: list[str], peers) -> Service:
-    """One stunnel end in a unit of its own: `accept` here, `connect` there, the peer's
-    certificate checked against the platform's CA and the `peers`' names (a server end
-    admits no client without such a certificate)."""
-    context = {**tls.context(plan), "what": what, "section": section, "client": "yes" if client else "no",
-               "accept": accept, "connect": connect, "peer_names": [h.fqdn for h in peers]}
-    # stunnel has no checker of its own: a bad file fails the restart, and the deploy with it
-    return Service(unit, (File.template(f"/etc/systemd/system/{unit}.service", "filter_link/stunnel.service.j2",
-                                        {"what": what, "config": config}),
-                          File.template(config, "filter_link/stunnel.conf.j2", context)))
 
 
 def configure(plan: HostPlan) -> list[Service]:

@@ -7,7 +7,7 @@ neither the key (root's) nor a way in: delivery goes through Postfix and its fil
 
 from __future__ import annotations
 
-from deploys.filter_link import tunnel
+from deploys.parts import tunnel
 from mailstack.component import Component, Opening, Service
 from mailstack.plan import LMTP_INSIDE_PORT, LMTP_PORT, HostPlan, lmtp_clients
 

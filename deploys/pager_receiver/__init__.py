@@ -4,7 +4,7 @@ read."""
 
 from __future__ import annotations
 
-from deploys.siem_receiver import https_receiver
+from deploys.parts import https_receiver
 from mailstack.component import Component, Opening, Service
 from mailstack.plan import HostPlan
 

@@ -4,8 +4,9 @@ JSON; each writes them to a file the tests read."""
 
 from __future__ import annotations
 
+from deploys.parts import https_receiver
 from mailstack import tls
-from mailstack.component import Component, File, Opening, Service, template_path
+from mailstack.component import Component, File, Opening, Service
 from mailstack.conventions import RSYSLOG_CHECK
 from mailstack.plan import HostPlan, platform_hosts
 
@@ -13,18 +14,8 @@ PORT = 6514
 LOG = "/var/log/mailstack-siem.log"
 HTTP_PORT = 8443
 HTTP_LOG = "/var/log/mailstack-siem-http.log"
-HTTPS_RECEIVER = "/usr/local/lib/mailstack/lab-https-receiver"  # also the pager's
 
 
-def https_receiver(plan: HostPlan, unit: str, what: str, port: int, log: str) -> Service:
-    """The lab's HTTPS receiver as `unit`: writes each POSTed JSON body as one line to `log`."""
-    context = tls.context(plan)
-    return Service(unit, (
-        File.copy(HTTPS_RECEIVER, template_path("siem_receiver/http-receiver.py"), mode="0755"),
-        File.template(f"/etc/systemd/system/{unit}.service", "siem_receiver/lab-https-receiver.service.j2",
-                      {"what": what, "program": HTTPS_RECEIVER, "port": port, "log": log,
-                       "cert": context["tls_cert"], "key": context["tls_key"]}),
-    ))
 
 
 def configure(plan: HostPlan) -> list[Service]:

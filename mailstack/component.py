@@ -40,9 +40,10 @@ EXTENSION_POINTS = {
     "tls.names": "more names the host's certificate carries, [name]",
     "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
     "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
+    "directory.accounts": "accounts a directory the platform runs must hold for its clients, [(dn, password)]",
 }
 # points whose additions are gathered from every host and handed to every host's plan
-PLATFORM_POINTS = frozenset({"dns.records", "monitoring.targets"})
+PLATFORM_POINTS = frozenset({"dns.records", "monitoring.targets", "directory.accounts"})
 
 
 class ExtensionConflict(ValueError):

@@ -12,7 +12,6 @@ import hmac
 
 from pyinfra.operations import files
 
-from deploys.ldap import bind_password
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
 from mailstack.plan import HostPlan, platform_hosts
@@ -45,16 +44,16 @@ def ssha(secret: str) -> str:
 
 
 def seed(plan: HostPlan) -> str:
-    """The entries the platform needs: the suffix, ou=people and the bind account."""
-    ldap = plan.inv.ldap
-    suffix = ldap["base_dn"]
+    """The entries the platform needs: the suffix, ou=people and the accounts its clients bind
+    as (what they add at `directory.accounts`: the ldap component's bind account)."""
+    suffix = plan.inv.ldap["base_dn"]
     first = suffix.split(",")[0].split("=", 1)[1]
-    bind_cn = ldap["bind_dn"].split(",")[0].split("=", 1)[1]
-    return "\n".join([
-        f"dn: {suffix}", "objectClass: dcObject", "objectClass: organization", f"dc: {first}", f"o: {first}", "",
-        f"dn: ou=people,{suffix}", "objectClass: organizationalUnit", "ou: people", "",
-        f"dn: {ldap['bind_dn']}", "objectClass: organizationalRole", "objectClass: simpleSecurityObject",
-        f"cn: {bind_cn}", f"userPassword: {ssha(bind_password(plan.inv))}", ""])
+    lines = [f"dn: {suffix}", "objectClass: dcObject", "objectClass: organization", f"dc: {first}", f"o: {first}", "",
+             f"dn: ou=people,{suffix}", "objectClass: organizationalUnit", "ou: people", ""]
+    for dn, secret in dict.fromkeys(plan.contributed("directory.accounts")):
+        lines += [f"dn: {dn}", "objectClass: organizationalRole", "objectClass: simpleSecurityObject",
+                  f"cn: {dn.split(',')[0].split('=', 1)[1]}", f"userPassword: {ssha(secret)}", ""]
+    return "\n".join(lines)
 
 
 def configure(plan: HostPlan) -> list[Service]:

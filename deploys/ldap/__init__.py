@@ -149,5 +149,6 @@ COMPONENT = Component(
     rules=(rules,),
     enabled=lambda inv: bool(directory_domains(inv.domains)),
     platform_only=True,
+    adds={"directory.accounts": lambda inv, host: [(inv.ldap["bind_dn"], bind_password(inv))]},  # its bind account
     configure=configure,  # its Dovecot and Postfix files belong to their services (dovecot.py, postfix.py)
 )

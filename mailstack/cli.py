@@ -44,8 +44,7 @@ def cmd_schema_docs(args: argparse.Namespace) -> int:
     from mailstack.schemadoc import render
 
     written = schemabuild.write(registry.components())
-    print(f"wrote {written.relative_to(Path.cwd()) if written.is_relative_to(Path.cwd()) else written}",
-          file=sys.stderr)
+    print(f"wrote {_shown(written)}", file=sys.stderr)
     forget_schema()  # the docs come from the file just written
     text = render()
     if args.output == "-":
@@ -53,7 +52,27 @@ def cmd_schema_docs(args: argparse.Namespace) -> int:
     else:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)  # stdout may be that very file
+    COMPONENTS_DOC.write_text(components_doc())
+    print(f"wrote {_shown(COMPONENTS_DOC)}", file=sys.stderr)
     return 0
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+COMPONENTS_DOC = Path(__file__).resolve().parent.parent / "docs" / "components.md"
+
+
+def components_doc() -> str:
+    """docs/components.md from the registry: each folder's docstring and declaration."""
+    from importlib import import_module
+
+    from deploys import ORDER
+    from mailstack.componentdoc import render
+
+    modules = [(name, import_module(f"deploys.{name}")) for name in ORDER]
+    return render([(name, module.COMPONENT, module.__doc__) for name, module in modules])
 
 
 def cmd_dns(args: argparse.Namespace) -> int:
@@ -244,7 +263,8 @@ def parser() -> argparse.ArgumentParser:
     dns.set_defaults(func=cmd_dns)
 
     docs = sub.add_parser("schema-docs", help="assemble schemas/inventory.schema.json from the core and the "
-                                              "components' sections, and the inventory reference from it")
+                                              "components' sections, the inventory reference from it, and "
+                                              "docs/components.md from the components' folders")
     docs.add_argument("-o", "--output", default="docs/inventory.md",
                       help="where to write it ('-' for stdout; default: docs/inventory.md)")
     docs.set_defaults(func=cmd_schema_docs)

@@ -44,6 +44,14 @@ def test_committed_inventory_reference_is_current():
     assert committed == render(), "docs/inventory.md is stale: run `mailstack schema-docs`"
 
 
+def test_committed_component_reference_is_current():
+    from mailstack.cli import COMPONENTS_DOC, components_doc
+
+    text = components_doc()
+    assert COMPONENTS_DOC.read_text() == text, "docs/components.md is stale: run `mailstack schema-docs`"
+    assert all(f"## {c.name}\n" in text for c in COMPONENTS) and "- folder: `deploys/srs/`" in text
+
+
 def test_the_published_schema_is_the_core_with_every_components_sections():
     """schemas/inventory.schema.json, which the model reads, is exactly what the core and the
     components' folders assemble to; the roles are those the components serve."""

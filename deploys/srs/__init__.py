@@ -66,6 +66,7 @@ COMPONENT = Component(
     section="srs",
     rules=(rules,),
     enabled=lambda inv: inv.srs["enabled"],
+    needed=lambda inv, host: bool(own_domains(inv)),  # no platform domain: nothing to make SRS addresses in
     adds={"postfix.main": postfix_parameters},
     configure=configure,
 )

@@ -3,7 +3,7 @@ and one secret for all, its tables in Postfix through the extension point, a dom
 not the platform's refused with its line."""
 
 import pytest
-from unitdata import ROOT, VALID
+from unitdata import LAB_CLAMAV, ROOT, VALID
 
 from deploys import COMPONENTS, configured, postfix
 from mailstack.inventory import InventoryInvalid, check_text
@@ -56,3 +56,13 @@ def test_an_srs_domain_that_is_not_the_platforms_is_refused_with_its_line():
     assert f"inv.yml:{text.count(chr(10))} srs.domain: elsewhere.example is not a domain of the platform" \
         in str(refused.value)
     assert "SRS_DOMAIN=two.example" in files(VALID + "srs: {domain: two.example}\n", "mx1")["/etc/default/postsrsd"]
+
+
+
+def test_without_a_platform_domain_there_is_no_srs_to_run():
+    """Every domain's MX is a lab host that plays the outside world: mx1 has no domain to make
+    SRS addresses in, so it runs no postsrsd (rather than failing to plan)."""
+    text = VALID.replace("  postmaster: postmaster@one.example\n", "  postmaster: postmaster@one.example\n  lab: true\n")
+    text = text.replace("roles: [smime]", "roles: [mx]\n    outside: true").replace("mx: [mx1]", "mx: [other]")
+    found = plans(check_text(text + LAB_CLAMAV, "inv.yml"))
+    assert "mx" in found["mx1"].roles and not found["mx1"].runs("srs") and not found["other"].runs("srs")

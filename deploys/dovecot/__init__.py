@@ -18,7 +18,6 @@ from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
-ETC, SECRET = DOVECOT_ETC, DOVECOT_SECRET
 POP3_STARTTLS_PORT = 110
 QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantine` runs it over SSH
 # passdb-<name>: who may log in where. Dovecot picks the file by service (%s) and, for
@@ -66,22 +65,22 @@ def token_logins(plan: HostPlan) -> tuple[File, ...]:
     """The oauth2 passdb and how it reaches the provider (oidc.enabled)."""
     url, client_id, secret = introspection(plan.inv)
     scheme, rest = url.split("://", 1)
-    return (File.template(f"{ETC}/token-passdb.conf", "dovecot/token-passdb.conf.j2",
-                          {"etc": ETC, "pop3_starttls_port": POP3_STARTTLS_PORT}),
-            *(File.text(f"{ETC}/tokens-{name}", token_users(plan, name), **SECRET) for name in PASSDBS),
-            File.template(f"{ETC}/oauth2.conf.ext", "dovecot/oauth2.conf.ext.j2",
+    return (File.template(f"{DOVECOT_ETC}/token-passdb.conf", "dovecot/token-passdb.conf.j2",
+                          {"etc": DOVECOT_ETC, "pop3_starttls_port": POP3_STARTTLS_PORT}),
+            *(File.text(f"{DOVECOT_ETC}/tokens-{name}", token_users(plan, name), **DOVECOT_SECRET) for name in PASSDBS),
+            File.template(f"{DOVECOT_ETC}/oauth2.conf.ext", "dovecot/oauth2.conf.ext.j2",
                           {"introspection_url": f"{scheme}://{client_id}:{secret}@{rest}",
-                           "scope": plan.inv.oidc["scope"]}, **SECRET))
+                           "scope": plan.inv.oidc["scope"]}, **DOVECOT_SECRET))
 
 
 def nauthilus_files(plan: HostPlan) -> tuple[File, ...]:
     """The Lua passdb that puts every password login to Nauthilus (nauthilus.enabled)."""
-    script = f"{ETC}/nauthilus.lua"
-    return (File.template(f"{ETC}/nauthilus-passdb.conf", "dovecot/nauthilus-passdb.conf.j2",
+    script = f"{DOVECOT_ETC}/nauthilus.lua"
+    return (File.template(f"{DOVECOT_ETC}/nauthilus-passdb.conf", "dovecot/nauthilus-passdb.conf.j2",
                           {"script": script, "inventory_users": inventory_users(plan)}),
             File.template(script, "dovecot/nauthilus.lua.j2",
                           {"url": nauthilus.api_url(plan.inv), "credentials": nauthilus.backchannel(plan.inv)},
-                          **SECRET))
+                          **DOVECOT_SECRET))
 
 
 def inventory_users(plan: HostPlan) -> str:
@@ -113,7 +112,7 @@ def configure(plan: HostPlan) -> list[Service]:
     asks_nauthilus = nauthilus.enabled(inv) and not plan.host.outside
     context = {
         **tls.context(plan),
-        "etc": ETC,
+        "etc": DOVECOT_ETC,
         "vmail_uid": VMAIL_UID,
         "mail_location": {"maildir": "maildir:~/Maildir", "mdbox": "mdbox:~/mdbox"}[settings["mail_format"]],
         "autoexpunge_trash": settings["autoexpunge_trash"],
@@ -141,24 +140,24 @@ def configure(plan: HostPlan) -> list[Service]:
     gate = nauthilus_files(plan) if asks_nauthilus else ()
     directory = ldap.dovecot_files(plan)
     mail = [
-        Service(None, (File.template(f"{ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
+        Service(None, (File.template(f"{DOVECOT_ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
-                on_change=f"sievec {ETC}/spam-to-junk.sieve"),
+                on_change=f"sievec {DOVECOT_ETC}/spam-to-junk.sieve"),
         Service(None, (File.copy(QUARANTINE_TOOL, template_path("dovecot/mailstack-quarantine.py"), mode="0750"),)),
     ] if mailbox else []
     return [
         *mail,
         Service("dovecot", (
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
-            File.text(f"{ETC}/userdb", userdb(plan), **SECRET),
-            *(File.text(f"{ETC}/passdb-{name}", passdb(plan, name), **SECRET) for name in PASSDBS),
+            File.text(f"{DOVECOT_ETC}/userdb", userdb(plan), **DOVECOT_SECRET),
+            *(File.text(f"{DOVECOT_ETC}/passdb-{name}", passdb(plan, name), **DOVECOT_SECRET) for name in PASSDBS),
             *tokens,
             *gate,
             *directory,
         ), check="doveconf -n >/dev/null",
-            absent=(*(() if tokens else (f"{ETC}/token-passdb.conf", f"{ETC}/oauth2.conf.ext",
-                                         *(f"{ETC}/tokens-{name}" for name in PASSDBS))),
-                    *(() if gate else (f"{ETC}/nauthilus-passdb.conf", f"{ETC}/nauthilus.lua")),
+            absent=(*(() if tokens else (f"{DOVECOT_ETC}/token-passdb.conf", f"{DOVECOT_ETC}/oauth2.conf.ext",
+                                         *(f"{DOVECOT_ETC}/tokens-{name}" for name in PASSDBS))),
+                    *(() if gate else (f"{DOVECOT_ETC}/nauthilus-passdb.conf", f"{DOVECOT_ETC}/nauthilus.lua")),
                     *(path for path in ldap.dovecot_paths(plan) if path not in {f.path for f in directory}))),
     ]
 
@@ -168,7 +167,7 @@ def install(plan: HostPlan) -> None:
     server.user(name="vmail user", user="vmail", uid=VMAIL_UID, group="vmail",
                 home=MAIL_ROOT, shell="/usr/sbin/nologin", ensure_home=False)
     files.directory(name=MAIL_ROOT, path=MAIL_ROOT, user="vmail", group="vmail", mode="0750")
-    files.directory(name=ETC, path=ETC, mode="0755")
+    files.directory(name=DOVECOT_ETC, path=DOVECOT_ETC, mode="0755")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

@@ -1,12 +1,12 @@
 """pyinfra entry point: apply this host's components, in order, from its plan."""
 
 from pyinfra import host, logger
-from pyinfra.operations import apt
 
 from deploys import converge, served_roles
+from deploys.ops import package_lists
 
 plan = host.data.mailstack_plan
 for role in sorted(set(plan.roles) - served_roles()):
     logger.warning(f"{host.name}: role {role!r} has no deploy yet; nothing was done for it")
-apt.update(name="Refresh package lists (daily)", cache_time=86400)
+package_lists(name="Refresh package lists (daily)", max_age=86400)
 converge(plan)

@@ -123,6 +123,18 @@ def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = 
         server.shell(name=f"{component}: daemons may start again", commands=[f"rm -f {NO_START}"])
 
 
+# apt-get update can wait for ever on a stalled mirror or proxy (seen with the lab's proxy under
+# many hosts at once): each try has a time limit, and a stalled one is tried again
+BOUNDED_UPDATE = "for try in 1 2 3; do timeout -k 10 180 apt-get update && exit 0; sleep 5; done; exit 1"
+
+
+@operation()
+def package_lists(max_age: int):
+    """Refresh apt's package lists when they are older than `max_age` seconds, in bounded tries."""
+    for command in apt.update._inner(cache_time=max_age):
+        yield BOUNDED_UPDATE if command == "apt-get update" else command
+
+
 def apply(service: Service) -> None:
     """Install the service's files; when any changed, run its checker, then restart or
     reload it (or run its on_change command). A unit always ends enabled and running."""
@@ -130,7 +142,7 @@ def apply(service: Service) -> None:
     written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent)
     changed = written.did_change
     if service.check:
-        server.shell(name=f"Check the {service.unit} configuration", commands=[service.check], _if=changed)
+        server.shell(name=f"Check the {what} configuration", commands=[service.check], _if=changed)
     if service.on_change:
         server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
     if not service.unit:

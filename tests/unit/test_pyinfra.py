@@ -12,10 +12,10 @@ from unitdata import ROOT, VALID, usable_example
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
 
-def run_pyinfra(inventory: str, home: Path) -> subprocess.CompletedProcess:
+def run_pyinfra(inventory: str, home: Path, *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MAILSTACK_CONNECTOR": "fake", "MAILSTACK_INVENTORY": inventory,
            "HOME": str(home), "PYINFRA_FAKE_DELAY": "0", "PYINFRA_FAKE_DELAY_JITTER": "0"}
-    return subprocess.run([PYINFRA, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
+    return subprocess.run([PYINFRA, "-y", *flags, "inventory.py", "deploy.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -34,6 +34,16 @@ def test_lab_inventory_builds_every_operation(tmp_path):
     # secrets were made under the (temporary) secrets dir, keys private
     keys = list((tmp_path / ".local/state/mailstack/lab").rglob("*.key"))
     assert keys and all(k.stat().st_mode & 0o077 == 0 for k in keys)
+
+
+def test_the_package_list_refresh_cannot_hold_the_deploy(tmp_path):
+    """A stalled mirror or proxy once held a deploy until CI's time ran out: every
+    apt-get update the deploy runs has a time limit and is tried again."""
+    proc = run_pyinfra("inventories/lab.yml", tmp_path, "-vv")  # -vv: the commands run
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    commands = [line.split(">>> ", 1)[1] for line in out.splitlines() if ">>> " in line and "apt-get update" in line]
+    assert commands and all(re.search(r"timeout (-k \d+ )?\d+ apt-get update", c) for c in commands), commands
 
 
 def test_configs_are_checked_before_the_restart(tmp_path):

@@ -138,6 +138,14 @@ except urllib.error.HTTPError as err:
 """
 
 
+def test_making_buckets_gives_up_on_a_master_that_does_not_answer(mail):
+    """weed shell waits for ever on a master without a leader; the deploy's bucket step must
+    fail in bounded time instead (it once held a deploy until CI's time ran out)."""
+    result = mail.run(f"WAIT=5 timeout 120 {storage.BUCKETS_TOOL} {storage.ETC}/buckets 127.0.0.1:1")
+    assert result.rc == 1, (result.rc, result.stderr)  # 124 would be the outer timeout: a hang
+    assert "SeaweedFS does not answer" in result.stderr
+
+
 def test_a_local_user_cannot_go_around_the_s3_identities(mail):
     """uid nobody on the storage host, straight at SeaweedFS's own HTTP: the filer (list,
     write, delete in the backup bucket) and the volume server (a write) want a signed token."""

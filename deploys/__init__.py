@@ -80,8 +80,15 @@ def configured(component: Component, plan) -> list[Service]:
     def added(unit: str, on: bool) -> list[File]:
         return [f for c in COMPONENTS if (c in plan.components) == on for f in c.extends.get(unit, lambda _: ())(plan)]
 
-    return [replace(s, files=(*s.files, *added(s.unit, True)),
-                    absent=(*s.absent, *(f.path for f in added(s.unit, False)))) if s.unit else s for s in services]
+    def extended(service: Service) -> Service:
+        files = (*service.files, *added(service.unit, True))
+        written = {f.path for f in files}
+        unwritten = [path for c in COMPONENTS for path in c.writes.get(service.unit, lambda _: ())(plan)
+                     if path not in written]
+        return replace(service, files=files, absent=tuple(dict.fromkeys(
+            (*service.absent, *(f.path for f in added(service.unit, False)), *unwritten))))
+
+    return [extended(s) if s.unit else s for s in services]
 
 
 def apply(component: Component, plan, services: list[Service]) -> None:

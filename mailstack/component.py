@@ -37,6 +37,8 @@ EXTENSION_POINTS = {
                     "Postfix itself) setting one parameter is an error",
     "postfix.master": "Postfix master.cf services, [{'line': 'name type private ... command', "
                       "'options': ['name=value', ...]}]; one service name, one owner",
+    "postfix.lookups": "more tables Postfix consults after its own file, {lookup: 'type:table'}; "
+                       "lookups: 'mailboxes' (recipients), 'senders' (sender -> login)",
     "tls.names": "more names the host's certificate carries, [name]",
     "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
     "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
@@ -170,7 +172,9 @@ class Component:
     inventory turns it on (default: always, for hosts with its roles). needed: whether a
     host with its roles needs it under the topology (inventory, host) -> bool. extends: files it adds
     to another component's service, by unit (e.g. rspamd's antivirus settings), so that
-    service is checked and restarted with them. Stages, each given the host's plan:
+    service is checked and restarted with them. writes: by unit, every path its `extends` may
+    write there (a function of the plan); those it does not write on a host are removed there.
+    Stages, each given the host's plan:
     `openings` (ports only some peers may reach), `install` (pyinfra operations: users,
     directories), `configure` (the Services it renders, pure data).
     """
@@ -197,6 +201,7 @@ class Component:
     needed: Callable | None = None
     platform_only: bool = False  # never on a lab host that plays the outside world
     extends: Mapping[str, Callable] = field(default_factory=dict)
+    writes: Mapping[str, Callable] = field(default_factory=dict)
     openings: Callable | None = None
     install: Callable | None = None
     configure: Callable | None = None

@@ -12,6 +12,13 @@ SMIME_DECRYPTED = "SMIME-DECRYPTED"
 
 LOGIN_PORTS = (143, 993, 110, 995, 587, 465)  # IMAP, POP3 and submission: where passwords arrive
 
+POP3_STARTTLS_PORT = 110
+# Dovecot's login gates, DOVECOT_ETC/<source>-<name> for each user source: who may log in which
+# way, by the domain's settings. Dovecot picks the gate by service (%s) and, for POP3 on
+# POP3_STARTTLS_PORT, adds "-starttls": each domain decides for its own users.
+PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
+           "pop3-starttls": lambda d: d.pop3 and d.pop3_starttls, "smtp": lambda d: True}
+
 MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (Dovecot's home)
 DOVECOT_ETC = "/etc/dovecot/mailstack"  # Dovecot's files, its own and those others add for it
 DOVECOT_SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}  # such a file with secrets

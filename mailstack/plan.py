@@ -146,6 +146,16 @@ def platform_hosts(inv: Inventory, *roles: str) -> tuple[Host, ...]:
     return tuple(h for h in inv.hosts if not h.outside and (not roles or set(roles) & set(h.roles)))
 
 
+def received_domains(inv: Inventory, host: Host) -> tuple[Domain, ...]:
+    """The domains `host` receives mail for (it is one of their MX)."""
+    return tuple(d for d in inv.domains if host.name in d.mx)
+
+
+def submitted_domains(inv: Inventory, host: Host) -> tuple[Domain, ...]:
+    """The domains whose users submit mail on `host`."""
+    return tuple(d for d in inv.domains if host.name in d.submission)
+
+
 def own_domains(inv: Inventory) -> tuple[Domain, ...]:
     """The platform's mail domains: those with an MX of the platform (not the lab's outside world)."""
     outside = {h.name for h in inv.hosts if h.outside}
@@ -230,7 +240,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     result = {}
     for host in inv.hosts:
         mailbox = tuple(d for d in inv.domains if host.name in d.mailbox)
-        submission = tuple(d for d in inv.domains if host.name in d.submission)
+        submission = submitted_domains(inv, host)
         proxied = own if "proxy" in host.roles else ()
         logins = {d.name for d in (*mailbox, *submission, *proxied)}  # names: comparing Domains is slow
         own_added = added[host.name]
@@ -239,7 +249,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             host=host,
             components=here[host.name],
             own_domains=own,
-            mx_domains=tuple(d for d in inv.domains if host.name in d.mx),
+            mx_domains=received_domains(inv, host),
             mailbox_domains=mailbox,
             submission_domains=submission,
             login_domains=tuple(d for d in inv.domains if d.name in logins),

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import ldap, nauthilus
+from deploys import nauthilus
 from deploys.idp import introspection
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
-from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT
+from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
-POP3_STARTTLS_PORT = 110
 QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantine` runs it over SSH
-# passdb-<name>: who may log in where. Dovecot picks the file by service (%s) and, for
-# POP3 on port 110, adds "-starttls": each domain decides for its own users.
-PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
-           "pop3-starttls": lambda d: d.pop3 and d.pop3_starttls, "smtp": lambda d: True}
 # where a proxy sends each kind of login on its mailbox host (implicit TLS, name verified)
 BACKEND_PORTS = {"imap": 993, "pop3": 995, "pop3-starttls": 995}
 
@@ -138,7 +133,6 @@ def configure(plan: HostPlan) -> list[Service]:
     }
     tokens = token_logins(plan) if inv.oidc["enabled"] else ()
     gate = nauthilus_files(plan) if asks_nauthilus else ()
-    directory = ldap.dovecot_files(plan)
     mail = [
         Service(None, (File.template(f"{DOVECOT_ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),
@@ -153,12 +147,10 @@ def configure(plan: HostPlan) -> list[Service]:
             *(File.text(f"{DOVECOT_ETC}/passdb-{name}", passdb(plan, name), **DOVECOT_SECRET) for name in PASSDBS),
             *tokens,
             *gate,
-            *directory,
         ), check="doveconf -n >/dev/null",
             absent=(*(() if tokens else (f"{DOVECOT_ETC}/token-passdb.conf", f"{DOVECOT_ETC}/oauth2.conf.ext",
                                          *(f"{DOVECOT_ETC}/tokens-{name}" for name in PASSDBS))),
-                    *(() if gate else (f"{DOVECOT_ETC}/nauthilus-passdb.conf", f"{DOVECOT_ETC}/nauthilus.lua")),
-                    *(path for path in ldap.dovecot_paths(plan) if path not in {f.path for f in directory}))),
+                    *(() if gate else (f"{DOVECOT_ETC}/nauthilus-passdb.conf", f"{DOVECOT_ETC}/nauthilus.lua")))),
     ]
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploys import dovecot
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT
+from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
 from mailstack.inventory import Inventory, Positions, Problem
-from mailstack.plan import HostPlan
+from mailstack.plan import HostPlan, received_domains, submitted_domains
 from mailstack.secrets import password
 
 POSTFIX_SECRET = {"mode": "0640", "user": "root", "group": "postfix", "secret": True}
@@ -56,7 +55,7 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
     if not domains:
         return ()
     reach = {**connection(inv), "mail_root": MAIL_ROOT}
-    logins = {"etc": DOVECOT_ETC, "pop3_starttls_port": dovecot.POP3_STARTTLS_PORT,
+    logins = {"etc": DOVECOT_ETC, "pop3_starttls_port": POP3_STARTTLS_PORT,
               "domains": [d.name for d in domains]}
     return (*(File.template(f"{DOVECOT_ETC}/ldap-{d.name}.conf.ext", "ldap/dovecot-ldap.conf.ext.j2", {
                 **reach, "domain": d.name, "quota": d.quota, "user_filter": user_filter(inv, "%Lu", [d]),
@@ -65,38 +64,41 @@ def dovecot_files(plan: HostPlan) -> tuple[File, ...]:
             *(File.text(f"{DOVECOT_ETC}/ldap-domains-{name}",
                         "\n".join(f"{d.name}:::::::nopassword" for d in domains
                                   if d.password_login and allowed(d)), **DOVECOT_SECRET)
-              for name, allowed in dovecot.PASSDBS.items()))
+              for name, allowed in PASSDBS.items()))
 
 
 def dovecot_paths(plan: HostPlan) -> tuple[str, ...]:
     """Every file dovecot_files may write here (those it does not are removed)."""
-    return (f"{DOVECOT_ETC}/ldap-logins.conf", *(f"{DOVECOT_ETC}/ldap-domains-{name}" for name in dovecot.PASSDBS),
+    return (f"{DOVECOT_ETC}/ldap-logins.conf", *(f"{DOVECOT_ETC}/ldap-domains-{name}" for name in PASSDBS),
             *(f"{DOVECOT_ETC}/ldap-{d.name}.conf.ext" for d in plan.login_domains))
 
 
-def postfix_tables(plan: HostPlan) -> dict[str, tuple]:
-    """name -> (domains it answers for, file) of the LDAP tables this MTA needs:
-    `mailboxes` (recipients, on MX hosts), `senders` (sender -> login, on submission)."""
-    wanted = {"mailboxes": directory_domains(plan.mx_domains), "senders": directory_domains(plan.submission_domains)}
-    return {name: (domains, postfix_path(name)) for name, domains in wanted.items() if domains}
+POSTFIX_LOOKUPS = ("mailboxes", "senders")
+
+
+def postfix_tables(inv: Inventory, host) -> dict[str, list]:
+    """lookup -> the directory domains it answers for, of the LDAP tables Postfix on `host`
+    needs: `mailboxes` (recipients, on MX hosts), `senders` (sender -> login, on submission)."""
+    wanted = {"mailboxes": directory_domains(received_domains(inv, host)),
+              "senders": directory_domains(submitted_domains(inv, host))}
+    return {name: domains for name, domains in wanted.items() if domains}
 
 
 def postfix_path(name: str) -> str:
     return f"/etc/postfix/mailstack/ldap-{name}.cf"
 
 
-def postfix_maps(plan: HostPlan, name: str) -> str:
-    """The proxy:ldap reference to add to a Postfix lookup (empty when not needed)."""
-    table = postfix_tables(plan).get(name)
-    return f", proxy:ldap:{table[1]}" if table else ""
+def postfix_lookups(inv: Inventory, host) -> dict[str, str]:
+    """The proxy:ldap tables Postfix consults after its own files (postfix.lookups)."""
+    return {name: f"proxy:ldap:{postfix_path(name)}" for name in postfix_tables(inv, host)}
 
 
 def postfix_files(plan: HostPlan) -> tuple[File, ...]:
     inv = plan.inv
-    return tuple(File.template(path, "ldap/postfix-ldap.cf.j2", {
+    return tuple(File.template(postfix_path(name), "ldap/postfix-ldap.cf.j2", {
         **connection(inv), "domains": ", ".join(d.name for d in domains),
         "query_filter": user_filter(inv, "%s", domains)}, **POSTFIX_SECRET)
-        for domains, path in postfix_tables(plan).values())
+        for name, domains in postfix_tables(inv, plan.host).items())
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -149,6 +151,10 @@ COMPONENT = Component(
     rules=(rules,),
     enabled=lambda inv: bool(directory_domains(inv.domains)),
     platform_only=True,
-    adds={"directory.accounts": lambda inv, host: [(inv.ldap["bind_dn"], bind_password(inv))]},  # its bind account
-    configure=configure,  # its Dovecot and Postfix files belong to their services (dovecot.py, postfix.py)
+    adds={"directory.accounts": lambda inv, host: [(inv.ldap["bind_dn"], bind_password(inv))],  # its bind account
+          "postfix.lookups": postfix_lookups},
+    # its Dovecot and Postfix files are part of their services: checked and applied with them
+    extends={"dovecot": dovecot_files, "postfix": postfix_files},
+    writes={"dovecot": dovecot_paths, "postfix": lambda plan: tuple(postfix_path(name) for name in POSTFIX_LOOKUPS)},
+    configure=configure,
 )

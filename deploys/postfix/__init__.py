@@ -14,7 +14,6 @@ from ipaddress import ip_network
 
 from pyinfra.operations import files
 
-from deploys import ldap
 from mailstack import tls
 from mailstack.component import (
     Component,
@@ -190,6 +189,12 @@ def extended(plan: HostPlan, point: str, own: str) -> str:
                    for component, items in plan.added[point]]}, MAIN_CF if main else MASTER_CF)
 
 
+def lookup(plan: HostPlan, name: str) -> str:
+    """Postfix's own table `name`, then those other components add (postfix.lookups)."""
+    return ", ".join((f"texthash:{MAPS}/{name}",
+                      *(tables[name] for _, tables in plan.added["postfix.lookups"] if name in tables)))
+
+
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.postfix
     context = {
@@ -205,8 +210,8 @@ def configure(plan: HostPlan) -> list[Service]:
         "outbound_header_checks": f"regexp:{MAPS}/outbound-header-checks" if settings["strip_internal_headers"]
         else "",
         "services": services(plan),
-        "mailbox_maps": f"texthash:{MAPS}/mailboxes{ldap.postfix_maps(plan, 'mailboxes')}",
-        "sender_login_maps": f"texthash:{MAPS}/senders{ldap.postfix_maps(plan, 'senders')}",
+        "mailbox_maps": lookup(plan, "mailboxes"),
+        "sender_login_maps": lookup(plan, "senders"),
         "deny_classes": [{"name": name, "checks": f"check_client_access cidr:{MAPS}/{name}-ips, "
                                                  f"check_sender_access texthash:{MAPS}/{name}-senders"}
                          for name, _, _ in deny_classes(plan)],
@@ -215,9 +220,7 @@ def configure(plan: HostPlan) -> list[Service]:
         File.text(MAIN_CF, extended(plan, "postfix.main", render("postfix/main.cf.j2", context, MAIN_CF))),
         File.text(MASTER_CF, extended(plan, "postfix.master", render("postfix/master.cf.j2", context, MASTER_CF))),
         *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
-        *ldap.postfix_files(plan),
-    ), check="postfix check", reload=True,
-        absent=tuple(ldap.postfix_path(n) for n in ("mailboxes", "senders") if n not in ldap.postfix_tables(plan)))]
+    ), check="postfix check", reload=True)]
 
 
 def install(plan: HostPlan) -> None:

@@ -66,7 +66,7 @@ def test_the_contract_sees_late_imports(tmp_path):
 # What components agree on is no component: names and paths (mailstack/conventions.py), the
 # TLS files (mailstack/tls.py), the S3 store (mailstack/s3.py), ports and topology
 # (mailstack/plan.py). A new edge is refused: add to an extension point instead.
-KNOWN_EDGES = {"dovecot": {"ldap", "nauthilus", "idp"}, "ldap": {"dovecot"}, "postfix": {"ldap"}}
+KNOWN_EDGES = {"dovecot": {"nauthilus", "idp"}}
 
 
 def component_imports() -> dict[str, set[str]]:

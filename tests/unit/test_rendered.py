@@ -335,6 +335,13 @@ def test_an_operators_directory_is_read_with_its_password_and_ca(tmp_path):
     assert not any(path.startswith("/etc/ldap") for host in ("mx1", "other") for path in rendered(text, host))
     [plain] = [s for s in services(VALID, "mx1") if s.unit == "dovecot"]
     assert "/etc/dovecot/mailstack/ldap-logins.conf" in plain.absent  # a directory turned off leaves no lookup
+    # with the directory on: Postfix asks it after its own files; a domain not in it has no lookup file left
+    main = files["/etc/postfix/main.cf"].lines
+    assert "virtual_mailbox_maps = texthash:/etc/postfix/mailstack/mailboxes, proxy:ldap:/etc/postfix/mailstack/" \
+           "ldap-mailboxes.cf" in main
+    [dovecot] = [s for s in services(text, "mx1") if s.unit == "dovecot"]
+    assert "/etc/dovecot/mailstack/ldap-one.example.conf.ext" in dovecot.absent
+    assert "/etc/dovecot/mailstack/ldap-two.example.conf.ext" not in dovecot.absent
 
 
 def test_rendering_is_deterministic():

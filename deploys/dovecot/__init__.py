@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from deploys import nauthilus
-from deploys.idp import introspection
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
 from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
 from mailstack.inventory import Positions, Problem
+from mailstack.logins import asks_nauthilus, backchannel, introspection, nauthilus_url
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
@@ -74,7 +73,7 @@ def nauthilus_files(plan: HostPlan) -> tuple[File, ...]:
     return (File.template(f"{DOVECOT_ETC}/nauthilus-passdb.conf", "dovecot/nauthilus-passdb.conf.j2",
                           {"script": script, "inventory_users": inventory_users(plan)}),
             File.template(script, "dovecot/nauthilus.lua.j2",
-                          {"url": nauthilus.api_url(plan.inv), "credentials": nauthilus.backchannel(plan.inv)},
+                          {"url": nauthilus_url(plan.inv), "credentials": backchannel(plan.inv)},
                           **DOVECOT_SECRET))
 
 
@@ -104,7 +103,7 @@ def pop3_starttls(plan: HostPlan) -> bool:
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.dovecot
     mailbox = "mailbox" in plan.roles
-    asks_nauthilus = nauthilus.enabled(inv) and not plan.host.outside
+    gated = asks_nauthilus(inv) and not plan.host.outside
     context = {
         **tls.context(plan),
         "etc": DOVECOT_ETC,
@@ -128,11 +127,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "lmtp_port": LMTP_INSIDE_PORT,
         "inventory_users": inventory_users(plan),
         # behind Nauthilus (it checked the password), only whether the user may use this service
-        "password_skip": "unauthenticated" if asks_nauthilus else "never",
-        "password_failure": "return-fail" if asks_nauthilus else "continue",
+        "password_skip": "unauthenticated" if gated else "never",
+        "password_failure": "return-fail" if gated else "continue",
     }
     tokens = token_logins(plan) if inv.oidc["enabled"] else ()
-    gate = nauthilus_files(plan) if asks_nauthilus else ()
+    gate = nauthilus_files(plan) if gated else ()
     mail = [
         Service(None, (File.template(f"{DOVECOT_ETC}/spam-to-junk.sieve", "dovecot/spam-to-junk.sieve.j2",
                                      {"quarantines": quarantines(plan)}),),

@@ -4,7 +4,7 @@ one confidential client for mail apps (the one Dovecot introspects with), the `m
 scope, and one account per enabled inventory user. Glewlwyd is configured through its
 admin API by a tool on the host that runs whenever the wanted state changes; its
 well-known default admin password is replaced by a generated one before anything else.
-Dovecot's side (the oauth2 passdb) is in deploys/dovecot/, from `introspection`."""
+Dovecot's side (the oauth2 passdb) is in deploys/dovecot/, from mailstack/logins.py."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment, template_path
 from mailstack.conventions import LOGIN_PORTS
 from mailstack.inventory import Inventory, Positions, Problem
+from mailstack.logins import IDP_CLIENT_SECRET
+from mailstack.logins import IDP_PORT as PORT
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 
-PORT = 4593
 ETC = "/etc/glewlwyd"
 STATE = "/etc/mailstack/idp.json"
 ADMIN_SECRET = "/etc/mailstack/idp-admin"  # the admin's password alone, for the seal before each start
@@ -34,23 +35,9 @@ def runs_glewlwyd(inv: Inventory) -> bool:
     return inv.oidc["enabled"] and inv.oidc["provider"] == "glewlwyd"
 
 
-def issuer_host(inv: Inventory):
-    return inv.hosts_with("idp")[0]
-
-
 def user_password_name(address: str) -> str:
     """Where a user's first IdP password is kept (secrets/passwords/)."""
     return f"idp-user-{address}"
-
-
-def introspection(inv: Inventory) -> tuple[str, str, str]:
-    """(introspection URL, client id, client secret) Dovecot checks tokens with."""
-    settings = inv.oidc
-    if settings["provider"] == "external":
-        secret = Path(settings["client_secret_file"]).expanduser().read_text().strip()
-        return settings["introspection_url"], settings["client_id"], secret
-    url = f"https://{issuer_host(inv).fqdn}:{PORT}/api/oidc/introspect"
-    return url, settings["client_id"], password(inv, "idp-client")
 
 
 def wanted_state(plan: HostPlan) -> dict:
@@ -78,7 +65,7 @@ def wanted_state(plan: HostPlan) -> dict:
         },
         "client": {
             "client_id": settings["client_id"], "name": "mail (mailstack)", "confidential": True,
-            "password": password(inv, "idp-client"), "enabled": True, "scope": scopes,
+            "password": password(inv, IDP_CLIENT_SECRET), "enabled": True, "scope": scopes,
             "authorization_type": ["code", "password", "refresh_token"], "redirect_uri": [],
             "token_endpoint_auth_method": ["client_secret_basic", "client_secret_post"],
         },

@@ -4,11 +4,10 @@ its SASL service) posts each login to Nauthilus's JSON API over HTTPS with backc
 credentials; Nauthilus checks the password against the inventory's hashes (a Lua backend
 reading a file this deploy renders) and bans a client address that keeps failing
 (brute-force buckets in Redis on loopback). Its own user, a hardened unit, the daemon's
-config check before any restart. Dovecot's side: deploys/dovecot/ (`nauthilus_files`)."""
+config check before any restart. Dovecot's side: deploys/dovecot/, from mailstack/logins.py."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
@@ -19,6 +18,7 @@ from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
 from mailstack.conventions import REDIS_DATABASES, REDIS_PASSWORD, REDIS_PORT
 from mailstack.inventory import Inventory, Positions, Problem
+from mailstack.logins import BACKCHANNEL_SECRET, BACKCHANNEL_USER, asks_nauthilus
 from mailstack.plan import LOGIN_ROLES, HostPlan, platform_hosts
 from mailstack.secrets import password
 
@@ -29,27 +29,7 @@ USERS = f"{ETC}/users"
 ASSETS = "/usr/local/share/nauthilus"  # the login frontend's, which stays off: empty
 OWNER = {"user": "nauthilus", "group": "nauthilus"}
 SECRET = {"mode": "0640", "group": "nauthilus", "secret": True}
-BACKCHANNEL_USER = "dovecot"
-API_PATH = "/api/v1/auth/json"
 PROTOCOLS = ("imap", "pop3", "smtp")  # Dovecot's service names, as Nauthilus counts them
-
-
-def enabled(inv: Inventory) -> bool:
-    return inv.nauthilus["enabled"]
-
-
-def auth_host(inv: Inventory):
-    return platform_hosts(inv, "auth")[0]
-
-
-def api_url(inv: Inventory) -> str:
-    """Where Dovecot posts logins: the auth host by name (its certificate is checked)."""
-    return f"https://{auth_host(inv).fqdn}:{inv.nauthilus['port']}{API_PATH}"
-
-
-def backchannel(inv: Inventory) -> str:
-    """The Basic credentials Dovecot presents (generated once, kept with the secrets)."""
-    return base64.b64encode(f"{BACKCHANNEL_USER}:{password(inv, 'nauthilus-backchannel')}".encode()).decode()
 
 
 def crypt_hash(stored: str) -> str:
@@ -94,7 +74,7 @@ def settings(plan: HostPlan) -> dict:
         }},
         "auth": {
             "backchannel": {"basic_auth": {"enabled": True, "username": BACKCHANNEL_USER,
-                                           "password": password(inv, "nauthilus-backchannel")}},
+                                           "password": password(inv, BACKCHANNEL_SECRET)}},
             "backends": {
                 "order": ["lua"],
                 "lua": {"backend": {
@@ -201,7 +181,7 @@ COMPONENT = Component(
     roles=frozenset({"auth"}),
     units=("mailstack-nauthilus",),
     section="nauthilus",
-    enabled=enabled,
+    enabled=asks_nauthilus,
     rules=(rules,),
     openings=openings,
     local=local,

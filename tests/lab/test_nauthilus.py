@@ -21,6 +21,7 @@ from deploys import configured, nauthilus
 from mailstack import artifacts
 from mailstack.inventory import check_text
 from mailstack.lab.recipes import with_nauthilus
+from mailstack.logins import auth_host, backchannel
 from mailstack.plan import plans
 
 needs_nauthilus = pytest.mark.skipif(
@@ -42,10 +43,10 @@ def said(ca_file: str, user: str, secret: str) -> dict[str, str]:
 
 def api(ca_file: str, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
     """Nauthilus's API as Dovecot reaches it (HTTPS by name, the backchannel credentials)."""
-    auth = nauthilus.auth_host(INVENTORY)
+    auth = auth_host(INVENTORY)
     request = urllib.request.Request(f"https://{auth.address}:{INVENTORY.nauthilus['port']}{path}", method=method,
                                      data=json.dumps(body).encode() if body else None,
-                                     headers={"Authorization": f"Basic {nauthilus.backchannel(INVENTORY)}",
+                                     headers={"Authorization": f"Basic {backchannel(INVENTORY)}",
                                               "Content-Type": "application/json"})
     try:  # the address is dialled, the certificate checked for the auth host's name
         with urllib.request.urlopen(request, context=named_context(ca_file, auth.fqdn), timeout=30) as response:
@@ -56,7 +57,7 @@ def api(ca_file: str, method: str, path: str, body: dict | None = None) -> tuple
 
 @needs_nauthilus
 def test_logins_pass_through_nauthilus(ca_file):
-    auth = host(nauthilus.auth_host(INVENTORY).name)
+    auth = host(auth_host(INVENTORY).name)
     since = auth.check_output("date +%s")
     assert said(ca_file, USER, PASSWORD) == {"imap": "OK", "pop3": "+OK Logged in.", "smtp": "235"}
     log = auth.check_output(f"journalctl -u mailstack-nauthilus --since @{since} -o cat")
@@ -96,7 +97,7 @@ def test_distinct_failures_ban_one_address_and_a_flush_lifts_it(ext, mail, ca_fi
 
 @needs_nauthilus
 def test_nauthilus_down_means_try_again_later(ca_file):
-    auth = host(nauthilus.auth_host(INVENTORY).name)
+    auth = host(auth_host(INVENTORY).name)
     auth.run("systemctl stop mailstack-nauthilus")
     try:
         found = said(ca_file, USER, PASSWORD)

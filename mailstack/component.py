@@ -42,10 +42,11 @@ EXTENSION_POINTS = {
     "tls.names": "more names the host's certificate carries, [name]",
     "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
     "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
+    "monitoring.rules": "alerts on what it exports, [mailstack.component.AlertRule]; one alert name, one rule",
     "directory.accounts": "accounts a directory the platform runs must hold for its clients, [(dn, password)]",
 }
 # points whose additions are gathered from every host and handed to every host's plan
-PLATFORM_POINTS = frozenset({"dns.records", "monitoring.targets", "directory.accounts"})
+PLATFORM_POINTS = frozenset({"dns.records", "monitoring.targets", "monitoring.rules", "directory.accounts"})
 
 
 class ExtensionConflict(ValueError):
@@ -129,6 +130,19 @@ class Service:
 
     def file(self, path: str) -> File:
         return next(f for f in self.files if f.path == path)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """A Prometheus alert (monitoring.rules): its name, the expression that fires it, for how
+    long it must hold first ("" at once, or a duration such as "2m"), and what the operator reads
+    (Prometheus's own {{ $labels.x }} and {{ $value }} work in `summary`)."""
+
+    name: str
+    expr: str
+    summary: str
+    severity: str = "warning"
+    after: str = ""
 
 
 @dataclass(frozen=True, order=True)

@@ -7,7 +7,7 @@ and releases an account."""
 
 from __future__ import annotations
 
-from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.component import AlertRule, Component, File, Service, schema_fragment
 from mailstack.conventions import (
     ACCOUNT_TOOL,
     DOVECOT_ETC,
@@ -86,6 +86,10 @@ def configure(plan: HostPlan) -> list[Service]:
                                                 f"limits/{WATCH}.service.j2", {"program": ACCOUNT_TOOL}),))]
 
 
+ON_HOLD = AlertRule("MailstackAccountOnHold", "mailstack_account_on_hold > 0",
+                    "{{ $labels.login }} was put on hold (over its sending limit); its mail waits in the hold queue",
+                    severity="critical")
+
 COMPONENT = Component(
     name="limits",
     schema=schema_fragment(__file__),
@@ -95,6 +99,7 @@ COMPONENT = Component(
     enabled=lambda inv: inv.limits["enabled"],
     rules=(rules,),
     extends={"rspamd": rspamd_files, "dovecot": dovecot_files},
+    adds={"monitoring.rules": lambda inv, host: [ON_HOLD]},  # the account tool exports who is on hold
     loopback_clients=redis_clients,
     configure=configure,
 )

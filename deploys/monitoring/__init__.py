@@ -6,7 +6,7 @@ to the inventory's webhooks, never through the mail queue it watches."""
 
 from __future__ import annotations
 
-from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.component import Component, ExtensionConflict, File, Service, schema_fragment
 from mailstack.plan import HostPlan
 
 PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
@@ -27,6 +27,16 @@ def size_bytes(size: str) -> int:
     return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
 
 
+def component_rules(plan: HostPlan) -> list:
+    """The alerts the platform's components add (monitoring.rules), once each however many
+    hosts run them; two different rules under one name are an error naming it."""
+    rules = {}
+    for rule in plan.contributed("monitoring.rules"):
+        if rules.setdefault(rule.name, rule) != rule:
+            raise ExtensionConflict(f"two different alert rules are named {rule.name!r} (monitoring.rules)")
+    return list(rules.values())
+
+
 def configure(plan: HostPlan) -> list[Service]:
     settings = plan.inv.monitoring
     return [
@@ -39,7 +49,8 @@ def configure(plan: HostPlan) -> list[Service]:
                           {"interval": settings["scrape_interval"], "alertmanager_port": ALERTMANAGER_PORT,
                            "jobs": jobs(plan)}),
             File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2",
-                          {**settings, "mailbox_size_bytes": size_bytes(settings["mailbox_size_alert"])}),
+                          {**settings, "mailbox_size_bytes": size_bytes(settings["mailbox_size_alert"]),
+                           "rules": component_rules(plan)}),
         ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null", reload=True),
         Service("prometheus-alertmanager", (
             File.template("/etc/default/prometheus-alertmanager", "monitoring/alertmanager.default.j2",

@@ -7,7 +7,7 @@ that is down gets its records when it is back."""
 from __future__ import annotations
 
 from mailstack import tls
-from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.component import AlertRule, Component, File, Service, schema_fragment
 from mailstack.conventions import METRICS_DIR, RSYSLOG_CHECK
 from mailstack.plan import HostPlan
 
@@ -40,6 +40,11 @@ def configure(plan: HostPlan) -> list[Service]:
     ), check=RSYSLOG_CHECK)]
 
 
+REFUSED = AlertRule("SiemRecordsRefused", "mailstack_siem_refused_records > 0",
+                    "the SIEM refused {{ $value }} verdict records from {{ $labels.instance }} for good: they are "
+                    "kept in /var/log/mailstack-siem-refused.jsonl (move it away and remove mailstack-siem.prom "
+                    "once handled)")
+
 COMPONENT = Component(
     name="siem",
     schema=schema_fragment(__file__),
@@ -49,5 +54,6 @@ COMPONENT = Component(
     section="siem",
     enabled=lambda inv: bool(inv.siem["syslog"] or inv.siem["http"]),
     extends={"rspamd": rspamd_files},
+    adds={"monitoring.rules": lambda inv, host: [REFUSED]},  # the HTTP export counts what it gave up on
     configure=configure,
 )

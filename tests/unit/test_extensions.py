@@ -9,7 +9,7 @@ import yaml
 from unitdata import ROOT, VALID
 
 from deploys import COMPONENTS, configured, postfix
-from mailstack.component import Component, ExtensionConflict
+from mailstack.component import AlertRule, Component, ExtensionConflict
 from mailstack.dns import Record
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
@@ -104,3 +104,32 @@ def test_prometheus_scrapes_what_every_host_offers_at_monitoring_targets():
             for job in yaml.safe_load(config.content)["scrape_configs"]}
     assert jobs["probe"] == [f"{h.address}:9999" for h in watcher.inv.hosts if not h.outside]
     assert jobs["node"] == [f"{h.address}:9100" for h in watcher.inv.hosts if not h.outside]  # the exporters' own
+
+
+def alert_rules(components: tuple) -> dict[str, dict]:
+    """The lab monitoring host's alert rules, by name, as Prometheus reads them."""
+    found = lab_plans(components)
+    monitoring = next(c for c in COMPONENTS if c.name == "monitoring")
+    (watcher,) = [p for p in found.values() if monitoring in p.components]
+    rules = next(f for s in configured(monitoring, watcher) for f in s.files if f.path.endswith("mailstack-rules.yml"))
+    return {r["alert"]: r for group in yaml.safe_load(rules.content)["groups"] for r in group["rules"]}
+
+
+def test_a_component_brings_its_own_alerts_once_however_many_hosts_run_it():
+    probe = Component(name="probe", roles=None, adds={"monitoring.rules": lambda inv, host: [
+        AlertRule("ProbeSilent", "mailstack_probe_ok == 0", "{{ $labels.instance }} probe silent", after="5m")]})
+    rules = alert_rules((*COMPONENTS, probe))
+    assert rules["ProbeSilent"] == {"alert": "ProbeSilent", "expr": "mailstack_probe_ok == 0", "for": "5m",
+                                    "labels": {"severity": "warning"},
+                                    "annotations": {"summary": "{{ $labels.instance }} probe silent"}}
+    assert "MailstackAccountOnHold" in rules and "SiemRecordsRefused" in rules  # the shipped limits and siem
+    without = alert_rules(tuple(c for c in COMPONENTS if c.name not in ("limits", "siem")))
+    assert "MailstackAccountOnHold" not in without and "SiemRecordsRefused" not in without
+    assert "ServiceDown" in without  # monitoring's own stay
+
+
+def test_two_different_alerts_under_one_name_are_refused():
+    rival = Component(name="rival", roles=None, adds={"monitoring.rules": lambda inv, host: [
+        AlertRule("MailstackAccountOnHold", "vector(1)", "not the limits' alert")]})
+    with pytest.raises(ExtensionConflict, match="'MailstackAccountOnHold'"):
+        alert_rules((*COMPONENTS, rival))

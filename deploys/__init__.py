@@ -77,16 +77,18 @@ def configured(component: Component, plan) -> list[Service]:
     here add to them (`extends`), and without those of components turned off here."""
     services = component.configure(plan) if component.configure else []
 
-    def added(unit: str, on: bool) -> list[File]:
-        return [f for c in COMPONENTS if (c in plan.components) == on for f in c.extends.get(unit, lambda _: ())(plan)]
+    off = [c for c in COMPONENTS if c not in plan.components]
+
+    def added(unit: str, components) -> list[File]:
+        return [f for c in components for f in c.extends.get(unit, lambda _: ())(plan)]
 
     def extended(service: Service) -> Service:
-        files = (*service.files, *added(service.unit, True))
+        files = (*service.files, *added(service.unit, plan.components))
         written = {f.path for f in files}
-        unwritten = [path for c in COMPONENTS for path in c.writes.get(service.unit, lambda _: ())(plan)
+        unwritten = [path for c in (*plan.components, *off) for path in c.writes.get(service.unit, lambda _: ())(plan)
                      if path not in written]
         return replace(service, files=files, absent=tuple(dict.fromkeys(
-            (*service.absent, *(f.path for f in added(service.unit, False)), *unwritten))))
+            (*service.absent, *(f.path for f in added(service.unit, off)), *unwritten))))
 
     return [extended(s) if s.unit else s for s in services]
 

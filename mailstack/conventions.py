@@ -22,6 +22,9 @@ PASSDBS = {"imap": lambda d: d.imap, "pop3": lambda d: d.pop3,
 MAIL_ROOT = "/var/vmail"  # every mailbox: MAIL_ROOT/domain/local (Dovecot's home)
 DOVECOT_ETC = "/etc/dovecot/mailstack"  # Dovecot's files, its own and those others add for it
 DOVECOT_SECRET = {"mode": "0640", "user": "root", "group": "dovecot", "secret": True}  # such a file with secrets
+# Dovecot reads every *.conf here last: a component adds a block by extending Dovecot's service
+# (`extends={"dovecot": ...}`) with a file here
+DOVECOT_BLOCKS = f"{DOVECOT_ETC}/conf.d"
 
 NFT_INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/nftables.conf
 METRICS_DIR = "/var/lib/prometheus/node-exporter"  # *.prom here: node exporter's textfile collector

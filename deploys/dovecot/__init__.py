@@ -11,7 +11,7 @@ from pyinfra.operations import files, server
 
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
-from mailstack.conventions import DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
+from mailstack.conventions import DOVECOT_BLOCKS, DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
 from mailstack.inventory import Positions, Problem
 from mailstack.logins import asks_nauthilus, backchannel, introspection, nauthilus_url
 from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
@@ -107,6 +107,7 @@ def configure(plan: HostPlan) -> list[Service]:
     context = {
         **tls.context(plan),
         "etc": DOVECOT_ETC,
+        "blocks": DOVECOT_BLOCKS,
         "vmail_uid": VMAIL_UID,
         "mail_location": {"maildir": "maildir:~/Maildir", "mdbox": "mdbox:~/mdbox"}[settings["mail_format"]],
         "autoexpunge_trash": settings["autoexpunge_trash"],
@@ -159,6 +160,7 @@ def install(plan: HostPlan) -> None:
                 home=MAIL_ROOT, shell="/usr/sbin/nologin", ensure_home=False)
     files.directory(name=MAIL_ROOT, path=MAIL_ROOT, user="vmail", group="vmail", mode="0750")
     files.directory(name=DOVECOT_ETC, path=DOVECOT_ETC, mode="0755")
+    files.directory(name=DOVECOT_BLOCKS, path=DOVECOT_BLOCKS, mode="0755")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

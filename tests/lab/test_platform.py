@@ -13,6 +13,7 @@ from labenv import INVENTORY, PLANS, ROOT
 from labenv import host as machine
 
 from deploys import COMPONENTS, configured
+from mailstack.conventions import DOVECOT_BLOCKS
 
 ANY = "*"
 # what each host must run, must not run, and listen on (nothing else): from the component
@@ -122,6 +123,19 @@ def test_quota_and_autoexpunge_follow_the_inventory(mail, inv):
         value = inv.dovecot[key]
         block = config.split(f"mailbox {box} {{")[1].split("}")[0]
         assert f"autoexpunge = {value[:-1]} {units[value[-1]]}" in block
+
+
+def test_dovecot_reads_the_blocks_components_add(mail):
+    """The extension point for Dovecot configuration blocks is real: a block in DOVECOT_BLOCKS
+    is read by Dovecot itself (and gone with its file)."""
+    block = f"{DOVECOT_BLOCKS}/lab-probe.conf"
+    before = mail.check_output("doveconf -h mail_max_userip_connections")
+    try:
+        mail.check_output(f"echo 'mail_max_userip_connections = 77' > {block}")
+        assert mail.check_output("doveconf -h mail_max_userip_connections") == "77" != before
+    finally:
+        mail.run(f"rm -f {block}")
+    assert mail.check_output("doveconf -h mail_max_userip_connections") == before
 
 
 def test_lab_up_twice_is_a_no_op(mail):

@@ -8,8 +8,10 @@ import pytest
 import yaml
 from unitdata import ROOT, VALID
 
+import deploys
 from deploys import COMPONENTS, configured, postfix
-from mailstack.component import AlertRule, Component, ExtensionConflict
+from mailstack.component import AlertRule, Component, ExtensionConflict, File
+from mailstack.conventions import DOVECOT_BLOCKS
 from mailstack.dns import Record
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
@@ -133,3 +135,17 @@ def test_two_different_alerts_under_one_name_are_refused():
         AlertRule("MailstackAccountOnHold", "vector(1)", "not the limits' alert")]})
     with pytest.raises(ExtensionConflict, match="'MailstackAccountOnHold'"):
         alert_rules((*COMPONENTS, rival))
+
+
+def test_a_component_adds_a_dovecot_block_that_dovecot_reads_and_checks_with_its_own(monkeypatch):
+    block = File.text(f"{DOVECOT_BLOCKS}/probe.conf", "mail_max_userip_connections = 7\n")
+    probe = Component(name="probe", roles=frozenset({"mailbox"}), extends={"dovecot": lambda plan: (block,)})
+    plan = lab_plans((*COMPONENTS, probe))["mail"]
+    dovecot = next(c for c in plan.components if c.name == "dovecot")
+    [service] = [s for s in configured(dovecot, plan) if s.unit == "dovecot"]
+    conf = next(f for f in service.files if f.path == "/etc/dovecot/dovecot.conf")
+    assert block in service.files and service.check  # checked and restarted with Dovecot's own files
+    assert conf.lines[-1] == f"!include_try {DOVECOT_BLOCKS}/*.conf"  # read last: a block may add, not undo
+    monkeypatch.setattr(deploys, "COMPONENTS", (*COMPONENTS, probe))  # registered, but off on this host
+    [plain] = [s for s in configured(dovecot, lab_plans(COMPONENTS)["mail"]) if s.unit == "dovecot"]
+    assert block.path in plain.absent  # its block goes

@@ -214,6 +214,9 @@ class Component:
     enabled: Callable | None = None
     needed: Callable | None = None
     platform_only: bool = False  # never on a lab host that plays the outside world
+    # a part only a lab plays (an outside party's server): what it plays and what a production
+    # platform uses instead; `mailstack check` refuses its roles unless platform.lab is true
+    lab_only: str = ""
     extends: Mapping[str, Callable] = field(default_factory=dict)
     writes: Mapping[str, Callable] = field(default_factory=dict)
     openings: Callable | None = None

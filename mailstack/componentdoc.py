@@ -21,7 +21,8 @@ def render(components) -> str:
         roles = ", ".join(sorted(component.roles)) if component.roles else "every host"
         facts = [
             ("folder", f"`deploys/{folder}/`"),
-            ("roles", roles + (" (never a lab host that plays the outside world)" if component.platform_only else "")),
+            ("roles", roles + (" (never a lab host that plays the outside world)" if component.platform_only else "")
+             + (f" (lab only: {component.lab_only})" if component.lab_only else "")),
             ("packages", ", ".join(component.packages) or "none"),
             ("units", ", ".join(component.units) or "none"),
             ("open to anyone", _ports(component)),

@@ -90,6 +90,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 COMPONENT = Component(
     name="directory",
     roles=frozenset({"directory"}),
+    lab_only="plays an organisation's LDAP directory in a lab; name yours under ldap.uris",
     packages=("slapd", "ldap-utils"),
     preseed=("slapd slapd/no_configuration boolean true",),
     units=("slapd",),

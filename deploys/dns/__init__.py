@@ -35,6 +35,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 COMPONENT = Component(
     name="dns",
     roles=frozenset({"dns"}),
+    lab_only="serves a lab's zones; publish production DNS from `mailstack dns`",
     packages=("nsd",),
     units=("nsd",),
     openings=openings,

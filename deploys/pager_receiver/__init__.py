@@ -24,6 +24,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 COMPONENT = Component(
     name="pager-receiver",
     roles=frozenset({"pager"}),
+    lab_only="plays an alert receiver in a lab; name your webhooks under monitoring.webhooks",
     units=("mailstack-pager",),
     openings=openings,
     configure=configure,

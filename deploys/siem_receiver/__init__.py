@@ -39,6 +39,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 COMPONENT = Component(
     name="siem-receiver",
     roles=frozenset({"siem"}),
+    lab_only="plays a SIEM in a lab; name your SIEM's receivers under siem.syslog",
     packages=("rsyslog", "rsyslog-gnutls"),
     units=("rsyslog", "mailstack-siem-http"),
     openings=openings,

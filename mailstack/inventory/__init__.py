@@ -45,6 +45,11 @@ def component_problems(data: dict, pos: Positions) -> list[Problem]:
                         "which schemas/inventory.schema.json does not define: add its schema fragment")
                 for c in missing]
     problems = [problem for component in COMPONENTS for rule in component.rules for problem in rule(data, pos)]
+    if not data["platform"]["lab"]:
+        problems += [pos.problem(("hosts", i, "roles"), f"the {role!r} role {component.lab_only} (or set "
+                                 "platform.lab: true)")
+                     for component in COMPONENTS if component.lab_only
+                     for i, host in enumerate(data["hosts"]) for role in sorted(component.roles & set(host["roles"]))]
     roles = {role for host in data["hosts"] if not host["outside"] for role in host["roles"]}
     for component in COMPONENTS:
         if component.section and component.roles and not component.roles & roles \

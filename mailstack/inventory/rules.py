@@ -240,20 +240,6 @@ def _lab_only_problems(data: dict, pos: Positions) -> list[Problem]:
         if host["outside"]:
             problems.append(pos.problem(("hosts", i, "outside"), "only a lab (platform.lab: true) may have "
                                         "hosts that play the outside world"))
-        if "dns" in host["roles"]:
-            problems.append(pos.problem(("hosts", i, "roles"), "the 'dns' role serves a lab's zones; publish "
-                                        "production DNS from `mailstack dns` (or set platform.lab: true)"))
-        if "pager" in host["roles"]:
-            problems.append(pos.problem(("hosts", i, "roles"), "the 'pager' role plays an alert receiver in a "
-                                        "lab; name your webhooks under monitoring.webhooks (or set platform.lab: "
-                                        "true)"))
-        if "siem" in host["roles"]:
-            problems.append(pos.problem(("hosts", i, "roles"), "the 'siem' role plays a SIEM in a lab; name "
-                                        "your SIEM's receivers under siem.syslog (or set platform.lab: true)"))
-        if "directory" in host["roles"]:
-            problems.append(pos.problem(("hosts", i, "roles"), "the 'directory' role plays an organisation's LDAP "
-                                        "directory in a lab; name yours under ldap.uris (or set platform.lab: "
-                                        "true)"))
         if not host["ssh"]["verify_host_key"]:
             problems.append(pos.problem(("hosts", i, "ssh", "verify_host_key"), "host keys are always "
                                         "verified outside a lab: put the host's key into a known_hosts file "

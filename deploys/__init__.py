@@ -12,7 +12,7 @@ from importlib import import_module
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.ops import Manifests, manifest, packages, retire
+from deploys.ops import Manifests, manifest, packages, retire, take_stock, unsettle
 from deploys.ops import apply as apply_service
 from mailstack.component import Component, File, Service
 from mailstack.plan import plans
@@ -116,12 +116,19 @@ def converge(plan) -> None:
     units = {c.name: sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}) for c in plan.components}
     files = {f.path for found in services.values() for s in found for f in s.files}
     kept = files | {unit for found in units.values() for unit in found}  # what the components here have now
+    manifests = tuple(manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files])
+                      for c in plan.components)
+    everything = [s for found in services.values() for s in found]
+    take_stock(paths=list(dict.fromkeys([*(f.path for s in everything for f in s.files),
+                                         *(p for s in everything for p in s.absent), *(f.path for f in manifests)])),
+               units=sorted({unit for found in units.values() for unit in found}))
     retired = sorted((name, lines) for name, lines in (host.get_fact(Manifests) or {}).items() if name not in services)
+    if retired:
+        unsettle()  # their units stop and their files go: ask the host from then on
     for name, lines in host.loop(retired):
         retire(name, lines, kept)
     # every host walks the same list, so operations line up across hosts in one order
     for component in host.loop(COMPONENTS):
         if component in plan.components:
             apply(component, plan, services[component.name])
-    apply_service(Service(None, tuple(
-        manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files]) for c in plan.components)))
+    apply_service(Service(None, manifests))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, operation
@@ -31,6 +32,64 @@ class FileStates(FactBase):
         return list(output)
 
 
+class UnitStates(FactBase):
+    """{unit: "ActiveState UnitFileState"} of the units given, in one systemctl call."""
+
+    def command(self, units):
+        return "systemctl show -p Id,ActiveState,UnitFileState -- " + " ".join(shlex.quote(u) for u in units)
+
+    def process(self, output):
+        found: dict[str, dict[str, str]] = {}
+        unit: dict[str, str] = {}
+        for line in output:
+            key, _, value = line.partition("=")
+            if key == "Id":
+                unit = found[value] = {}
+            unit[key] = value
+        return {name: f"{props.get('ActiveState', '')} {props.get('UnitFileState', '')}".strip()
+                for name, props in found.items()}
+
+
+@dataclass
+class Stock:
+    """What a host had when this deploy started, read in three commands (its packages, the
+    units and the files of every service here): while `settled` (nothing changed on the host
+    yet in this run), the operations decide from it instead of asking the host again."""
+
+    packages: set[str]
+    units: dict[str, str]
+    files: dict[str, str]
+    settled: bool = True
+
+
+STOCK: dict[str, Stock] = {}  # host name -> its stock, for this run
+
+
+def take_stock(paths: list[str], units: list[str]) -> None:
+    """Read this host's packages, units and files once, before its operations run."""
+    states = host.get_fact(FileStates, paths=paths) if paths else []
+    STOCK[host.name] = Stock(
+        packages=set(host.get_fact(DebPackages) or {}),
+        units=(host.get_fact(UnitStates, units=[unit_name(u) for u in units]) if units else None) or {},
+        files=dict(zip(paths, states or [], strict=False)))
+
+
+def stock() -> Stock | None:
+    """This host's stock while nothing has changed on it in this run, else None."""
+    found = STOCK.get(host.name)
+    return found if found and found.settled else None
+
+
+def unsettle() -> None:
+    """Something changed on this host: from now on its operations ask it again."""
+    if host.name in STOCK:
+        STOCK[host.name].settled = False
+
+
+def unit_name(unit: str) -> str:
+    return unit if "." in unit else f"{unit}.service"
+
+
 def _state(file: File) -> str:
     return f"{file.user} {file.group} {int(file.mode[-3:], 8):o} {hashlib.sha256(file.content).hexdigest()}"
 
@@ -45,12 +104,17 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
     if not paths:
         host.noop("no files")
         return
-    found = host.get_fact(FileStates, paths=paths) or ["missing"] * len(paths)  # fake connector: no facts
+    known = stock()
+    if known and all(path in known.files for path in paths):
+        found = [known.files[path] for path in paths]
+    else:
+        found = host.get_fact(FileStates, paths=paths) or ["missing"] * len(paths)  # fake connector: no facts
     changed = [f for f, state in zip(files, found, strict=False) if state != _state(f)]
     stale = [path for path, state in zip(absent, found[len(files):], strict=True) if state != "missing"]
     if not changed and not stale:
         host.noop(f"{len(files)} files are current")
         return
+    unsettle()
     if stale:
         yield "rm -f " + " ".join(shlex.quote(path) for path in stale)
     if not changed:
@@ -109,17 +173,20 @@ def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = 
     """Debian packages (a no-op when present, as in the lab image), with the debconf
     answers they need given first; `quiet`: their daemons do not start from the install
     (they start once configured)."""
-    missing = bool(names) and not set(names) <= set(host.get_fact(DebPackages) or {})
-    if preseed and missing:
+    known = STOCK.get(host.name)  # at preparation: the stock taken then
+    missing = bool(names) and not set(names) <= (known.packages if known else set(host.get_fact(DebPackages) or {}))
+    if not missing:
+        return  # nothing to install: no operation, no question to the host
+    if known:
+        known.settled = False  # an install may write files and start daemons: ask the host from now on
+    if preseed:
         server.shell(name=f"{component} debconf answers", commands=[
             f"printf '%s\\n' {' '.join(shlex.quote(line) for line in preseed)} | debconf-set-selections"])
-    hold = quiet and missing
-    if hold:
+    if quiet:
         server.shell(name=f"{component}: no daemon starts before it is configured", commands=[
             f"printf '#!/bin/sh\\nexit 101\\n' > {NO_START} && chmod 0755 {NO_START}"])
-    if names:
-        apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
-    if hold:
+    apt.packages(name=f"{component} packages", packages=list(names), no_recommends=True)
+    if quiet:
         server.shell(name=f"{component}: daemons may start again", commands=[f"rm -f {NO_START}"])
 
 
@@ -133,6 +200,26 @@ def package_lists(max_age: int):
     """Refresh apt's package lists when they are older than `max_age` seconds, in bounded tries."""
     for command in apt.update._inner(cache_time=max_age):
         yield BOUNDED_UPDATE if command == "apt-get update" else command
+
+
+@operation()
+def unit_state(unit: str, running: bool | None = True, enabled: bool | None = True):
+    """The unit running and/or enabled (None: left as it is), from the stock while the
+    host is settled, else as pyinfra's systemd.service finds it."""
+    known = stock()
+    state = known.units.get(unit_name(unit)) if known else None
+    if state is None:
+        yield from systemd.service._inner(service=unit, running=running, enabled=enabled)
+        return
+    active, _, file_state = state.partition(" ")
+    wanted = [*(["start"] if running and active != "active" else []),
+              *(["enable"] if enabled and file_state not in ("enabled", "static", "alias", "indirect") else [])]
+    if not wanted:
+        host.noop(f"{unit} is {'running' if running else 'enabled'}")
+        return
+    unsettle()
+    for action in wanted:
+        yield f"systemctl {action} {shlex.quote(unit_name(unit))}"
 
 
 def apply(service: Service) -> None:
@@ -149,15 +236,15 @@ def apply(service: Service) -> None:
         return
     # enabled before any start: some units exist for systemd only once enabled (rsyslog's
     # syslog.service alias, which its socket needs)
-    systemd.service(name=f"{service.unit} enabled", service=service.unit, running=None, enabled=True)
+    unit_state(name=f"{service.unit} enabled", unit=service.unit, running=None)
     # restarts and reloads are retried: systemd in a container now and then fails to attach
     # the process it starts to the unit's cgroup (status 219/CGROUP); a second attempt works
     if service.reload:
         # running first (a first start reads the new files); then a graceful reload on change
-        systemd.service(name=f"{service.unit} running", service=service.unit, running=True)
+        unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None)
         systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
                         reloaded=True, _if=changed, _retries=2, _retry_delay=2)
     else:
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
                         restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
-        systemd.service(name=f"{service.unit} running", service=service.unit, running=True)
+        unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None)

@@ -352,10 +352,13 @@ def test_rendering_is_deterministic():
 class FakeHost:
     """What install_files sees of a host: one fact answer for all its files."""
 
+    name = "fake"
+
     def __init__(self, states):
-        self.states, self.noops = states, []
+        self.states, self.noops, self.asked = states, [], 0
 
     def get_fact(self, fact, **kwargs):
+        self.asked += 1
         return self.states
 
     def noop(self, text):
@@ -389,6 +392,25 @@ def test_files_of_a_component_turned_off_are_removed(monkeypatch):
     monkeypatch.setattr(ops, "host", FakeHost([state(current), "root root 644 abc", "missing"]))
     commands = list(ops.install_files._inner(files=(current,), absent=("/etc/rspamd/local.d/old.conf", "/etc/gone")))
     assert commands == ["rm -f /etc/rspamd/local.d/old.conf"]
+
+
+def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch):
+    """The no-op deploy decides from the stock taken at its start (issue 24: round trips); once
+    something changed on the host, every later operation asks the host itself."""
+    current, old = File.text("/etc/a", "one"), File.text("/etc/b", "two")
+    fake = FakeHost(["root root 644 abc"])
+    monkeypatch.setattr(ops, "host", fake)
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), files={"/etc/a": state(current),
+                                                                            "/etc/b": state(old)},
+                                                     units={"dovecot.service": "active enabled",
+                                                            "rspamd.service": "inactive disabled"}))
+    assert list(ops.install_files._inner(files=(current,))) == [] and fake.asked == 0
+    assert list(ops.unit_state._inner(unit="dovecot")) == [] and fake.asked == 0
+    assert list(ops.unit_state._inner(unit="rspamd")) == ["systemctl start rspamd.service",
+                                                          "systemctl enable rspamd.service"]
+    assert not ops.STOCK["fake"].settled  # a start changed the host
+    list(ops.install_files._inner(files=(current,)))
+    assert fake.asked == 1  # asked the host again, not the stock
 
 
 def test_every_component_is_declared_once():

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from mailstack.component import File, Service
 
-STAGING = "/root/.mailstack-staging"  # root-only: files get their owner and mode here
+STAGING = "/root/.mailstack-staging"
+NOLOGIN = "/usr/sbin/nologin"  # root-only: files get their owner and mode here
 
 
 class FileStates(FactBase):
@@ -60,6 +61,7 @@ class Stock:
     units: dict[str, str]
     files: dict[str, str]
     settled: bool = True
+    extra: dict = field(default_factory=dict)  # directories, accounts: read at their first use
 
 
 STOCK: dict[str, Stock] = {}  # host name -> its stock, for this run
@@ -84,6 +86,106 @@ def unsettle() -> None:
     """Something changed on this host: from now on its operations ask it again."""
     if host.name in STOCK:
         STOCK[host.name].settled = False
+
+
+class DirectoryStates(FactBase):
+    """{path: "user group mode"} of the directories given ("missing" for none), in one command."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return f"for p in {quoted}; do if [ -d \"$p\" ]; then stat -c '%U %G %a' \"$p\"; else echo missing; fi; done"
+
+    def process(self, output):
+        return list(output)
+
+
+class Accounts(FactBase):
+    """The passwd and group entries of the names given (one command): {"passwd": {name:
+    fields}, "group": {name: fields}}."""
+
+    def command(self, names):
+        quoted = " ".join(shlex.quote(n) for n in names)
+        return f"getent passwd {quoted}; getent group {quoted}; true"
+
+    def process(self, output):
+        found: dict[str, dict[str, list[str]]] = {"passwd": {}, "group": {}}
+        for line in output:
+            fields = line.split(":")
+            found["passwd" if len(fields) == 7 else "group"][fields[0]] = fields
+        return found
+
+
+WANTED: dict[str, dict[str, list[str]]] = {}  # host name -> directories and accounts its install stages ensure
+
+
+def _wanted(kind: str, *names: str) -> None:
+    WANTED.setdefault(host.name, {"directories": [], "accounts": []})[kind].extend(names)
+
+
+def _stocked(kind: str, fact, **kwargs):
+    """The stock of `kind` (directories, accounts), read once for everything this host's
+    install stages ensure, while the host is settled; None once it is not."""
+    known = stock()
+    if known is None:
+        return None
+    if kind not in known.extra:
+        known.extra[kind] = host.get_fact(fact, **kwargs) or None
+    return known.extra[kind]
+
+
+def directory(path: str, mode: str = "0755", user: str = "root", group: str = "root") -> None:
+    """files.directory, decided from the stock while the host is settled."""
+    _wanted("directories", path)
+    _directory(name=path, path=path, mode=mode, user=user, group=group)
+
+
+@operation()
+def _directory(path: str, mode: str, user: str, group: str):
+    paths = WANTED[host.name]["directories"]
+    states = _stocked("directories", DirectoryStates, paths=paths)
+    if states and dict(zip(paths, states, strict=False)).get(path) == f"{user} {group} {int(mode, 8):o}":
+        host.noop(f"{path} is as wanted")
+        return
+    unsettle()
+    yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
+
+
+def system_group(group: str, gid: int | None = None) -> None:
+    """server.group (a system group unless its gid is given), from the stock while settled."""
+    _wanted("accounts", group)
+    _group(name=f"{group} group", group=group, gid=gid)
+
+
+@operation()
+def _group(group: str, gid: int | None):
+    found = _stocked("accounts", Accounts, names=sorted(set(WANTED[host.name]["accounts"])))
+    entry = found and found["group"].get(group)
+    if entry and (gid is None or entry[2] == str(gid)):
+        host.noop(f"group {group} exists")
+        return
+    unsettle()
+    yield from server.group._inner(group=group, gid=gid, system=gid is None)
+
+
+def system_user(user: str, home: str, group: str | None = None, uid: int | None = None) -> None:
+    """server.user with no login shell and no home made (a system user unless its uid is
+    given), from the stock while settled."""
+    _wanted("accounts", user, *([group] if group else []))
+    _user(name=f"{user} user", user=user, home=home, group=group, uid=uid)
+
+
+@operation()
+def _user(user: str, home: str, group: str | None, uid: int | None):
+    found = _stocked("accounts", Accounts, names=sorted(set(WANTED[host.name]["accounts"])))
+    entry = found and found["passwd"].get(user)
+    primary = found and group and found["group"].get(group)
+    if entry and entry[5] == home and entry[6] == NOLOGIN and (uid is None or entry[2] == str(uid)) \
+            and (group is None or (primary and primary[2] == entry[3])):
+        host.noop(f"user {user} exists")
+        return
+    unsettle()
+    yield from server.user._inner(user=user, home=home, group=group, uid=uid, shell=NOLOGIN, ensure_home=False,
+                                  system=uid is None)
 
 
 def unit_name(unit: str) -> str:

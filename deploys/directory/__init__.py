@@ -10,8 +10,7 @@ import base64
 import hashlib
 import hmac
 
-from pyinfra.operations import files
-
+from deploys.ops import directory
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
 from mailstack.plan import HostPlan, platform_hosts
@@ -78,8 +77,8 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    files.directory(name=ETC, path=ETC, mode="0755")
-    files.directory(name=DATA, path=DATA, user="openldap", group="openldap", mode="0700")
+    directory(ETC, mode="0755")
+    directory(DATA, user="openldap", group="openldap", mode="0700")
 
 
 def openings(plan: HostPlan) -> list[Opening]:

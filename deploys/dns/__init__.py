@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pyinfra.operations import files
-
+from deploys.ops import directory
 from mailstack.component import Component, File, Opening, Service
 from mailstack.dns import zone_file, zones
 from mailstack.plan import HostPlan
@@ -24,7 +23,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    files.directory(name=ZONES_DIR, path=ZONES_DIR, mode="0755")
+    directory(ZONES_DIR, mode="0755")
 
 
 def openings(plan: HostPlan) -> list[Opening]:

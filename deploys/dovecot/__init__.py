@@ -7,8 +7,7 @@ the network again."""
 
 from __future__ import annotations
 
-from pyinfra.operations import files, server
-
+from deploys.ops import directory, system_group, system_user
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, guard, schema_fragment, template_path
 from mailstack.conventions import DOVECOT_BLOCKS, DOVECOT_ETC, DOVECOT_SECRET, MAIL_ROOT, PASSDBS, POP3_STARTTLS_PORT
@@ -155,12 +154,11 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    server.group(name="vmail group", group="vmail", gid=VMAIL_UID)
-    server.user(name="vmail user", user="vmail", uid=VMAIL_UID, group="vmail",
-                home=MAIL_ROOT, shell="/usr/sbin/nologin", ensure_home=False)
-    files.directory(name=MAIL_ROOT, path=MAIL_ROOT, user="vmail", group="vmail", mode="0750")
-    files.directory(name=DOVECOT_ETC, path=DOVECOT_ETC, mode="0755")
-    files.directory(name=DOVECOT_BLOCKS, path=DOVECOT_BLOCKS, mode="0755")
+    system_group("vmail", gid=VMAIL_UID)
+    system_user("vmail", home=MAIL_ROOT, group="vmail", uid=VMAIL_UID)
+    directory(MAIL_ROOT, user="vmail", group="vmail", mode="0750")
+    directory(DOVECOT_ETC, mode="0755")
+    directory(DOVECOT_BLOCKS, mode="0755")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyinfra.operations import files
-
+from deploys.ops import directory
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment, template_path
 from mailstack.conventions import LOGIN_PORTS
@@ -102,7 +101,7 @@ def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
 
 
 def install(plan: HostPlan) -> None:
-    files.directory(name=f"{ETC}/tls", path=f"{ETC}/tls", mode="0750", **GLEWLWYD)
+    directory(f"{ETC}/tls", mode="0750", **GLEWLWYD)
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from pyinfra.operations import files, server
-
+from deploys.ops import directory, system_group, system_user
 from mailstack import tls
 from mailstack.artifacts import ArtifactUnavailable, program, resources
 from mailstack.component import Component, File, Opening, Service, schema_fragment, seconds, template_path
@@ -115,13 +114,12 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    server.group(name="nauthilus group", group="nauthilus", system=True)
-    server.user(name="nauthilus user", user="nauthilus", group="nauthilus", system=True, home="/nonexistent",
-                shell="/usr/sbin/nologin", ensure_home=False)
-    files.directory(name=ETC, path=ETC, mode="0750", user="root", group="nauthilus")
-    files.directory(name=f"{ETC}/tls", path=f"{ETC}/tls", mode="0750", **OWNER)
+    system_group("nauthilus")
+    system_user("nauthilus", home="/nonexistent", group="nauthilus")
+    directory(ETC, mode="0750", user="root", group="nauthilus")
+    directory(f"{ETC}/tls", mode="0750", **OWNER)
     for path in (f"{ASSETS}/templates", f"{ASSETS}/resources"):
-        files.directory(name=path, path=path, mode="0755")
+        directory(path, mode="0755")
 
 
 def login_peers(plan: HostPlan) -> tuple[str, ...]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import files, pip, server
+from pyinfra.operations import pip
 
+from deploys.ops import directory, system_user
 from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
 from mailstack.conventions import CLAMAV_UNSCANNED, SUBMISSION_VIA_GATEWAY
 from mailstack.inventory import Positions, Problem, resolve, schema
@@ -66,12 +67,11 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
 
 
 def install(plan: HostPlan) -> None:
-    server.user(name="Peekaboo user", user=USER, system=True, home=STATE, shell="/usr/sbin/nologin",
-                ensure_home=False)
-    files.directory(name=HOME, path=HOME, mode="0755")
-    files.directory(name=f"{HOME}/wheels", path=f"{HOME}/wheels", mode="0755")
-    files.directory(name=ETC, path=ETC, user="root", group=USER, mode="0750")
-    files.directory(name=STATE, path=STATE, user=USER, group=USER, mode="0750")
+    system_user(USER, home=STATE)
+    directory(HOME, mode="0755")
+    directory(f"{HOME}/wheels", mode="0755")
+    directory(ETC, user="root", group=USER, mode="0750")
+    directory(STATE, user=USER, group=USER, mode="0750")
     pip.virtualenv(name="Peekaboo venv (Debian's python3)", path=f"{HOME}/venv", python="python3", venv=True)
 
 

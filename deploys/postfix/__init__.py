@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from ipaddress import ip_network
 
-from pyinfra.operations import files
-
+from deploys.ops import directory
 from mailstack import tls
 from mailstack.component import (
     Component,
@@ -224,7 +223,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    files.directory(name=MAPS, path=MAPS, mode="0755")
+    directory(MAPS, mode="0755")
 
 
 def _return_ports(plan: HostPlan) -> tuple[int, ...]:

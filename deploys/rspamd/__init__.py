@@ -9,6 +9,7 @@ import json
 
 from pyinfra.operations import files, server, systemd
 
+from deploys.ops import directory
 from mailstack.component import Component, File, Service, guard, schema_fragment, table
 from mailstack.conventions import REDIS_PASSWORD, REDIS_PORT, SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
 from mailstack.plan import MILTER_PORT, HostPlan
@@ -102,8 +103,8 @@ def install(plan: HostPlan) -> None:
         joined = server.user(name="rspamd may use clamd's socket", user="_rspamd", groups=["clamav"], append=True,
                              ensure_home=False)
         systemd.service(name="rspamd takes its new group", service="rspamd", restarted=True, _if=joined.did_change)
-    files.directory(name=DKIM_DIR, path=DKIM_DIR, user="root", group="_rspamd", mode="0750")
-    files.directory(name=MAPS_DIR, path=MAPS_DIR, mode="0755")
+    directory(DKIM_DIR, user="root", group="_rspamd", mode="0750")
+    directory(MAPS_DIR, mode="0755")
     files.file(name="No controller settings left in local.d (override.d has them)",
                path=f"{ETC}/local.d/worker-controller.inc", present=False)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyinfra.operations import files, pip, server
+from pyinfra.operations import pip
 
+from deploys.ops import directory, system_user
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
@@ -100,10 +101,9 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    server.user(name="Gateway user", user=USER, system=True, home=HOME, shell="/usr/sbin/nologin",
-                ensure_home=False)
+    system_user(USER, home=HOME)
     for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
-        files.directory(name=path, path=path, user="root", group=USER, mode="0750")
+        directory(path, user="root", group=USER, mode="0750")
     pip.virtualenv(name="Gateway venv (Debian's aiosmtpd and cryptography)", path=f"{HOME}/venv",
                    python="python3", venv=True, site_packages=True)
 

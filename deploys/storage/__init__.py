@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyinfra.operations import files, server
-
+from deploys.ops import directory, system_group, system_user
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, render, schema_fragment, template_path
 from mailstack.inventory import Inventory, Positions, Problem
@@ -136,11 +135,10 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    server.group(name="seaweedfs group", group="seaweedfs", system=True)
-    server.user(name="seaweedfs user", user="seaweedfs", group="seaweedfs", system=True,
-                home=plan.inv.s3["data_dir"], shell="/usr/sbin/nologin", ensure_home=False)
-    files.directory(name=plan.inv.s3["data_dir"], path=plan.inv.s3["data_dir"], mode="0750", **OWNER)
-    files.directory(name=f"{ETC}/tls", path=f"{ETC}/tls", mode="0750", **OWNER)
+    system_group("seaweedfs")
+    system_user("seaweedfs", home=plan.inv.s3["data_dir"], group="seaweedfs")
+    directory(plan.inv.s3["data_dir"], mode="0750", **OWNER)
+    directory(f"{ETC}/tls", mode="0750", **OWNER)
 
 
 def s3_clients(plan: HostPlan) -> list[tuple[str, ...]]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import files
-
+from deploys.ops import directory
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
@@ -27,7 +26,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    files.directory(name=TLS_DIR, path=TLS_DIR, mode="0755")
+    directory(TLS_DIR, mode="0755")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

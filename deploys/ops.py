@@ -15,8 +15,8 @@ from pyinfra.operations import apt, files, server, systemd
 
 from mailstack.component import File, Service
 
-STAGING = "/root/.mailstack-staging"
-NOLOGIN = "/usr/sbin/nologin"  # root-only: files get their owner and mode here
+STAGING = "/root/.mailstack-staging"  # root-only: files get their owner and mode here
+NOLOGIN = "/usr/sbin/nologin"  # the shell of the system users the components make
 
 
 class FileStates(FactBase):
@@ -279,8 +279,7 @@ def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = 
     missing = bool(names) and not set(names) <= (known.packages if known else set(host.get_fact(DebPackages) or {}))
     if not missing:
         return  # nothing to install: no operation, no question to the host
-    if known:
-        known.settled = False  # an install may write files and start daemons: ask the host from now on
+    unsettle()  # an install may write files and start daemons: ask the host from now on
     if preseed:
         server.shell(name=f"{component} debconf answers", commands=[
             f"printf '%s\\n' {' '.join(shlex.quote(line) for line in preseed)} | debconf-set-selections"])

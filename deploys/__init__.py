@@ -12,7 +12,7 @@ from importlib import import_module
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.ops import Manifests, manifest, packages, retire, take_stock, unsettle
+from deploys.ops import Manifests, manifest, packages, retire, stamped, take_stock, unsettle
 from deploys.ops import apply as apply_service
 from mailstack.component import Component, File, Service
 from mailstack.plan import plans
@@ -121,7 +121,8 @@ def converge(plan) -> None:
     everything = [s for found in services.values() for s in found]
     take_stock(paths=list(dict.fromkeys([*(f.path for s in everything for f in s.files),
                                          *(p for s in everything for p in s.absent), *(f.path for f in manifests)])),
-               units=sorted({unit for found in units.values() for unit in found}))
+               units=sorted({unit for found in units.values() for unit in found}),
+               big=stamped(f for s in everything for f in s.files))
     retired = sorted((name, lines) for name, lines in (host.get_fact(Manifests) or {}).items() if name not in services)
     if retired:
         unsettle()  # their units stop and their files go: ask the host from then on

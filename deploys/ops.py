@@ -19,18 +19,50 @@ STAGING = "/root/.mailstack-staging"  # root-only: files get their owner and mod
 NOLOGIN = "/usr/sbin/nologin"  # the shell of the system users the components make
 
 
+BIG = 1 << 20  # a file this large (a program) is hashed once: its stamp stands in for it after
+STAMPS = "/var/lib/mailstack/stamps"  # per big file: "size inode mtime sha256" when last hashed
+IDENTITY = "%s %i %.9Y"  # stat: a file replaced or written since has another size, inode or mtime
+
+
+def stamp_path(path: str) -> str:
+    return f"{STAMPS}/{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+
+
 class FileStates(FactBase):
     """Owner, group, mode and sha256 of many files at once (one command, not two facts
-    per file): {path: "user group mode sha256"}, or None for a missing file."""
+    per file): {path: "user group mode sha256"}, or "missing". A file in `stamped` (a
+    program of ~100 MB) is hashed once: its stamp keeps that hash with the file's size,
+    inode and mtime, and stands in while those are unchanged."""
 
-    def command(self, paths):
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"for p in {quoted}; do if [ -f \"$p\" ]; then "
-                "printf '%s %s\\n' \"$(stat -c '%U %G %a' \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\"; "
-                "else echo missing; fi; done")
+    def command(self, paths, stamped=()):
+        pairs = " ".join(f"{shlex.quote(p)} {shlex.quote(stamp_path(p)) if p in stamped else '-'}" for p in paths)
+        return (f"set -- {pairs}; while [ $# -gt 0 ]; do p=$1 t=$2; shift 2; "
+                "if [ ! -f \"$p\" ]; then echo missing; continue; fi; h=; "
+                f"if [ \"$t\" != - ]; then i=$(stat -c '{IDENTITY}' \"$p\"); "
+                "[ -f \"$t\" ] && [ \"$(cut -d' ' -f1-3 \"$t\")\" = \"$i\" ] && h=$(cut -d' ' -f4 \"$t\"); fi; "
+                "if [ -z \"$h\" ]; then h=$(sha256sum < \"$p\" | cut -d' ' -f1); "
+                f"[ \"$t\" != - ] && mkdir -p {STAMPS} && echo \"$i $h\" > \"$t\"; fi; "
+                "printf '%s %s\\n' \"$(stat -c '%U %G %a' \"$p\")\" \"$h\"; done")
 
     def process(self, output):
         return list(output)
+
+
+def stamped(files) -> list[str]:
+    """The paths of the big files among `files` (their hash comes from their stamp)."""
+    return [f.path for f in files if len(f.content) >= BIG]
+
+
+_DIGESTS: dict[int, tuple[bytes, str]] = {}  # big contents shared by many hosts: hashed once a run
+
+
+def digest(content: bytes) -> str:
+    if len(content) < BIG:
+        return hashlib.sha256(content).hexdigest()
+    known = _DIGESTS.get(id(content))
+    if known is None or known[0] is not content:
+        known = _DIGESTS[id(content)] = (content, hashlib.sha256(content).hexdigest())
+    return known[1]
 
 
 class UnitStates(FactBase):
@@ -67,9 +99,10 @@ class Stock:
 STOCK: dict[str, Stock] = {}  # host name -> its stock, for this run
 
 
-def take_stock(paths: list[str], units: list[str]) -> None:
-    """Read this host's packages, units and files once, before its operations run."""
-    states = host.get_fact(FileStates, paths=paths) if paths else []
+def take_stock(paths: list[str], units: list[str], big: list[str] = ()) -> None:
+    """Read this host's packages, units and files once (`big`: those read by their stamp),
+    before its operations run."""
+    states = host.get_fact(FileStates, paths=paths, stamped=tuple(big)) if paths else []
     STOCK[host.name] = Stock(
         packages=set(host.get_fact(DebPackages) or {}),
         units=(host.get_fact(UnitStates, units=[unit_name(u) for u in units]) if units else None) or {},
@@ -193,7 +226,7 @@ def unit_name(unit: str) -> str:
 
 
 def _state(file: File) -> str:
-    return f"{file.user} {file.group} {int(file.mode[-3:], 8):o} {hashlib.sha256(file.content).hexdigest()}"
+    return f"{file.user} {file.group} {int(file.mode[-3:], 8):o} {digest(file.content)}"
 
 
 @operation()
@@ -210,7 +243,8 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
     if known and all(path in known.files for path in paths):
         found = [known.files[path] for path in paths]
     else:
-        found = host.get_fact(FileStates, paths=paths) or ["missing"] * len(paths)  # fake connector: no facts
+        found = (host.get_fact(FileStates, paths=paths, stamped=tuple(stamped(files)))
+                 or ["missing"] * len(paths))  # fake connector: no facts
     changed = [f for f, state in zip(files, found, strict=False) if state != _state(f)]
     stale = [path for path, state in zip(absent, found[len(files):], strict=True) if state != "missing"]
     if not changed and not stale:
@@ -218,7 +252,7 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
         return
     unsettle()
     if stale:
-        yield "rm -f " + " ".join(shlex.quote(path) for path in stale)
+        yield "rm -f " + " ".join(shlex.quote(p) for path in stale for p in (path, stamp_path(path)))
     if not changed:
         return
     yield f"install -d -m 0700 -o root -g root {STAGING}"
@@ -228,6 +262,9 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
         parent = shlex.quote(file.path.rsplit("/", 1)[0] or "/")
         yield (f"chown {shlex.quote(file.user)}:{shlex.quote(file.group)} {staged} && chmod {file.mode} {staged}"
                f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
+        if len(file.content) >= BIG:
+            yield (f"mkdir -p {STAMPS} && echo \"$(stat -c '{IDENTITY}' {shlex.quote(file.path)})\" "
+                   f"{digest(file.content)} > {stamp_path(file.path)}")
 
 
 MANIFESTS = "/var/lib/mailstack/components"  # per component: the units and files it put on this host

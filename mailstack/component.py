@@ -7,6 +7,7 @@ Nothing here talks to a host: deploys/ turns a component's files into pyinfra op
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
@@ -84,6 +85,11 @@ def render(template: str, context: Mapping, where: str) -> str:
     return get_template(str(template_path(template))).render(**context)
 
 
+@functools.lru_cache(maxsize=64)
+def _read(path: Path, size: int, mtime_ns: int) -> bytes:
+    return path.read_bytes()
+
+
 @dataclass(frozen=True)
 class File:
     """One file on a host, fully rendered. A `secret` file (keys, passwords) is never
@@ -107,8 +113,11 @@ class File:
 
     @classmethod
     def copy(cls, path: str, source: str | Path, **kwargs) -> File:
-        """A file of the control machine (a key, a certificate, code)."""
-        return cls(path, Path(source).expanduser().read_bytes(), **kwargs)
+        """A file of the control machine (a key, a certificate, code): read once a run
+        for all hosts while it is unchanged (a program of ~100 MB is read and hashed once)."""
+        found = Path(source).expanduser().resolve()
+        status = found.stat()
+        return cls(path, _read(found, status.st_size, status.st_mtime_ns), **kwargs)
 
     @property
     def lines(self) -> list[str]:

@@ -5,6 +5,7 @@ what the deploys install, built from the host's plan without touching any host."
 import hashlib
 import importlib.util
 import json
+import subprocess
 
 import pytest
 from unitdata import ROOT, VALID
@@ -411,6 +412,37 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert not ops.STOCK["fake"].settled  # a start changed the host
     list(ops.install_files._inner(files=(current,)))
     assert fake.asked == 1  # asked the host again, not the stock
+
+
+def test_a_big_file_is_hashed_once_then_known_by_its_stamp(monkeypatch, tmp_path):
+    """Issue 24: a ~100 MB program is not read on every deploy. The host-side command (run
+    here in a real shell) hashes it once into its stamp, answers from the stamp while the
+    file's size, inode and mtime are unchanged, and hashes again once the file is replaced."""
+    monkeypatch.setattr(ops, "STAMPS", str(tmp_path / "stamps"))
+    program, small = tmp_path / "weed", tmp_path / "small"
+    program.write_bytes(b"v1" * ops.BIG)
+    small.write_text("x")
+
+    def states():
+        command = ops.FileStates().command([str(program), str(small), str(tmp_path / "none")],
+                                           stamped=(str(program),))
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout.split("\n")
+
+    first = states()
+    assert first[0].endswith(hashlib.sha256(program.read_bytes()).hexdigest()) and first[2] == "missing"
+    [stamp] = (tmp_path / "stamps").iterdir()
+    stamp.write_text(stamp.read_text().rsplit(" ", 1)[0] + " from-the-stamp\n")
+    assert states()[0].endswith(" from-the-stamp")  # not read again: the stamp answers
+    program.write_bytes(b"v2" * ops.BIG)  # same size, new mtime: hashed again
+    assert states()[0].endswith(hashlib.sha256(program.read_bytes()).hexdigest())
+
+
+def test_installing_a_big_file_records_its_stamp(monkeypatch):
+    program = File("/usr/local/bin/weed", b"x" * ops.BIG, mode="0755")
+    monkeypatch.setattr(ops, "host", FakeHost(["missing"]))
+    commands = [c for c in ops.install_files._inner(files=(program,)) if isinstance(c, str)]
+    assert commands[-1].endswith(f"{hashlib.sha256(program.content).hexdigest()} > {ops.stamp_path(program.path)}")
+    assert ops.stamped([program, File.text("/etc/a", "one")]) == [program.path]
 
 
 def test_every_component_is_declared_once():

@@ -252,7 +252,7 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
         return
     unsettle()
     if stale:
-        yield "rm -f " + " ".join(shlex.quote(p) for path in stale for p in (path, stamp_path(path)))
+        yield "rm -f " + " ".join(shlex.quote(path) for path in stale)  # a stamp left behind matches no new file
     if not changed:
         return
     yield f"install -d -m 0700 -o root -g root {STAGING}"

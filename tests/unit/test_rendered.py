@@ -290,6 +290,22 @@ def test_without_receivers_no_record_is_written():
     assert "/etc/rsyslog.d/mailstack-siem.conf" not in rendered(VALID, "mx1")
 
 
+def test_only_mail_an_alias_forwards_off_the_platform_is_arc_sealed():
+    """Issue 24: a seal (two RSA signatures) is made only where a receiver reads it: for the
+    aliases that forward outside, also through other aliases (a loop ends), in any case."""
+    text = VALID.replace("aliases:\n", """aliases:
+  - {address: out@one.example, to: [someone@elsewhere.example]}
+  - {address: via@two.example, to: [ben@two.example, out@one.example]}
+  - {address: loop-a@one.example, to: [loop-b@one.example]}
+  - {address: loop-b@one.example, to: [loop-a@one.example, ann@one.example]}
+""")
+    files = rendered(text, "mx1")
+    assert "enabled = true;" in files["/etc/rspamd/local.d/arc.conf"].lines
+    settings = files["/etc/rspamd/local.d/settings.conf"].lines
+    assert '  rcpt = "/^(?:out@one\\\\.example|via@two\\\\.example)$/i";' in settings, settings
+    assert "enabled = false;" in rendered(VALID, "mx1")["/etc/rspamd/local.d/arc.conf"].lines  # no forward
+
+
 def test_secret_files_are_private_and_marked_secret():
     files = rendered(VALID, "mx1")
     for path in ("/etc/dovecot/mailstack/passdb-imap", "/etc/rspamd/local.d/redis.conf",

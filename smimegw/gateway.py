@@ -140,7 +140,8 @@ class Gateway:
             return entity, False
         tenant = self.config.tenants[domain]
         try:
-            opened = await cms.decrypt(mime.join([], entity), tenant.cert, tenant.key, self.config.openssl_timeout)
+            opened = await cms.decrypt(mime.join([], mime.unfolded(entity)), tenant.cert, tenant.key,
+                                       self.config.openssl_timeout)
         except cms.CMSError:  # not for this domain (or damaged): delivered as it came
             return entity, False
         inner = mime.split(mime.normalize(opened))[1]
@@ -152,7 +153,8 @@ class Gateway:
         if mime.is_encrypted(entity):
             parts.append("encrypted=not-for-this-recipient")
         elif mime.is_signed(entity):
-            result = await cms.verify(mime.join([], entity), self.config.trust, self.config.openssl_timeout)
+            result = await cms.verify(mime.join([], mime.unfolded(entity)), self.config.trust,
+                                     self.config.openssl_timeout)
             signer = signer_domain(result.signer_pem)
             parts.append(f"signature=verified; signer={signer}" if result.ok
                          else f"signature=INVALID; signer={signer}; reason={result.reason[:120]}")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-# Headers that belong to the MIME entity (they move inside signatures and encryption).
-ENTITY = re.compile(rb"^(content-|mime-version:)", re.IGNORECASE)
+# Headers that belong to the MIME entity (they move inside signatures and encryption); a name
+# may have blanks before its colon (obsolete syntax MIME readers still accept)
+ENTITY = re.compile(rb"^(content-[^:]*|mime-version[ \t]*):", re.IGNORECASE)
+MIME_VERSION = re.compile(rb"^mime-version[ \t]*:", re.IGNORECASE)
+CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:", re.IGNORECASE)
 
 
 def normalize(data: bytes) -> bytes:
@@ -30,7 +33,7 @@ def split(message: bytes) -> tuple[list[bytes], bytes]:
         head, body = message, b""
     blocks = _header_blocks(head)
     transport = [b for b in blocks if not ENTITY.match(b)]
-    content = [b for b in blocks if ENTITY.match(b) and not b.lower().startswith(b"mime-version:")]
+    content = [b for b in blocks if ENTITY.match(b) and not MIME_VERSION.match(b)]
     if not content:
         content = [b"Content-Type: text/plain; charset=us-ascii"]
     return transport, b"\n".join(content) + b"\n\n" + body
@@ -39,8 +42,20 @@ def split(message: bytes) -> tuple[list[bytes], bytes]:
 def join(transport: list[bytes], entity: bytes) -> bytes:
     """A whole message again, with exactly one MIME-Version header."""
     head, _, body = entity.partition(b"\n\n")
-    content = [b for b in _header_blocks(head) if not b.lower().startswith(b"mime-version:")]
+    content = [b for b in _header_blocks(head) if not MIME_VERSION.match(b)]
     return b"\n".join([*transport, b"MIME-Version: 1.0", *content]) + b"\n\n" + body
+
+
+def unfolded(entity: bytes) -> bytes:
+    """The entity with each header on one line as `Name: value`: how openssl must get it (it
+    cannot read a Content-Type whose value starts on a continuation line, which MIME readers
+    accept; the gateway must see what the recipient's reader will)."""
+    head, _, body = entity.partition(b"\n\n")
+    lines = []
+    for block in _header_blocks(head):
+        name, _, value = block.partition(b":")
+        lines.append(name.strip() + b": " + re.sub(rb"\s+", b" ", value).strip())
+    return b"\n".join(lines) + b"\n\n" + body
 
 
 def drop(transport: list[bytes], prefix: bytes) -> list[bytes]:
@@ -52,8 +67,8 @@ def drop(transport: list[bytes], prefix: bytes) -> list[bytes]:
 def _content_type(entity: bytes) -> bytes:
     """The Content-Type value, unfolded, case kept (boundaries are case-sensitive)."""
     for block in _header_blocks(entity.split(b"\n\n", 1)[0]):
-        if block.lower().startswith(b"content-type:"):
-            return re.sub(rb"\s+", b" ", block[13:]).strip()
+        if CONTENT_TYPE.match(block):
+            return re.sub(rb"\s+", b" ", block.partition(b":")[2]).strip()
     return b"text/plain"
 
 

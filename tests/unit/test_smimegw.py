@@ -172,6 +172,26 @@ def encrypted_to_a_test(pki) -> bytes:
                    "-subject", "for you", pki["a.test"][0], data=entity).stdout
 
 
+SPELLINGS = {  # the same Content-Type as a MIME reader sees it, written another way
+    "lower case": lambda h: h.replace(b"Content-Type:", b"content-type:"),
+    "value on the next line": lambda h: h.replace(b"Content-Type: ", b"Content-Type:\n\t"),
+    "folded between parameters": lambda h: h.replace(b"pkcs7-mime; ", b"pkcs7-mime;\n  "),
+    "blank before the colon": lambda h: h.replace(b"Content-Type:", b"Content-Type :"),
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_encrypted_mail_is_opened_however_its_content_type_is_written(lab, pki, spelling):
+    """The attacker's second pass: encrypted to the tenant, with its Content-Type spelled so
+    that openssl (or a naive parser) would not see S/MIME, while the recipient's reader does.
+    The gateway opens it all the same, for the listener that scans it."""
+    run, sink, inbound, _ = lab
+    head, _, body = encrypted_to_a_test(pki).partition(b"\n\n")
+    send(run(), "bob@p.test", ["u@a.test"], SPELLINGS[spelling](head) + b"\n\n" + body)
+    ((port, _, _, data),) = sink.messages
+    assert port == run.decrypted_port != inbound and b"EICAR" in data, data[:300]
+
+
 def test_decrypted_mail_never_returns_where_nothing_scans_it(lab, pki):
     """No listener for decrypted mail configured: it is deferred (451), never returned to
     the unscanned inbound listener; mail the gateway did not open still goes there."""
@@ -489,3 +509,21 @@ def test_nesting_is_counted_exactly_and_never_overflows_the_stack(depth):
     else:
         with pytest.raises(mime.MimeLimit):
             mime.check_structure(entity, 16, 1000)
+
+
+def test_signatures_are_checked_against_a_hashed_trust_directory(pki, tmp_path):
+    """The deployed gateway trusts the system's hashed store (/etc/ssl/certs): openssl reads only
+    the CAs a chain needs, and nothing besides it (no default store slipped in)."""
+    import asyncio
+    import shutil
+
+    from smimegw import cms
+    signed = openssl("cms", "-sign", "-signer", pki["p.test"][0], "-inkey", pki["p.test"][1], "-md", "sha256",
+                     data=b"Content-Type: text/plain\n\nsigned\n").stdout
+    trusted, empty = tmp_path / "trusted", tmp_path / "empty"
+    trusted.mkdir(), empty.mkdir()
+    shutil.copy(pki["ca"], trusted / "ca.pem")
+    assert subprocess.run(["openssl", "rehash", str(trusted)], capture_output=True).returncode == 0
+    assert cms.trust_options(str(trusted))[:2] == ["-CApath", str(trusted)]
+    assert asyncio.run(cms.verify(signed, str(trusted), 30)).ok
+    assert not asyncio.run(cms.verify(signed, str(empty), 30)).ok

@@ -16,6 +16,7 @@ CA = f"{TLS_DIR}/ca.pem"
 # what a host trusts when it checks another platform host: the system's store, which holds
 # the platform CA too (lab-ca) or the public CAs of the operator's certificates (files)
 TRUST = "/etc/ssl/certs/ca-certificates.crt"
+TRUST_DIR = "/etc/ssl/certs"  # the same store, hashed: a reader loads only the CAs a chain needs
 # Mozilla "intermediate": TLS 1.2+, forward-secret AEAD ciphers only.
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"

@@ -83,6 +83,9 @@ def main() -> None:
     config = Config.load(args.config)
     if args.check:
         for path in config.files():
+            if os.path.isdir(path):  # a hashed trust directory
+                os.listdir(path)
+                continue
             with open(path, "rb"):
                 pass
         print(f"{args.config}: ok, {len(config.tenants)} tenants, {len(config.partners)} partners")

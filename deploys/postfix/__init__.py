@@ -25,17 +25,29 @@ from mailstack.component import (
     schema_fragment,
     table,
 )
-from mailstack.conventions import SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
+from mailstack.conventions import ORIGINATING, SMIME_CONTENT, SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
 MAPS = "/etc/postfix/mailstack"
 MAIN_CF, MASTER_CF = "/etc/postfix/main.cf", "/etc/postfix/master.cf"
+RETIRED = (f"{MAPS}/smime-recipients",)  # what earlier versions rendered: S/MIME tenants' mail all via the gateway
 LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 
 
 def header_rules(*patterns: str) -> str:
     """A regexp: table that drops every header matching one of `patterns`."""
     return "\n".join(f"/{guard(p)}/ IGNORE" for p in patterns)
+
+
+def to_gateway(plan: HostPlan) -> str:
+    """The header check that sends inbound S/MIME content (a Content-Type naming pkcs7, of the
+    message or of any part: Postfix checks MIME headers with header_checks too) through the S/MIME
+    gateway, when this MX has tenants with S/MIME. Plain mail goes on without the hop; rspamd
+    writes its result (signature=none) instead. Submitted mail has its own checks and always
+    passes the gateway (content_filter)."""
+    if not plan.gateway or not any(d.smime_enabled for d in plan.mx_domains):
+        return ""
+    return f"/^Content-Type[ \\t]*:.*{SMIME_CONTENT}/ FILTER smime:{plan.gateway.nexthop(plan.inv.smime['port'])}"
 
 
 DENIED = "REJECT 5.7.1 refused by the policy of the recipient's domain"
@@ -74,10 +86,7 @@ def maps(plan: HostPlan) -> dict[str, str]:
     mx_names = {d.name for d in plan.mx_domains}
     strip = inv.postfix["strip_internal_headers"]
     ours = ("^X-Mailstack-", own_authserv_ids(plan))  # headers only the platform writes, or claims in its name
-    to_gateway = plan.gateway.nexthop(inv.smime["port"]) if plan.gateway else None
     return {
-        "smime-recipients": table((d.name, f"FILTER smime:{to_gateway}") for d in plan.mx_domains
-                                  if to_gateway and d.smime_enabled),
         "domains": table((d, "OK") for d in sorted(mx_names)),
         "mailboxes": table((u.address, f"{u.domain}/{u.address.split('@')[0]}/")
                            for u in inv.users if u.domain in mx_names),
@@ -87,7 +96,7 @@ def maps(plan: HostPlan) -> dict[str, str]:
                          inv.senders({d.name for d in plan.submission_domains}).items()),
         "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
         "local-aliases": table((name, inv.platform["postmaster"]) for name in LOCAL_ALIASES),
-        "header-checks": header_rules(*ours),  # every way in
+        "header-checks": "\n".join(filter(None, (header_rules(*ours), to_gateway(plan)))),  # every way in
         "submission-header-checks": header_rules(*ours, *(["^Received:", "^X-Originating-IP:"] if strip else [])),
         "outbound-header-checks": header_rules(*ours, "^X-Spam-Status:") if strip else "",
         **deny_maps(plan),
@@ -126,7 +135,7 @@ def services(plan: HostPlan) -> list[dict]:
         # S/MIME gateway it signs DKIM only when the mail comes back (10027), after S/MIME
         via_gateway = ([f"content_filter=smime:{hop.nexthop(inv.smime['submission_port'])}",
                         f"milter_macro_daemon_name={SUBMISSION_VIA_GATEWAY}"]
-                       if hop else ["milter_macro_daemon_name=ORIGINATING"])
+                       if hop else [f"milter_macro_daemon_name={ORIGINATING}"])
         result += [
             {"line": "submission-cleanup unix n - n - 0 cleanup",
              "options": [f"header_checks=regexp:{MAPS}/submission-header-checks"]},
@@ -165,7 +174,7 @@ def services(plan: HostPlan) -> list[dict]:
                          f"milter_macro_daemon_name={SMIME_DECRYPTED}", *returning]},
             {"line": f"{listen}:{inv.smime['reinject_outbound_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-outbound", f"receive_override_options={NO_CHECKS}",
-                         "milter_macro_daemon_name=ORIGINATING", *returning]},
+                         f"milter_macro_daemon_name={ORIGINATING}", *returning]},
         ]
     return [{"options": [], **service} for service in result]
 
@@ -219,7 +228,7 @@ def configure(plan: HostPlan) -> list[Service]:
         File.text(MAIN_CF, extended(plan, "postfix.main", render("postfix/main.cf.j2", context, MAIN_CF))),
         File.text(MASTER_CF, extended(plan, "postfix.master", render("postfix/master.cf.j2", context, MASTER_CF))),
         *(File.text(f"{MAPS}/{name}", content) for name, content in maps(plan).items()),
-    ), check="postfix check", reload=True)]
+    ), check="postfix check", reload=True, absent=RETIRED)]
 
 
 def install(plan: HostPlan) -> None:

@@ -12,7 +12,15 @@ from pyinfra.operations import files, server, systemd
 
 from deploys.ops import directory
 from mailstack.component import Component, File, Service, guard, schema_fragment, table
-from mailstack.conventions import REDIS_PASSWORD, REDIS_PORT, SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
+from mailstack.conventions import (
+    ORIGINATING,
+    REDIS_PASSWORD,
+    REDIS_PORT,
+    SMIME_CONTENT,
+    SMIME_DECRYPTED,
+    SMIME_RESULT,
+    SUBMISSION_VIA_GATEWAY,
+)
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -89,6 +97,11 @@ def configure(plan: HostPlan) -> list[Service]:
         "sign_networks": json.dumps([plan.gateway.gateway.address] if plan.gateway else []),
         "submission_via_gateway": SUBMISSION_VIA_GATEWAY,
         "smime_decrypted": SMIME_DECRYPTED,
+        "originating": ORIGINATING,
+        # plain mail for these domains passes no gateway: its result is written here
+        "smime_tenants": [d.name for d in plan.own_domains if d.smime_enabled],
+        "smime_content": SMIME_CONTENT,
+        "smime_result": SMIME_RESULT,
         "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
         "redis_password": password(inv, REDIS_PASSWORD),
         "controller_password": password(inv, "rspamd-controller"),

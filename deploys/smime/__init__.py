@@ -67,7 +67,7 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "max_mime_depth": settings["max_mime_depth"],
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
-        "trust": tls.TRUST,
+        "trust": tls.TRUST_DIR,  # signatures checked for each message: load only the CAs needed
         "tls_cert": None if plaintext else f"{ETC}/tls/cert.pem",
         "tls_key": None if plaintext else f"{ETC}/tls/key.pem",
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),

@@ -134,18 +134,30 @@ def held_with(mail, tag: str) -> list[str]:
     return [q for q in held if tag in mail.check_output(f"postcat -bhq {q} || true")]
 
 
+def folded(message: bytes) -> bytes:
+    """The message's Content-Type in another spelling a MIME parser reads the same: the name in
+    lower case, the value folded over lines."""
+    return re.sub(rb"(?m)^Content-Type: (.*)$", lambda m: b"content-type:\n\t" + m.group(1).replace(b"; ", b";\n\t"),
+                  message, count=1)
+
+
+@pytest.mark.parametrize("spelling", ["as openssl writes it", "lower case, folded"])
 def test_malware_encrypted_to_a_tenant_is_scanned_once_opened_and_held(mail, addr, fqdn, ca_file, tag, gateway_up,
-                                                                       rspamd_ready):
+                                                                       rspamd_ready, spelling):
     """The attacker encrypts EICAR to example.test's public certificate (it rides on every
     signed mail) and sends it from outside, where rspamd sees only ciphertext. Once the
     gateway opened it, rspamd scans it as inbound mail: ClamAV finds it, and as the sender's
     session is over (a reject would bounce to a forgeable sender) it waits in the hold queue,
-    never in alice's INBOX."""
+    never in alice's INBOX. Only S/MIME content takes the gateway: another spelling of its
+    Content-Type does not walk around it."""
     tenant_cert = domain_certificate(INVENTORY, "example.test")[0]
     entity = f"Content-Type: text/plain; charset=us-ascii\n\n{tag}\n{EICAR}\n".encode()
     encrypted = cms("-encrypt", "-aes-256-cbc", "-from", "carol@ext.test", "-to", "alice@example.test",
                     "-subject", tag, str(tenant_cert), data=entity).stdout
     assert encrypted and EICAR.encode() not in encrypted
+    if spelling != "as openssl writes it":
+        encrypted = folded(encrypted)
+        assert re.search(rb"(?m)^content-type:\n\tapplication/(x-)?pkcs7-mime;\n", encrypted), encrypted[:400]
     raw = (f"Date: {format_datetime(datetime.now(UTC))}\nMessage-ID: <{tag}@ext.test>\n").encode() + encrypted
     with smtplib.SMTP(addr["ext"], 587, timeout=30) as client:  # carol's own provider
         client.starttls(context=named_context(ca_file, fqdn["ext"]))
@@ -166,3 +178,19 @@ def test_malware_encrypted_to_a_tenant_is_scanned_once_opened_and_held(mail, add
     finally:
         for queue_id in held:
             mail.check_output(f"postsuper -d {queue_id} hold")
+
+
+def test_plain_mail_for_a_tenant_takes_no_gateway_pass_and_gets_its_verdict(mail, addr, fqdn, ca_file, tag,
+                                                                            gateway_up, rspamd_ready):
+    """Issue 24: only S/MIME content pays the hop through the gateway. Plain mail from outside
+    for an S/MIME tenant goes straight on, with the verdict the gateway would write (rspamd
+    writes it, once), and arrives even while the gateway is down."""
+    mail.check_output("systemctl stop mailstack-smime")
+    try:
+        submit(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", message("carol@ext.test", "alice@example.test", tag))
+        raw = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, timeout=60)
+    finally:
+        mail.check_output("systemctl start mailstack-smime")
+    assert raw is not None, "plain mail waited for the gateway"
+    assert header_values(raw, "X-Mailstack-SMIME") == ["decrypted=no; signature=none"]
+    assert not header_values(raw, "X-Mailstack-SMIME-Pass")

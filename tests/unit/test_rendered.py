@@ -94,9 +94,11 @@ TABLE = [
     ("lab: no probe of the refused root", LAB, "mail", "/etc/postfix/main.cf", ["dnssec_probe = "], ["ns:."]),
     ("local delivery", VALID, "mx1", "/etc/postfix/mailstack/transport",
      [f"one.example {LMTP}", f"two.example {LMTP}"], []),
-    ("no S/MIME tenant: no FILTER", VALID, "mx1", "/etc/postfix/mailstack/smime-recipients", [], ["one.example"]),
-    ("S/MIME tenant to the gateway", SMIME_TENANT, "mx1", "/etc/postfix/mailstack/smime-recipients",
-     ["one.example FILTER smime:[other.t.example]:10025"], ["two.example"]),
+    ("no S/MIME tenant: no FILTER", VALID, "mx1", "/etc/postfix/mailstack/header-checks", [], ["FILTER"]),
+    ("S/MIME content to the gateway", SMIME_TENANT, "mx1", "/etc/postfix/mailstack/header-checks",
+     ["/^Content-Type[ \\t]*:.*pkcs7/ FILTER smime:[other.t.example]:10025"], []),
+    ("plain mail for an S/MIME tenant: rspamd writes the verdict", SMIME_TENANT, "mx1", "/etc/rspamd/rspamd.local.lua",
+     ['  ["one.example"] = true,'], ['  ["two.example"] = true,']),
     ("gateway listens for its MTAs only", SMIME_TENANT, "other", "/etc/mailstack-smime/config.json",
      ['  "listen": "192.0.2.2",', '    "192.0.2.1"', '  "port": 10025,', '  "submission_port": 10028,'], []),
     ("internal headers stripped (default)", VALID, "mx1", "/etc/postfix/mailstack/submission-header-checks",
@@ -159,8 +161,7 @@ TABLE = [
      ["smtpd_restriction_classes = mailstack_deny_1", "mailstack_deny_1 = check_client_access "
       "cidr:/etc/postfix/mailstack/mailstack_deny_1-ips, check_sender_access "
       "texthash:/etc/postfix/mailstack/mailstack_deny_1-senders",
-      "    check_recipient_access texthash:/etc/postfix/mailstack/tenant-deny, check_recipient_access "
-      "texthash:/etc/postfix/mailstack/smime-recipients"], []),
+      "    check_recipient_access texthash:/etc/postfix/mailstack/tenant-deny"], []),
     ("lists: refused attachment types", LAB, "mail", "/etc/rspamd/rspamd.local.lua",
      ['  ["example.test"] = { ["zip"] = true, },'], ['["tenant-b.test"] = { ["']),
     ("policies: per domain, a user's overrides merged", LAB, "mail", "/etc/rspamd/rspamd.local.lua",

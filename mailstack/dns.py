@@ -66,11 +66,13 @@ def _spf(inv: Inventory, domain: Domain) -> str:
 
 
 def _dmarc(domain: Domain) -> str:
+    """The domain's DMARC record as DMARCbis writes it: its stage, testing mode (t=y, no pct),
+    the policy for subdomains that do not exist (np=), psd=y for a public suffix, report addresses."""
     dmarc = domain.dmarc
-    value = f"v=DMARC1; p={dmarc['policy']}; pct={dmarc['percent']}"
-    if dmarc["rua"]:
-        value += "; rua=" + ",".join(f"mailto:{a}" for a in dmarc["rua"])
-    return value
+    tags = [f"p={dmarc['policy']}", f"np={dmarc['nonexistent']}", *(["t=y"] if dmarc["testing"] else []),
+            *(["psd=y"] if dmarc["psd"] else []),
+            *([f"rua={','.join(f'mailto:{a}' for a in dmarc['rua'])}"] if dmarc["rua"] else [])]
+    return "; ".join(["v=DMARC1", *tags])
 
 
 def domain_records(inv: Inventory, domain: Domain) -> list[Record]:

@@ -108,6 +108,9 @@ def schema_problems(data: Any, pos: Positions) -> list[Problem]:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = sorted(sub.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
+                if key in sub.get("x-retired", {}):  # a setting earlier versions had: say what replaced it
+                    problems.append(pos.problem((*path, key), f"{key!r} {sub['x-retired'][key]}"))
+                    continue
                 guess = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {guess[0]!r}?" if guess else ""
                 problems.append(pos.problem((*path, key), f"unknown key {key!r}{hint} "

@@ -2,11 +2,12 @@
 
 import base64
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from unitdata import VALID
 
 from mailstack.dns import service_names, zone_file, zones
-from mailstack.inventory import check_text
+from mailstack.inventory import InventoryInvalid, check_text
 from mailstack.secrets import dkim_key
 
 
@@ -26,11 +27,27 @@ def test_records_follow_the_inventory(tmp_path):
     assert by_name(one, "one.example", "MX") == ["10 mx1.t.example."]
     assert by_name(one, "one.example", "TXT") == ["v=spf1 ip4:192.0.2.1 ~all"]
     assert by_name(one, "_dmarc.one.example", "TXT") == [
-        "v=DMARC1; p=quarantine; pct=100; rua=mailto:ann@one.example"]
+        "v=DMARC1; p=quarantine; np=reject; rua=mailto:ann@one.example"]
     assert by_name(one, "imap.one.example", "A") == ["192.0.2.1"]
     assert by_name(one, "_submissions._tcp.one.example", "SRV") == ["0 1 465 smtp.one.example."]
     assert by_name(zones(inv)["t.example"], "mx1.t.example", "A") == ["192.0.2.1"]
     assert by_name(zones(inv)["2.0.192.in-addr.arpa"], "1.2.0.192.in-addr.arpa", "PTR") == ["mx1.t.example."]
+
+
+def test_dmarc_records_follow_dmarcbis(tmp_path):
+    """Issue 26: no pct (DMARCbis removed it); a stage in testing mode is t=y; subdomains that do
+    not exist get their own policy (np=); a public suffix says so (psd=y)."""
+    inv = inventory(tmp_path, VALID.replace("      policy: none", "      policy: reject\n      testing: true\n"
+                                                                     "      nonexistent: quarantine\n      psd: true"))
+    (record,) = by_name(zones(inv)["one.example"], "_dmarc.one.example", "TXT")
+    assert record == "v=DMARC1; p=reject; np=quarantine; t=y; psd=y" and "pct=" not in record
+
+
+def test_the_retired_percent_is_refused_with_what_replaced_it(tmp_path):
+    with pytest.raises(InventoryInvalid) as refused:
+        inventory(tmp_path, VALID.replace("      policy: none", "      policy: none\n      percent: 25"))
+    assert "dmarc.percent: 'percent' was DMARC's pct, which DMARCbis (RFC 9989) removed" in str(refused.value)
+    assert "testing: true" in str(refused.value)
 
 
 def test_dkim_record_publishes_the_generated_key(tmp_path):

@@ -1,7 +1,8 @@
 """Hosts with `mx` and/or `submission`: Postfix.
 
 mx: port 25 behind postscreen, only the domains this host is MX for, unknown
-recipients refused at RCPT, no relaying, delivery over LMTP to Dovecot.
+recipients refused at RCPT (postmaster@ every domain reaches the platform's postmaster
+unless the inventory has that address), no relaying, delivery over LMTP to Dovecot.
 submission: 587 (STARTTLS) and 465 (implicit TLS), AUTH only after TLS via Dovecot
 SASL, a user may send only as its own addresses. Both pass rspamd as milter; when
 rspamd cannot be reached mail is deferred (4xx), never accepted unscanned.
@@ -37,6 +38,14 @@ LOCAL_ALIASES = ("root", "postmaster", "abuse", "hostmaster", "mailer-daemon")
 def header_rules(*patterns: str) -> str:
     """A regexp: table that drops every header matching one of `patterns`."""
     return "\n".join(f"/{guard(p)}/ IGNORE" for p in patterns)
+
+
+def postmasters(plan: HostPlan) -> list[tuple[str, str]]:
+    """postmaster@ each domain this MX takes mail for (RFC 5321 requires it; DMARC and TLS
+    reports go there), to the platform's postmaster, unless the inventory has that address."""
+    taken = {u.address for u in plan.inv.users} | {a.address for a in plan.inv.aliases}
+    return [(f"postmaster@{d.name}", plan.inv.platform["postmaster"]) for d in plan.mx_domains
+            if f"postmaster@{d.name}" not in taken]
 
 
 def to_gateway(plan: HostPlan) -> str:
@@ -90,7 +99,8 @@ def maps(plan: HostPlan) -> dict[str, str]:
         "domains": table((d, "OK") for d in sorted(mx_names)),
         "mailboxes": table((u.address, f"{u.domain}/{u.address.split('@')[0]}/")
                            for u in inv.users if u.domain in mx_names),
-        "aliases": table((a.address, ",".join(a.to)) for a in inv.aliases if a.domain in mx_names),
+        "aliases": table([*((a.address, ",".join(a.to)) for a in inv.aliases if a.domain in mx_names),
+                          *postmasters(plan)]),
         "transport": table(transports(plan)),
         "senders": table((a, ",".join(u)) for a, u in
                          inv.senders({d.name for d in plan.submission_domains}).items()),

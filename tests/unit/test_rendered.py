@@ -428,7 +428,7 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert list(ops.install_files._inner(files=(current,))) == [] and fake.asked == 0
     assert list(ops.unit_state._inner(unit="dovecot")) == [] and fake.asked == 0
     assert list(ops.unit_state._inner(unit="rspamd")) == ["systemctl start rspamd.service",
-                                                          "systemctl enable rspamd.service"]
+                                                          f"{ops.ENABLE} rspamd.service"]
     assert not ops.STOCK["fake"].settled  # a start changed the host
     list(ops.install_files._inner(files=(current,)))
     assert fake.asked == 1  # asked the host again, not the stock

@@ -3,9 +3,9 @@
 1. 500 messages over 10 parallel SMTP sessions from this machine, each with the same 100 KB
    attachment (after the first, Peekaboo's verdict comes from the Redis cache), to a tenant
    that waits for verdicts, and the same messages without the attachment, legs alternating,
-   best of 2: end-to-end msgs/s and their ratio (issue 24: at least 0.8). Then rspamd's own
-   time for the Peekaboo rule on a cached verdict (`rspamc --profile`, mean of 20; issue 24:
-   under 5 ms).
+   best of 2: end-to-end msgs/s and their ratio (issue 24: at least 0.8). Then rspamd's time
+   for a message whose verdict is cached: its whole scan and the Peekaboo rule's share
+   (`rspamc --profile`, mean of 20; issue 24: the rule under 5 ms).
 2. Peekaboo's own rate for 200 distinct samples (no cache helps), 4 at a time, straight
    against its API on the mail host: verdicts/s, the median time per verdict, and how many
    got none within 30 s.
@@ -104,19 +104,19 @@ def chain_rate(address: str, raw: bytes) -> tuple[float, int, float]:
     return count / total, count, total
 
 
-def cached_rule_time(raw: bytes, runs: int = 20) -> float:
-    """Mean ms rspamd spends in MAILSTACK_PEEKABOO for `raw`, whose verdict is cached."""
+def cached_scan_time(raw: bytes, runs: int = 20) -> tuple[float, float | None]:
+    """rspamd's whole scan of `raw`, whose attachment verdict is cached: mean ms of its real
+    time (an upper bound for the Peekaboo rule's), and the rule's own mean ms where rspamd's
+    profile lists it (it leaves out what took next to nothing)."""
     client = INVENTORY.host("ext").address
     ssh_with_input("mail", "cat > /tmp/bench-cached.eml", raw)
     out = ssh("mail", f"for i in $(seq {runs}); do rspamc -h 127.0.0.1:11333 --profile -j -i {client} "
                       f"-F carol@ext.test -r {SINK} --helo {HELO} < /tmp/bench-cached.eml; echo '--- next ---'; "
                       "done; rm -f /tmp/bench-cached.eml")
-    times = [json.loads(reply).get("profile", {}).get("MAILSTACK_PEEKABOO") for reply in out.split("--- next ---")
-             if reply.strip()]
-    found = [t for t in times if t is not None]
-    if len(found) != runs:
-        sys.exit(f"rspamd ran MAILSTACK_PEEKABOO in {len(found)} of {runs} scans")
-    return sum(found) / runs
+    replies = [json.loads(reply) for reply in out.split("--- next ---") if reply.strip()]
+    rule = [r["profile"]["MAILSTACK_PEEKABOO"] for r in replies if "MAILSTACK_PEEKABOO" in r.get("profile", {})]
+    return (1000 * sum(r["time_real"] for r in replies) / len(replies),
+            sum(rule) / len(rule) if rule else None)
 
 
 def main() -> None:
@@ -133,7 +133,9 @@ def main() -> None:
         print(f"{label:<31} end to end {rate:7.1f} msgs/s   ({count}/{MESSAGES} in {total:.1f} s, best of 2)")
     ratio = best["100 KB attachment, full chain"][0] / best["no attachment, full chain"][0]
     print(f"with / without the attachment: {ratio:.2f}   (issue 24: at least 0.8)")
-    print(f"Peekaboo rule, cached verdict   {cached_rule_time(attached):7.2f} ms in rspamd   (issue 24: under 5 ms)")
+    whole, rule = cached_scan_time(attached)
+    print(f"cached verdict: rspamd's whole scan {whole:6.2f} ms, the Peekaboo rule "
+          f"{'under the profile threshold' if rule is None else f'{rule:.2f} ms'}   (issue 24: the rule under 5 ms)")
     empty(SINK)
 
     ssh_with_input("mail", "cat > /tmp/bench-peekaboo.py", CLIENT.encode())

@@ -13,7 +13,6 @@ from pyinfra.api import FactBase, FileUploadCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdEnabled
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
 from mailstack.component import File, Service
 
@@ -342,11 +341,9 @@ def package_lists(max_age: int):
         yield BOUNDED_UPDATE if command == "apt-get update" else command
 
 
-# enabling reloads systemd each time (it re-reads every unit: seconds on a busy fresh host), and
-# for a packaged daemon runs update-rc.d for SysV init, which systemd hosts never read: the
-# deploy enables without either and reloads once at its end (reload_units)
-ENABLE = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload"
-ENABLED: dict[str, list] = {}  # host name -> the operations that may have enabled a unit
+# a packaged daemon's enabling also runs update-rc.d for SysV init (seconds on a busy fresh
+# host), which a systemd host never reads: skipped
+ENABLE = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable"
 
 
 @operation()
@@ -373,20 +370,6 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
         yield f"{action} {shlex.quote(name)}"
 
 
-def enabled(unit: str, **kwargs) -> None:
-    """unit_state for enabling, recorded so that reload_units knows to reload systemd."""
-    ENABLED.setdefault(host.name, []).append(unit_state(unit=unit, running=None, **kwargs))
-
-
-def reload_units() -> None:
-    """One systemd reload after this host's units were enabled (what enabling would have done
-    each time): the second deploy then reads them as enabled."""
-    done = ENABLED.get(host.name, [])
-    if done:
-        server.shell(name="systemd reads the units this deploy enabled", commands=["systemctl daemon-reload"],
-                     _if=any_changed(*done))
-
-
 def apply(service: Service) -> None:
     """Install the service's files; when any changed, run its checker, then restart or
     reload it (or run its on_change command). A unit always ends enabled and running."""
@@ -401,7 +384,7 @@ def apply(service: Service) -> None:
         return
     # enabled before any start: some units exist for systemd only once enabled (rsyslog's
     # syslog.service alias, which its socket needs)
-    enabled(service.unit, name=f"{service.unit} enabled")
+    unit_state(name=f"{service.unit} enabled", unit=service.unit, running=None)
     # restarts and reloads are retried: systemd in a container now and then fails to attach
     # the process it starts to the unit's cgroup (status 219/CGROUP); a second attempt works
     if service.reload:
@@ -410,8 +393,6 @@ def apply(service: Service) -> None:
         systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
                         reloaded=True, _if=changed, _retries=2, _retry_delay=2)
     else:
-        # systemd reloads only when the unit's own definition is among the files
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
-                        restarted=True, daemon_reload=any(f.path.startswith("/etc/systemd/") for f in service.files),
-                        _if=changed, _retries=2, _retry_delay=2)
+                        restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
         unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 DIRECTORY_DOMAIN = ("  - name: campus.test  # its users live only in the directory ext plays (slapd): none is listed"
                     " below\n    tenant: campus\n    mx: [mail]\n"
-                    "    dmarc: {policy: quarantine, testing: true, rua: [postmaster@campus.test]}\n    user_source: ldap\n")
+                    "    dmarc: {policy: quarantine, testing: true, rua: [postmaster@campus.test]}\n"
+                    "    user_source: ldap\n")
 DIRECTORY_SECTION = "ldap:  # the directory ext plays"
 
 

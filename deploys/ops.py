@@ -341,9 +341,7 @@ def package_lists(max_age: int):
         yield BOUNDED_UPDATE if command == "apt-get update" else command
 
 
-# a packaged daemon's enabling also runs update-rc.d for SysV init (seconds on a busy fresh
-# host), which a systemd host never reads: skipped
-ENABLE = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable"
+ENABLE = "systemctl enable"
 
 
 @operation()

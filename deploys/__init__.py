@@ -12,7 +12,7 @@ from importlib import import_module
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.ops import Manifests, manifest, packages, retire, stamped, take_stock, unsettle
+from deploys.ops import Manifests, manifest, packages, reload_units, retire, stamped, take_stock, unsettle
 from deploys.ops import apply as apply_service
 from mailstack.component import Component, File, Service
 from mailstack.plan import plans
@@ -133,3 +133,4 @@ def converge(plan) -> None:
         if component in plan.components:
             apply(component, plan, services[component.name])
     apply_service(Service(None, manifests))
+    reload_units()

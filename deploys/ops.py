@@ -13,6 +13,7 @@ from pyinfra.api import FactBase, FileUploadCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdEnabled
 from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from mailstack.component import File, Service
 
@@ -341,7 +342,11 @@ def package_lists(max_age: int):
         yield BOUNDED_UPDATE if command == "apt-get update" else command
 
 
-ENABLE = "systemctl enable"
+# enabling reloads systemd each time (it re-reads every unit: a second or more on a busy fresh
+# host), and for a packaged daemon runs update-rc.d for SysV init, which a systemd host never
+# reads: the deploy enables without either and reloads once at a host's end (reload_units)
+ENABLE = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload"
+ENABLED: dict[str, list] = {}  # host name -> the operations that may have enabled a unit
 
 
 @operation()
@@ -368,6 +373,39 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
         yield f"{action} {shlex.quote(name)}"
 
 
+def enabled(unit: str, **kwargs) -> None:
+    """unit_state for enabling, recorded so that reload_units knows to reload systemd."""
+    ENABLED.setdefault(host.name, []).append(unit_state(unit=unit, running=None, **kwargs))
+
+
+def reload_units() -> None:
+    """One systemd reload after this host's units were enabled (what enabling would have done
+    each time): systemd then knows their new links and aliases."""
+    done = ENABLED.get(host.name, [])
+    if done:
+        server.shell(name="systemd reads the units this deploy enabled", commands=["systemctl daemon-reload"],
+                     _if=any_changed(*done))
+
+
+# starts, restarts and reloads are retried: systemd in a container now and then fails to attach
+# the process it starts to the unit's cgroup (status 219/CGROUP); a later attempt works
+RETRIED = {"_retries": 3, "_retry_delay": 2}
+
+
+def rereads_units(service: Service) -> bool:
+    """Whether systemd must re-read its units when the service's files change: when they hold
+    a definition systemd may have in memory (a unit file that was there, a drop-in, a unit it
+    knew). A unit systemd has never seen it reads from disk when first asked for it (each
+    re-read takes a second or more on a busy fresh host)."""
+    defined = [f.path for f in service.files if f.path.startswith("/etc/systemd/")]
+    if not defined:
+        return False
+    known = STOCK.get(host.name)  # at preparation: the stock taken then
+    if known is None or any(".d/" in path or known.files.get(path, "missing") != "missing" for path in defined):
+        return True
+    return any(" " in known.units.get(unit_name(path.rsplit("/", 1)[1]), "unknown") for path in defined)
+
+
 def apply(service: Service) -> None:
     """Install the service's files; when any changed, run its checker, then restart or
     reload it (or run its on_change command). A unit always ends enabled and running."""
@@ -382,15 +420,18 @@ def apply(service: Service) -> None:
         return
     # enabled before any start: some units exist for systemd only once enabled (rsyslog's
     # syslog.service alias, which its socket needs)
-    unit_state(name=f"{service.unit} enabled", unit=service.unit, running=None)
-    # restarts and reloads are retried: systemd in a container now and then fails to attach
-    # the process it starts to the unit's cgroup (status 219/CGROUP); a second attempt works
+    enabled(service.unit, name=f"{service.unit} enabled")
+    reread = rereads_units(service)
     if service.reload:
-        # running first (a first start reads the new files); then a graceful reload on change
-        unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None)
+        if reread:
+            systemd.daemon_reload(name=f"systemd reads {service.unit}'s new definition", _if=changed)
+        # running first (a first start reads the new files); then a graceful reload on change,
+        # unless this deploy just started it (systemd in a container often fails to attach a
+        # reload's process to the cgroup of a unit that started a moment ago: 219/CGROUP)
+        started = unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None, **RETRIED)
         systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
-                        reloaded=True, _if=changed, _retries=2, _retry_delay=2)
+                        reloaded=True, _if=lambda: changed() and not started.did_change(), **RETRIED)
     else:
         systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
-                        restarted=True, daemon_reload=True, _if=changed, _retries=2, _retry_delay=2)
-        unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None)
+                        restarted=True, daemon_reload=reread, _if=changed, **RETRIED)
+        unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None, **RETRIED)

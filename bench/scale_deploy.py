@@ -50,7 +50,7 @@ def deploy(inventory: Path) -> tuple[float, int, int]:
     env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory)}
     start = time.perf_counter()
     proc = subprocess.run([PYINFRA, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=3600)
     elapsed = time.perf_counter() - start
     out = proc.stdout + proc.stderr
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)", out)

@@ -326,3 +326,11 @@ def test_guessing_passwords_at_the_idp_bans_the_client_from_every_login(mail, ex
     finally:
         mail.run(f"fail2ban-client set mailstack-idp unbanip {addr['ext']}")
     assert ext.run(f"timeout 5 bash -c '</dev/tcp/{addr['mail']}/{PORT}'").rc == 0
+
+
+def test_the_setup_tool_run_again_unchanged_writes_no_account(mail):
+    """The tool reads Glewlwyd's accounts in one listing and writes only those that differ from
+    the inventory: run again on the deployed state it writes none (a platform of ten thousand
+    accounts that adds one writes one)."""
+    said = on_idp(mail, "True")
+    assert not any(f"{verb} user" in said for verb in ("added", "updated", "deleted")), said

@@ -18,7 +18,7 @@ are the user's)."""
 import base64
 import hashlib
 import hmac
-import http.cookiejar
+import http.client
 import json
 import os
 import secrets
@@ -28,9 +28,7 @@ import string
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 DEFAULT_ADMIN_PASSWORD = "password"  # what the Debian package starts with
@@ -70,23 +68,42 @@ def seal(admin_password: str) -> None:
 
 
 class Api:
+    """Glewlwyd's admin API by the host's own name, its certificate checked like any client's,
+    over one kept-alive connection (a TLS handshake per call would dominate a sync of
+    thousands of accounts)."""
+
     def __init__(self, base: str, trust: str):
-        # the API by the host's own name, its certificate checked like any client's
-        context = ssl.create_default_context(cafile=trust)
-        self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-                                                  urllib.request.HTTPSHandler(context=context))
+        url = urllib.parse.urlsplit(base)
+        self.prefix = url.path.rstrip("/")
+        self.context = ssl.create_default_context(cafile=trust)
+        self.address = (url.hostname, url.port or 443)
+        self.connection: http.client.HTTPSConnection | None = None
+        self.cookies: dict[str, str] = {}  # the admin session
 
     def call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with self.opener.open(request, timeout=30) as response:
+        headers = {"Content-Type": "application/json"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        for attempt in (1, 2):
+            if self.connection is None:
+                self.connection = http.client.HTTPSConnection(*self.address, timeout=30, context=self.context)
+            try:
+                self.connection.request(method, self.prefix + path, body=data, headers=headers)
+                response = self.connection.getresponse()
                 text = response.read().decode()
-                return response.status, json.loads(text) if text else None
-        except urllib.error.HTTPError as err:
-            return err.code, None
+                break
+            except OSError as err:  # also: refused while Glewlwyd starts (wait_for tries again)
+                self.connection.close()
+                self.connection = None
+                # the server ended the kept-alive connection before it read this call: once more
+                if attempt == 2 or not isinstance(err, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                        ConnectionResetError)):
+                    raise
+        for cookie in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
+        return response.status, json.loads(text) if text else None
 
     def must(self, method: str, path: str, body=None):
         status, answer = self.call(method, path, body)
@@ -115,8 +132,8 @@ def admin_session(api: Api, password: str) -> None:
         sys.exit("mailstack-idp-setup: cannot log in as admin with the generated password")
 
 
-def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
-    """Create or update one item; `keep` names fields set on creation only. True if it changed."""
+def upsert(api: Api, collection: str, key: str, wanted: dict) -> bool:
+    """Create or update one item. True if it changed."""
     status, current = api.call("GET", f"/{collection}/{wanted[key]}")
     if status == 404:
         api.must("POST", f"/{collection}/", wanted)
@@ -124,13 +141,12 @@ def upsert(api: Api, collection: str, key: str, wanted: dict, keep=()) -> bool:
         return True
     if status != 200:
         sys.exit(f"mailstack-idp-setup: GET /{collection}/{wanted[key]} answered {status}")
-    update = {k: v for k, v in wanted.items() if k not in keep}
     if collection == "mod/plugin":
-        changed = current.get("parameters") != update.get("parameters") or not current.get("enabled", True)
+        changed = current.get("parameters") != wanted.get("parameters") or not current.get("enabled", True)
     else:
-        changed = any(current.get(k) != v for k, v in update.items() if k != "password") or "password" in update
+        changed = any(current.get(k) != v for k, v in wanted.items() if k != "password") or "password" in wanted
     if changed:
-        api.must("PUT", f"/{collection}/{wanted[key]}", update)
+        api.must("PUT", f"/{collection}/{wanted[key]}", wanted)
         print(f"updated {collection} {wanted[key]}")
     return changed
 
@@ -140,21 +156,26 @@ def accounts(api: Api, users: list[dict]) -> None:
     mailstack did not create is given that password and its sessions and tokens end; the
     others are deleted likewise. Where no record exists yet (the first run of this tool),
     the accounts found are taken as mailstack's: Glewlwyd's admin was sealed before it
-    ever answered, so no one else could have made them."""
+    ever answered, so no one else could have made them. Glewlwyd's accounts are read in one
+    listing, and only those that differ from the inventory are written."""
     first_run = not os.path.exists(CREATED)
     created = set() if first_run else set(json.loads(Path(CREATED).read_text()))
+    listed = {u["username"]: u for u in api.must("GET", "/user/?limit=1000000") or []}
     for user in users:
         name = user["username"]
-        found = api.call("GET", f"/user/{urllib.parse.quote(name)}")[0] == 200
-        if found and name not in created and not first_run:
-            upsert(api, "user", "username", user)  # the inventory's first password
+        current = listed.get(name)
+        if current is not None and name not in created and not first_run:
+            api.must("PUT", f"/user/{urllib.parse.quote(name)}", user)  # the inventory's first password
             revoke(api, name)
             print(f"user {name}: mailstack had not created it; its password is the inventory's again")
-        else:
-            upsert(api, "user", "username", user, keep=("password",))
+        elif current is None:
+            api.must("POST", "/user/", user)
+            print(f"added user {name}")
+        elif any(current.get(k) != v for k, v in user.items() if k != "password"):
+            api.must("PUT", f"/user/{urllib.parse.quote(name)}", {k: v for k, v in user.items() if k != "password"})
+            print(f"updated user {name}")
         created.add(name)
-    listed = {u["username"] for u in api.must("GET", "/user/?limit=100000") or []}
-    for name in sorted(listed - {user["username"] for user in users} - set(KEPT)):
+    for name in sorted(set(listed) - {user["username"] for user in users} - set(KEPT)):
         revoke(api, name)
         api.must("DELETE", f"/user/{urllib.parse.quote(name)}")
         print(f"deleted user {name} (not in the inventory), its sessions and tokens ended")

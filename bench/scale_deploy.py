@@ -84,9 +84,10 @@ def main() -> None:
                 if changed:
                     sys.exit(f"the redeploy after adding a user changed {changed} operations")
                 noop.append(elapsed)
-            print(f"  no-op        best {min(noop):6.2f} s   median {statistics.median(noop):6.2f} s")
+            print(f"  no-op        best {min(noop):6.2f} s   median {statistics.median(noop):6.2f} s   "
+                  f"runs: {', '.join(f'{t:.1f}' for t in noop)}")
             print(f"  add one user best {min(add):6.2f} s   median {statistics.median(add):6.2f} s   "
-                  f"operations changed: {', '.join(map(str, add_changed))}")
+                  f"runs: {', '.join(f'{t:.1f}' for t in add)}; operations changed: {', '.join(map(str, add_changed))}")
             print(f"  ratio (medians) {statistics.median(add) / statistics.median(noop):.2f}x (issue 24: at most 1.5x)")
         finally:
             print("taking the grown inventory off the lab (deploying inventories/lab.yml)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import fcntl
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,7 +231,15 @@ def password(inv: Inventory, name: str) -> str:
 
 def dkim_public_record(key_path: Path) -> str:
     """The TXT value that publishes the public half of a DKIM key."""
-    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    state = key_path.stat()
+    return _public_record(key_path, state.st_mtime_ns, state.st_size)
+
+
+@functools.cache
+def _public_record(key_path: Path, mtime_ns: int, size: int) -> str:
+    # the key is mailstack's own, read from the secrets directory: its RSA consistency check
+    # (some 30 ms a key, minutes for a thousand domains on every deploy) proves nothing here
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None, unsafe_skip_rsa_key_validation=True)
     der = key.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"

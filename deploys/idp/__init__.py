@@ -43,6 +43,7 @@ def wanted_state(plan: HostPlan) -> dict:
     """Everything the setup tool makes Glewlwyd hold (secrets included: a 0600 file)."""
     inv, settings = plan.inv, plan.inv.oidc
     scopes = ["openid", settings["scope"]]
+    own = {d.name for d in plan.own_domains}
     return {
         "api": f"https://{plan.host.fqdn}:{PORT}/api",  # its certificate checked, by name
         "trust": tls.TRUST,
@@ -70,7 +71,7 @@ def wanted_state(plan: HostPlan) -> dict:
         },
         "users": [{"username": u.address, "email": u.address, "name": u.name or u.address,
                    "enabled": u.enabled, "scope": scopes, "password": password(inv, user_password_name(u.address))}
-                  for u in inv.users if u.domain in {d.name for d in plan.own_domains}],
+                  for u in inv.users if u.domain in own],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -116,7 +117,11 @@ class Inventory:
         return tuple(h for h in self.hosts if role in h.roles)
 
     def domain(self, name: str) -> Domain:
-        return next(d for d in self.domains if d.name == name)
+        return self._domains_by_name[name]
+
+    @cached_property
+    def _domains_by_name(self) -> Mapping[str, Domain]:
+        return {d.name: d for d in self.domains}
 
     def own_domains(self) -> tuple[Domain, ...]:
         """The platform's domains: all but those whose MX hosts all play the outside world."""

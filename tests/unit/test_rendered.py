@@ -13,7 +13,7 @@ from unitdata import ROOT, VALID
 from deploys import COMPONENTS, configured, ops
 from deploys.clamav import EICAR
 from deploys.exporters import METRICS
-from mailstack.component import File
+from mailstack.component import File, Service
 from mailstack.inventory import check_text
 from mailstack.plan import plans
 
@@ -432,6 +432,26 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert not ops.STOCK["fake"].settled  # a start changed the host
     list(ops.install_files._inner(files=(current,)))
     assert fake.asked == 1  # asked the host again, not the stock
+
+
+@pytest.mark.parametrize("files, units, rereads", [
+    (("/etc/systemd/system/mailstack-x.service",), {}, False),  # a unit systemd never saw: read on first use
+    (("/etc/systemd/system/mailstack-x.service",), {"mailstack-x.service": "inactive"}, False),
+    (("/etc/systemd/system/mailstack-x.service",), {"mailstack-x.service": "active enabled"}, True),  # it knows it
+    (("/etc/systemd/system/nsd.service.d/mailstack.conf",), {}, True),  # a drop-in for a unit it has loaded
+    (("/etc/nsd/nsd.conf",), {}, False),  # no definition at all
+])
+def test_systemd_rereads_its_units_only_for_a_definition_it_may_hold(monkeypatch, files, units, rereads):
+    """A fresh deploy does not pay a systemd reload (seconds on a busy host) for each new unit;
+    a changed definition, a drop-in or a unit systemd knows is re-read before the restart."""
+    monkeypatch.setattr(ops, "host", FakeHost([]))
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), files=dict.fromkeys(files, "missing"),
+                                                     units=units))
+    service = Service("mailstack-x", tuple(File.text(path, "x") for path in files))
+    assert ops.rereads_units(service) is rereads
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), files=dict.fromkeys(files, "root root 644 abc"),
+                                                     units=units))
+    assert ops.rereads_units(service) is (bool(files[0].startswith("/etc/systemd/")))  # a definition that was there
 
 
 def test_a_big_file_is_hashed_once_then_known_by_its_stamp(monkeypatch, tmp_path):

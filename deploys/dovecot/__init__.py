@@ -17,6 +17,8 @@ from mailstack.plan import LMTP_INSIDE_PORT, HostPlan
 
 VMAIL_UID = 5000
 QUARANTINE_TOOL = "/usr/local/sbin/mailstack-quarantine"  # `mailstack quarantine` runs it over SSH
+LOGINS_TOOL = "/usr/local/sbin/mailstack-logins-applied"
+LOGINS_KEPT = "/var/lib/mailstack/dovecot-logins"  # the login files as last applied, to compare with
 # where a proxy sends each kind of login on its mailbox host (implicit TLS, name verified)
 BACKEND_PORTS = {"imap": 993, "pop3": 995, "pop3-starttls": 995}
 
@@ -55,12 +57,12 @@ def token_users(plan: HostPlan, service: str) -> str:
 
 
 def token_logins(plan: HostPlan) -> tuple[File, ...]:
-    """The oauth2 passdb and how it reaches the provider (oidc.enabled)."""
+    """The oauth2 passdb and how it reaches the provider (oidc.enabled); the users are
+    in login_files."""
     url, client_id, secret = introspection(plan.inv)
     scheme, rest = url.split("://", 1)
     return (File.template(f"{DOVECOT_ETC}/token-passdb.conf", "dovecot/token-passdb.conf.j2",
                           {"etc": DOVECOT_ETC, "pop3_starttls_port": POP3_STARTTLS_PORT}),
-            *(File.text(f"{DOVECOT_ETC}/tokens-{name}", token_users(plan, name), **DOVECOT_SECRET) for name in PASSDBS),
             File.template(f"{DOVECOT_ETC}/oauth2.conf.ext", "dovecot/oauth2.conf.ext.j2",
                           {"introspection_url": f"{scheme}://{client_id}:{secret}@{rest}",
                            "scope": plan.inv.oidc["scope"]}, **DOVECOT_SECRET))
@@ -79,6 +81,24 @@ def nauthilus_files(plan: HostPlan) -> tuple[File, ...]:
 def inventory_users(plan: HostPlan) -> str:
     """The username_filter of the inventory's users: their own domains only (directory users never)."""
     return " ".join(f"*@{d.name}" for d in plan.login_domains if d.user_source == "inventory")
+
+
+def login_files(plan: HostPlan) -> list[Service]:
+    """Who may log in, and their mailbox settings: files Dovecot reads again when they
+    change, so a new user restarts nothing; the sessions of users whose login changed or
+    went are ended (mailstack-logins-applied, which compares with copies as last applied)."""
+    tokens = plan.inv.oidc["enabled"]
+    gates = {f"passdb-{name}": passdb(plan, name) for name in PASSDBS}
+    gates.update({f"tokens-{name}": token_users(plan, name) for name in PASSDBS if tokens})
+    gone = () if tokens else tuple(f"tokens-{name}" for name in PASSDBS)
+    return [Service(None, (File.text(f"{DOVECOT_ETC}/userdb", userdb(plan), **DOVECOT_SECRET),
+                           *(File.text(f"{DOVECOT_ETC}/{name}", text, **DOVECOT_SECRET)
+                             for name, text in gates.items())),
+                    on_change=f"{LOGINS_TOOL} {DOVECOT_ETC} {LOGINS_KEPT}{' --proxy' if plan.is_proxy else ''}",
+                    absent=tuple(f"{DOVECOT_ETC}/{name}" for name in gone)),
+            Service(None, tuple(File.text(f"{LOGINS_KEPT}/{name}", text, mode="0600", secret=True)
+                                for name, text in gates.items()),
+                    absent=tuple(f"{LOGINS_KEPT}/{name}" for name in gone))]
 
 
 def userdb(plan: HostPlan) -> str:
@@ -140,15 +160,14 @@ def configure(plan: HostPlan) -> list[Service]:
     ] if mailbox else []
     return [
         *mail,
+        Service(None, (File.copy(LOGINS_TOOL, template_path("dovecot/mailstack-logins-applied.py"), mode="0750"),)),
+        *login_files(plan),  # before Dovecot's first start, which then finds its users
         Service("dovecot", (
             File.template("/etc/dovecot/dovecot.conf", "dovecot/dovecot.conf.j2", context),
-            File.text(f"{DOVECOT_ETC}/userdb", userdb(plan), **DOVECOT_SECRET),
-            *(File.text(f"{DOVECOT_ETC}/passdb-{name}", passdb(plan, name), **DOVECOT_SECRET) for name in PASSDBS),
             *tokens,
             *gate,
         ), check="doveconf -n >/dev/null",
-            absent=(*(() if tokens else (f"{DOVECOT_ETC}/token-passdb.conf", f"{DOVECOT_ETC}/oauth2.conf.ext",
-                                         *(f"{DOVECOT_ETC}/tokens-{name}" for name in PASSDBS))),
+            absent=(*(() if tokens else (f"{DOVECOT_ETC}/token-passdb.conf", f"{DOVECOT_ETC}/oauth2.conf.ext")),
                     *(() if gate else (f"{DOVECOT_ETC}/nauthilus-passdb.conf", f"{DOVECOT_ETC}/nauthilus.lua")))),
     ]
 

@@ -1,6 +1,7 @@
 """The hosts as deployed: units, listening ports, lab DNS, idempotent redeploy."""
 
 import hashlib
+import imaplib
 import os
 import re
 import subprocess
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import lab_resolver
+from helpers import PASSWORD, lab_resolver, named_context
 from labenv import INVENTORY, PLANS, ROOT
 from labenv import host as machine
 
@@ -108,6 +109,46 @@ def deploy(inventory: Path | None = None, limit: str | None = None) -> tuple[str
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
     assert total, output[-2000:]
     return total.groups()
+
+
+def test_a_new_user_restarts_nothing_and_a_removed_users_sessions_end(mail, addr, fqdn, ca_file, tmp_path):
+    """Adding a user must not end every other user's open IMAP and POP3 sessions (on an ISP's
+    platform, thousands): Dovecot reads its user files again by itself. Removing one must end
+    that user's sessions at once, not leave an open session reading mail after the login went."""
+    lab = Path(INVENTORY.file).read_text()
+    alice = re.search(r"  - address: alice@example.test\n(?:    .*\n)*?    password: (.*)\n", lab).group(1)
+    grown = tmp_path / "lab.yml"
+    grown.write_text(lab.replace("\nusers:\n", f"\nusers:\n  - address: newcomer@example.test\n    password: {alice}\n", 1))
+
+    def imap(user: str) -> imaplib.IMAP4_SSL:
+        session = imaplib.IMAP4_SSL(addr["mail"], 993, ssl_context=named_context(ca_file, fqdn["mail"]), timeout=30)
+        session.login(user, PASSWORD)
+        session.select("INBOX", readonly=True)
+        return session
+
+    started = mail.check_output("systemctl show -p MainPID --value dovecot")
+    with imap("alice@example.test") as neighbour:
+        restored = False
+        try:
+            deploy(grown)
+            newcomer = imap("newcomer@example.test")  # the newcomer logs in at once
+            try:
+                deploy()  # the inventory without the newcomer
+                restored = True
+                with pytest.raises(imaplib.IMAP4.abort):
+                    newcomer.noop()
+                    newcomer.select("INBOX", readonly=True)
+            finally:
+                newcomer.shutdown()
+        finally:
+            if not restored:
+                deploy()
+        assert neighbour.noop()[0] == "OK" and neighbour.select("INBOX", readonly=True)[0] == "OK"
+    assert mail.check_output("systemctl show -p MainPID --value dovecot") == started, "Dovecot was restarted"
+    with pytest.raises(imaplib.IMAP4.error):
+        imap("newcomer@example.test")
+    assert ("sessions ended, the user's login changed: newcomer@example.test"
+            in mail.check_output("journalctl -t mailstack-logins -o cat"))
 
 
 def test_quota_and_autoexpunge_follow_the_inventory(mail, inv):

@@ -331,8 +331,22 @@ def test_dovecot_introspects_at_the_idp_with_the_client_secret_never_in_clear_el
 
 
 def test_no_token_logins_leave_no_token_files():
-    [dovecot] = [s for s in services(VALID, "mx1") if s.unit == "dovecot"]
-    assert {"/etc/dovecot/mailstack/token-passdb.conf", "/etc/dovecot/mailstack/tokens-imap"} <= set(dovecot.absent)
+    absent = {path for s in services(VALID, "mx1") for path in s.absent}
+    assert {"/etc/dovecot/mailstack/token-passdb.conf", "/etc/dovecot/mailstack/tokens-imap"} <= absent
+
+
+def test_who_may_log_in_changes_without_a_dovecot_restart():
+    """Users are in files Dovecot reads again by itself: a new user restarts nothing (open
+    sessions stay); the tool that ends the sessions of changed or removed users runs instead."""
+    dovecot = services(OIDC, "mx1")
+    [logins] = [s for s in dovecot if "/etc/dovecot/mailstack/passdb-imap" in {f.path for f in s.files}]
+    assert logins.unit is None and logins.on_change.startswith("/usr/local/sbin/mailstack-logins-applied ")
+    assert {"/etc/dovecot/mailstack/userdb", "/etc/dovecot/mailstack/tokens-imap"} <= {f.path for f in logins.files}
+    # the copies it compares with next time come after it, the same texts, root only
+    kept = dovecot[dovecot.index(logins) + 1]
+    assert {f.path.rsplit("/", 1)[1]: f.content for f in kept.files} == {
+        f.path.rsplit("/", 1)[1]: f.content for f in logins.files if "/userdb" not in f.path}
+    assert all(f.mode == "0600" and f.user == "root" and f.secret for f in kept.files)
 
 
 def test_an_operators_directory_is_read_with_its_password_and_ca(tmp_path):
@@ -569,3 +583,24 @@ def test_metric_labels_are_escaped_so_one_value_voids_no_textfile(tmp_path):
     spec.loader.exec_module(metrics)  # defines; main() runs only as a program
     assert metrics.label('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
     assert metrics.label("alice@example.test") == '"alice@example.test"'
+
+
+def test_the_sessions_ended_are_those_of_users_whose_login_changed_or_went(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "logins_applied", ROOT / "deploys/dovecot/templates/mailstack-logins-applied.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    etc, kept = tmp_path / "etc", tmp_path / "kept"
+    etc.mkdir()
+    (etc / "passdb-imap").write_text("ann@x:{H}1::\nben@x:{H}2::\ncid@x:{H}3::\n")
+    (etc / "passdb-pop3").write_text("ann@x:{H}1::\n")
+    (etc / "userdb").write_text("ann@x::::::: userdb_quota_rule=*:storage=1G\n")
+    assert tool.changed(etc, kept) == set()  # the first run: nothing to compare with
+    kept.mkdir()
+    for path in etc.glob("passdb-*"):
+        (kept / path.name).write_text(path.read_text())
+    assert tool.changed(etc, kept) == set()
+    (etc / "passdb-imap").write_text("ann@x:{H}1::\nben@x:{H}NEW::\ndan@x:{H}4::\n")  # ben's password, cid gone
+    (etc / "passdb-pop3").unlink()  # POP3 off: ann's POP3 sessions end too
+    (etc / "userdb").write_text("ann@x::::::: userdb_quota_rule=*:storage=2G\n")  # a quota: no session ends
+    assert tool.changed(etc, kept) == {"ben@x", "cid@x", "ann@x"}

@@ -3,10 +3,8 @@
 from pyinfra import host, logger
 
 from deploys import converge, served_roles
-from deploys.ops import package_lists
 
 plan = host.data.mailstack_plan
 for role in sorted(set(plan.roles) - served_roles()):
     logger.warning(f"{host.name}: role {role!r} has no deploy yet; nothing was done for it")
-package_lists(name="Refresh package lists (daily)", max_age=86400)
 converge(plan)

@@ -12,8 +12,17 @@ from importlib import import_module
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.ops import Manifests, manifest, packages, reload_units, retire, stamped, take_stock, unsettle
 from deploys.ops import apply as apply_service
+from deploys.ops import (
+    manifest,
+    package_lists,
+    packages,
+    reload_units,
+    retire,
+    stamped,
+    take_stock,
+    unsettle,
+)
 from mailstack.component import Component, File, Service
 from mailstack.plan import plans
 from mailstack.registry import register
@@ -119,11 +128,12 @@ def converge(plan) -> None:
     manifests = tuple(manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files])
                       for c in plan.components)
     everything = [s for found in services.values() for s in found]
-    take_stock(paths=list(dict.fromkeys([*(f.path for s in everything for f in s.files),
+    known = take_stock(paths=list(dict.fromkeys([*(f.path for s in everything for f in s.files),
                                          *(p for s in everything for p in s.absent), *(f.path for f in manifests)])),
                units=sorted({unit for found in units.values() for unit in found}),
                big=stamped(f for s in everything for f in s.files))
-    retired = sorted((name, lines) for name, lines in (host.get_fact(Manifests) or {}).items() if name not in services)
+    package_lists(name="Refresh package lists (daily)", max_age=86400)
+    retired = sorted((name, lines) for name, lines in known.manifests.items() if name not in services)
     if retired:
         unsettle()  # their units stop and their files go: ask the host from then on
     for name, lines in host.loop(retired):

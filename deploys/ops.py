@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdEnabled
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mailstack.component import File, Service
@@ -85,30 +85,66 @@ class UnitStates(FactBase):
                 for name, props in found.items()}
 
 
+class Together(FactBase):
+    """Several facts in one command (one round trip, not one each): the output lines of
+    each, in order, or None for one whose command failed. `facts`: (fact class, arguments)."""
+
+    def command(self, facts):
+        parts = []
+        for fact, arguments in facts:
+            command = fact.command if isinstance(fact.command, str) else fact().command(**dict(arguments))
+            parts.append(f"{{ {command} ; }}; echo {BOUNDARY}$?")
+        return "; ".join(parts)
+
+    def process(self, output):
+        answers, lines = [], []
+        for line in output:
+            if line.startswith(BOUNDARY):
+                answers.append(lines if line == f"{BOUNDARY}0" else None)
+                lines = []
+            else:
+                lines.append(line)
+        return answers
+
+
+BOUNDARY = "--mailstack-fact-ends-"
+
+
+def together(*facts: tuple[type[FactBase], dict]) -> list:
+    """The facts asked in one command, each processed as its own (None: no answer)."""
+    answers = host.get_fact(Together, facts=tuple((fact, tuple(sorted(arguments.items())))
+                                                  for fact, arguments in facts)) or [None] * len(facts)
+    return [fact().process(lines) if lines is not None else None
+            for (fact, _), lines in zip(facts, answers, strict=True)]
+
+
 @dataclass
 class Stock:
-    """What a host had when this deploy started, read in three commands (its packages, the
-    units and the files of every service here): while `settled` (nothing changed on the host
-    yet in this run), the operations decide from it instead of asking the host again."""
+    """What a host had when this deploy started, read in one command (its packages, the
+    units and the files of every service here, the components' manifests): while `settled`
+    (nothing changed on the host yet in this run), the operations decide from it instead of
+    asking the host again."""
 
     packages: set[str]
     units: dict[str, str]
     files: dict[str, str]
+    manifests: dict[str, list[str]] = field(default_factory=dict)
     settled: bool = True
-    extra: dict = field(default_factory=dict)  # directories, accounts: read at their first use
+    extra: dict | None = None  # directories, accounts, probes: read at the first use of any
 
 
 STOCK: dict[str, Stock] = {}  # host name -> its stock, for this run
 
 
-def take_stock(paths: list[str], units: list[str], big: list[str] = ()) -> None:
-    """Read this host's packages, units and files once (`big`: those read by their stamp),
-    before its operations run."""
-    states = host.get_fact(FileStates, paths=paths, stamped=tuple(big)) if paths else []
-    STOCK[host.name] = Stock(
-        packages=set(host.get_fact(DebPackages) or {}),
-        units=(host.get_fact(UnitStates, units=[unit_name(u) for u in units]) if units else None) or {},
-        files=dict(zip(paths, states or [], strict=False)))
+def take_stock(paths: list[str], units: list[str], big: list[str] = ()) -> Stock:
+    """Read this host's packages, units, files (`big`: those read by their stamp) and
+    manifests once, before its operations run."""
+    states, packages, unit_states, manifests = together(
+        (FileStates, {"paths": tuple(paths), "stamped": tuple(big)}), (DebPackages, {}),
+        (UnitStates, {"units": tuple(unit_name(u) for u in units)}), (Manifests, {}))
+    STOCK[host.name] = Stock(packages=set(packages or {}), units=unit_states or {},
+                             files=dict(zip(paths, states or [], strict=False)), manifests=manifests or {})
+    return STOCK[host.name]
 
 
 def stock() -> Stock | None:
@@ -150,22 +186,81 @@ class Accounts(FactBase):
         return found
 
 
-WANTED: dict[str, dict[str, list[str]]] = {}  # host name -> directories and accounts its install stages ensure
+class Probes(FactBase):
+    """"yes" or "no" for each shell test given, in one command."""
+
+    def command(self, tests):
+        return "; ".join(f"if ({test}) >/dev/null 2>&1; then echo yes; else echo no; fi" for test in tests)
+
+    def process(self, output):
+        return list(output)
+
+
+# host name -> the directories, accounts and probes its install stages ensure
+WANTED: dict[str, dict[str, list[str]]] = {}
 
 
 def _wanted(kind: str, *names: str) -> None:
-    WANTED.setdefault(host.name, {"directories": [], "accounts": []})[kind].extend(names)
+    WANTED.setdefault(host.name, {"directories": [], "accounts": [], "probes": []})[kind].extend(names)
 
 
-def _stocked(kind: str, fact, **kwargs):
-    """The stock of `kind` (directories, accounts), read once for everything this host's
-    install stages ensure, while the host is settled; None once it is not."""
+def unless(holds: str, operation, name: str, **arguments):
+    """pyinfra's `operation` with `arguments`, skipped while the host is settled and the shell
+    test `holds` is true there: every such test of a host is asked in one command, where each
+    of pyinfra's operations would ask its own facts (a round trip each, most of a no-op run)."""
+    _wanted("probes", holds)
+    options = {key: arguments.pop(key) for key in [k for k in arguments if k.startswith("_")]}  # pyinfra's own
+    return _unless(name=name, holds=holds, operation=operation, arguments=arguments, **options)
+
+
+def absent(path: str, name: str):
+    """files.file(present=False), from the stock while settled."""
+    quoted = shlex.quote(path)
+    return unless(f"[ ! -e {quoted} ] && [ ! -L {quoted} ]", files.file, name=name, path=path, present=False)
+
+
+def virtualenv(path: str, name: str, site_packages: bool = False):
+    """pip.virtualenv with Debian's python3, from the stock while settled."""
+    return unless(f"[ -f {shlex.quote(path)}/bin/activate ]", pip.virtualenv, name=name, path=path,
+                  python="python3", venv=True, site_packages=site_packages)
+
+
+def symlink(path: str, target: str, name: str):
+    """files.link, from the stock while settled."""
+    return unless(f"[ \"$(readlink {shlex.quote(path)})\" = {shlex.quote(target)} ]", files.link, name=name,
+                  path=path, target=target)
+
+
+@operation()
+def _unless(holds: str, operation, arguments: dict):
+    answers = _stocked("probes")
+    if answers and dict(zip(wanted("probes"), answers, strict=False)).get(holds) == "yes":
+        host.noop("as wanted")
+        return
+    unsettle()
+    yield from operation._inner(**arguments)
+
+
+EXTRAS = {"directories": (DirectoryStates, "paths"), "accounts": (Accounts, "names"), "probes": (Probes, "tests")}
+
+
+def wanted(kind: str) -> list[str]:
+    """What this host's install stages ensure of `kind`, in the order its stock answers."""
+    names = WANTED.get(host.name, {}).get(kind, [])
+    return sorted(set(names)) if kind == "accounts" else names
+
+
+def _stocked(kind: str):
+    """The stock of `kind` (directories, accounts, probes): all three read in one command at
+    the first use of any, while the host is settled; None once it is not."""
     known = stock()
     if known is None:
         return None
-    if kind not in known.extra:
-        known.extra[kind] = host.get_fact(fact, **kwargs) or None
-    return known.extra[kind]
+    if known.extra is None:
+        kinds = [k for k in EXTRAS if wanted(k)]
+        answers = together(*((EXTRAS[k][0], {EXTRAS[k][1]: tuple(wanted(k))}) for k in kinds))
+        known.extra = dict(zip(kinds, answers, strict=True))
+    return known.extra.get(kind)
 
 
 def directory(path: str, mode: str = "0755", user: str = "root", group: str = "root") -> None:
@@ -176,9 +271,9 @@ def directory(path: str, mode: str = "0755", user: str = "root", group: str = "r
 
 @operation()
 def _directory(path: str, mode: str, user: str, group: str):
-    paths = WANTED[host.name]["directories"]
-    states = _stocked("directories", DirectoryStates, paths=paths)
-    if states and dict(zip(paths, states, strict=False)).get(path) == f"{user} {group} {int(mode, 8):o}":
+    states = _stocked("directories")
+    found = dict(zip(wanted("directories"), states or [], strict=False))
+    if found.get(path) == f"{user} {group} {int(mode, 8):o}":
         host.noop(f"{path} is as wanted")
         return
     unsettle()
@@ -193,7 +288,7 @@ def system_group(group: str, gid: int | None = None) -> None:
 
 @operation()
 def _group(group: str, gid: int | None):
-    found = _stocked("accounts", Accounts, names=sorted(set(WANTED[host.name]["accounts"])))
+    found = _stocked("accounts")
     entry = found and found["group"].get(group)
     if entry and (gid is None or entry[2] == str(gid)):
         host.noop(f"group {group} exists")
@@ -211,7 +306,7 @@ def system_user(user: str, home: str, group: str | None = None, uid: int | None 
 
 @operation()
 def _user(user: str, home: str, group: str | None, uid: int | None):
-    found = _stocked("accounts", Accounts, names=sorted(set(WANTED[host.name]["accounts"])))
+    found = _stocked("accounts")
     entry = found and found["passwd"].get(user)
     primary = found and group and found["group"].get(group)
     if entry and entry[5] == home and entry[6] == NOLOGIN and (uid is None or entry[2] == str(uid)) \
@@ -335,9 +430,16 @@ def packages(component: str, names: tuple[str, ...], preseed: tuple[str, ...] = 
 BOUNDED_UPDATE = "for try in 1 2 3; do timeout -k 10 180 apt-get update && exit 0; sleep 5; done; exit 1"
 
 
-@operation()
-def package_lists(max_age: int):
+APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"  # apt's, touched by every refresh
+
+
+def package_lists(max_age: int, name: str):
     """Refresh apt's package lists when they are older than `max_age` seconds, in bounded tries."""
+    return unless(f"[ -n \"$(find {APT_STAMP} -mmin -{max_age // 60})\" ]", _refresh, name=name, max_age=max_age)
+
+
+@operation()
+def _refresh(max_age: int):
     for command in apt.update._inner(cache_time=max_age):
         yield BOUNDED_UPDATE if command == "apt-get update" else command
 

@@ -3,8 +3,9 @@ unbound resolver."""
 
 from __future__ import annotations
 
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
+from deploys.ops import absent, symlink, unless
 from mailstack.component import Component, File, Service
 from mailstack.conventions import NFT_INCLUDED
 from mailstack.plan import HostPlan
@@ -53,13 +54,13 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    server.hostname(name="Host name", hostname=plan.name)
-    files.link(name="Time zone UTC", path="/etc/localtime", target="/usr/share/zoneinfo/Etc/UTC")
+    unless(f"[ \"$(uname -n)\" = {plan.name} ]", server.hostname, name="Host name", hostname=plan.name)
+    symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC", name="Time zone UTC")
     if plan.tune_kernel:  # a container shares its kernel with the lab machine
         for key, value in SYSCTL.items():
             server.sysctl(name=f"sysctl {key}", key=key, value=value, persist=True, persist_file=SYSCTL_FILE)
-    files.file(name="No self-updating trust anchor (network at start)",
-               path="/etc/unbound/unbound.conf.d/root-auto-trust-anchor-file.conf", present=False)
+    absent("/etc/unbound/unbound.conf.d/root-auto-trust-anchor-file.conf",
+           name="No self-updating trust anchor (network at start)")
 
 
 COMPONENT = Component(

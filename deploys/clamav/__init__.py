@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.facts.server import Command
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
+from deploys.ops import absent, symlink
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.conventions import CLAMAV_UNSCANNED
 from mailstack.inventory import Positions, Problem
@@ -74,12 +75,11 @@ def install(plan: HostPlan) -> None:
         if present in (None, "0"):
             server.shell(name="First signatures (freshclam)", commands=["freshclam --quiet --foreground"])
         return
-    masked = files.link(name="No signature updates in a lab (freshclam masked)",
-                        path="/etc/systemd/system/clamav-freshclam.service", target="/dev/null")
+    masked = symlink("/etc/systemd/system/clamav-freshclam.service", "/dev/null",
+                     name="No signature updates in a lab (freshclam masked)")
     systemd.service(name="freshclam stopped", service="clamav-freshclam", running=False, daemon_reload=True,
                     _if=masked.did_change)
-    files.file(name="No freshclam run when an interface comes up",
-               path="/etc/network/if-up.d/clamav-freshclam-ifupdown", present=False)
+    absent("/etc/network/if-up.d/clamav-freshclam-ifupdown", name="No freshclam run when an interface comes up")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

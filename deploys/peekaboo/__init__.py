@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import pip
-
-from deploys.ops import directory, system_user
+from deploys.ops import directory, system_user, virtualenv
 from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
 from mailstack.conventions import CLAMAV_UNSCANNED, SUBMISSION_VIA_GATEWAY
 from mailstack.inventory import Positions, Problem, resolve, schema
@@ -72,7 +70,7 @@ def install(plan: HostPlan) -> None:
     directory(f"{HOME}/wheels", mode="0755")
     directory(ETC, user="root", group=USER, mode="0750")
     directory(STATE, user=USER, group=USER, mode="0750")
-    pip.virtualenv(name="Peekaboo venv (Debian's python3)", path=f"{HOME}/venv", python="python3", venv=True)
+    virtualenv(f"{HOME}/venv", name="Peekaboo venv (Debian's python3)")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

@@ -15,6 +15,7 @@ import hashlib
 
 from pyinfra.operations import files
 
+from deploys.ops import unless
 from mailstack.component import Component, File, Service
 from mailstack.conventions import (
     LIMITS_KEYS,
@@ -45,7 +46,8 @@ def configure(plan: HostPlan) -> list[Service]:
 
 
 def install(plan: HostPlan) -> None:
-    files.line(name="Redis reads mailstack's settings", path="/etc/redis/redis.conf", line=f"include {INCLUDE}")
+    unless(f"grep -qxF 'include {INCLUDE}' /etc/redis/redis.conf", files.line, name="Redis reads mailstack's settings",
+           path="/etc/redis/redis.conf", line=f"include {INCLUDE}")
 
 
 COMPONENT = Component(

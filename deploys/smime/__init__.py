@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyinfra.operations import pip
-
-from deploys.ops import directory, system_user
+from deploys.ops import directory, system_user, virtualenv
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
@@ -104,8 +102,7 @@ def install(plan: HostPlan) -> None:
     system_user(USER, home=HOME)
     for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
         directory(path, user="root", group=USER, mode="0750")
-    pip.virtualenv(name="Gateway venv (Debian's aiosmtpd and cryptography)", path=f"{HOME}/venv",
-                   python="python3", venv=True, site_packages=True)
+    virtualenv(f"{HOME}/venv", name="Gateway venv (Debian's aiosmtpd and cryptography)", site_packages=True)
 
 
 def openings(plan: HostPlan) -> list[Opening]:

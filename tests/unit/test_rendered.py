@@ -448,6 +448,34 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert fake.asked == 1  # asked the host again, not the stock
 
 
+def test_a_hosts_questions_go_in_one_command_and_its_probes_skip_pyinfras_own():
+    """Issue 24: a no-op deploy asks each host twice, not once per fact. The combined command
+    runs here in sh; a failing part answers None, the others still answer."""
+    facts = ((ops.Probes, (("tests", ("true", "false", "[ -e /nonexistent ]")),)),
+             (ops.Accounts, (("names", ("root",)),)), (ops.FileStates, (("paths", ("/nonexistent",)),)))
+    command = ops.Together().command(facts=facts) + f"; false; echo {ops.BOUNDARY}$?"
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
+    probes, accounts, files, failed = ops.Together().process(output)
+    assert ops.Probes().process(probes) == ["yes", "no", "no"]
+    assert ops.Accounts().process(accounts)["passwd"]["root"][0] == "root"
+    assert files == ["missing"] and failed is None
+
+
+def test_a_probe_that_holds_skips_the_operation_without_asking(monkeypatch):
+    class Operation:
+        def _inner(**arguments):
+            yield f"run {arguments['path']}"
+
+    fake = FakeHost([["yes", "no"]])  # the probes' lines, as together() hands them on
+    monkeypatch.setattr(ops, "host", fake)
+    monkeypatch.setitem(ops.WANTED, "fake", {"directories": [], "accounts": [], "probes": ["held", "not held"]})
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), units={}, files={}))
+    assert list(ops._unless._inner(holds="held", operation=Operation, arguments={"path": "/a"})) == []
+    assert fake.asked == 1 and ops.STOCK["fake"].settled
+    assert list(ops._unless._inner(holds="not held", operation=Operation, arguments={"path": "/b"})) == ["run /b"]
+    assert fake.asked == 1 and not ops.STOCK["fake"].settled  # the operation may change the host
+
+
 @pytest.mark.parametrize("files, units, rereads", [
     (("/etc/systemd/system/mailstack-x.service",), {}, False),  # a unit systemd never saw: read on first use
     (("/etc/systemd/system/mailstack-x.service",), {"mailstack-x.service": "inactive"}, False),

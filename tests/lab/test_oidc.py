@@ -263,8 +263,8 @@ def test_a_user_the_inventory_drops_loses_its_account_sessions_and_tokens(mail, 
     assert token(ca_file, user)
 
 
-def admin_set_password(addr, fqdn, ca_file, user: str, new_password: str) -> int:
-    """As the IdP's admin (over its API, from this machine): set `user`'s password."""
+def as_admin(addr, fqdn, ca_file) -> tuple[http.client.HTTPSConnection, str]:
+    """A connection to the IdP's API (from this machine) and the admin's session cookie."""
     connection = http.client.HTTPSConnection(addr["mail"], PORT, timeout=30,
                                              context=NamedContext(tls_context(ca_file), fqdn["mail"]))
     connection.request("POST", "/api/auth/", json.dumps({"username": "admin",
@@ -272,7 +272,12 @@ def admin_set_password(addr, fqdn, ca_file, user: str, new_password: str) -> int
                        {"Content-Type": "application/json"})
     response = connection.getresponse()
     response.read()
-    cookie = response.getheader("Set-Cookie").split(";")[0]
+    return connection, response.getheader("Set-Cookie").split(";")[0]
+
+
+def admin_set_password(addr, fqdn, ca_file, user: str, new_password: str) -> int:
+    """As the IdP's admin: set `user`'s password."""
+    connection, cookie = as_admin(addr, fqdn, ca_file)
     connection.request("GET", f"/api/user/{urllib.parse.quote(user)}", headers={"Cookie": cookie})
     account = json.loads(connection.getresponse().read())
     connection.request("PUT", f"/api/user/{urllib.parse.quote(user)}", json.dumps({**account, "password": new_password}),
@@ -334,3 +339,28 @@ def test_the_setup_tool_run_again_unchanged_writes_no_account(mail):
     accounts that adds one writes one)."""
     said = on_idp(mail, "True")
     assert not any(f"{verb} user" in said for verb in ("added", "updated", "deleted")), said
+
+
+def test_an_account_made_by_hand_goes_when_the_record_is_removed(mail, addr, fqdn, ca_file):
+    """With its record of what it last wrote, the tool asks Glewlwyd only about accounts the
+    inventory changed (one, on a platform of ten thousand). Removing the record has every
+    account checked: one that someone made by hand, which no inventory lists, is deleted."""
+    intruder = "made-by-hand@example.test"
+    connection, cookie = as_admin(addr, fqdn, ca_file)
+    connection.request("POST", "/api/user/", json.dumps({"username": intruder, "password": "their own",
+                                                         "enabled": True, "scope": [INVENTORY.oidc["scope"]]}),
+                       {"Content-Type": "application/json", "Cookie": cookie})
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200 and password_grant(ca_file, intruder, "their own") == 200
+    try:
+        said = on_idp(mail, "True")
+        assert intruder not in said, said  # only what the inventory changed is asked about
+        said = on_idp(mail, "True", extra="import os; os.remove('/var/lib/mailstack/idp-applied.json'); ")
+        assert f"deleted user {intruder}" in said, said
+        assert password_grant(ca_file, intruder, "their own") != 200
+        assert not any(f"{verb} user" in said for verb in ("added", "updated")), said  # the others were right
+    finally:
+        connection.request("DELETE", f"/api/user/{urllib.parse.quote(intruder)}", headers={"Cookie": cookie})
+        connection.getresponse().read()
+

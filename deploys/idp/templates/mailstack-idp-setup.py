@@ -35,6 +35,7 @@ DEFAULT_ADMIN_PASSWORD = "password"  # what the Debian package starts with
 MANAGED_PLUGIN = "oidc"
 DATABASE = "/var/lib/dbconfig-common/sqlite3/glewlwyd/glewlwyd"  # Debian's, with sqlite3
 CREATED = "/var/lib/mailstack/idp-accounts.json"  # the accounts mailstack created itself
+APPLIED = "/var/lib/mailstack/idp-applied.json"  # each account as last written: {username: digest}
 KEPT = ("admin",)  # accounts that are Glewlwyd's own, never the inventory's
 ITERATIONS = 150000  # what Glewlwyd itself now writes: base64(PBKDF2-SHA256(password, salt) + salt),N
 LEGACY_ITERATIONS = 1000  # a stored hash without ",N" (the package's default admin password)
@@ -151,17 +152,40 @@ def upsert(api: Api, collection: str, key: str, wanted: dict) -> bool:
     return changed
 
 
+def digest(user: dict) -> str:
+    """What an account is, but for its first password (set only when it is created)."""
+    return hashlib.sha256(json.dumps({k: v for k, v in user.items() if k != "password"}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
 def accounts(api: Api, users: list[dict]) -> None:
     """Exactly the inventory's accounts: created with their first password; one that
     mailstack did not create is given that password and its sessions and tokens end; the
     others are deleted likewise. Where no record exists yet (the first run of this tool),
     the accounts found are taken as mailstack's: Glewlwyd's admin was sealed before it
-    ever answered, so no one else could have made them. Glewlwyd's accounts are read in one
-    listing, and only those that differ from the inventory are written."""
+    ever answered, so no one else could have made them. Once a run has recorded what it
+    wrote, the next one asks Glewlwyd only about the accounts the inventory added, changed or
+    dropped since, and those mailstack's record does not list (a platform of ten thousand
+    accounts that adds one asks about one); without that record (remove it to have every
+    account checked) Glewlwyd's accounts are read in one listing."""
     first_run = not os.path.exists(CREATED)
     created = set() if first_run else set(json.loads(Path(CREATED).read_text()))
-    listed = {u["username"]: u for u in api.must("GET", "/user/?limit=1000000") or []}
-    for user in users:
+    applied = None if first_run or not os.path.exists(APPLIED) else json.loads(Path(APPLIED).read_text())
+    wanted = {user["username"]: user for user in users}
+    if applied is None:
+        listed = {u["username"]: u for u in api.must("GET", "/user/?limit=1000000") or []}
+        asked, dropped = users, set(listed) - set(wanted) - set(KEPT)
+    else:
+        asked = [user for name, user in wanted.items() if applied.get(name) != digest(user) or name not in created]
+        listed = {}
+        for user in asked:
+            status, found = api.call("GET", f"/user/{urllib.parse.quote(user['username'])}")
+            if status not in (200, 404):
+                sys.exit(f"mailstack-idp-setup: GET /user/{user['username']} answered {status}")
+            if status == 200:
+                listed[user["username"]] = found
+        dropped = set(applied) - set(wanted) - set(KEPT)
+    for user in asked:
         name = user["username"]
         current = listed.get(name)
         if current is not None and name not in created and not first_run:
@@ -175,14 +199,21 @@ def accounts(api: Api, users: list[dict]) -> None:
             api.must("PUT", f"/user/{urllib.parse.quote(name)}", {k: v for k, v in user.items() if k != "password"})
             print(f"updated user {name}")
         created.add(name)
-    for name in sorted(set(listed) - {user["username"] for user in users} - set(KEPT)):
+    for name in sorted(dropped):
+        if api.call("GET", f"/user/{urllib.parse.quote(name)}")[0] == 404:
+            continue  # gone already
         revoke(api, name)
         api.must("DELETE", f"/user/{urllib.parse.quote(name)}")
         print(f"deleted user {name} (not in the inventory), its sessions and tokens ended")
     os.makedirs(os.path.dirname(CREATED), mode=0o700, exist_ok=True)
-    with open(CREATED + ".new", "w") as handle:
-        json.dump(sorted(created & {user["username"] for user in users}), handle)
-    os.replace(CREATED + ".new", CREATED)
+    record(CREATED, sorted(created & set(wanted)))
+    record(APPLIED, {name: digest(user) for name, user in wanted.items()})
+
+
+def record(path: str, value) -> None:
+    with open(path + ".new", "w") as handle:
+        json.dump(value, handle)
+    os.replace(path + ".new", path)
 
 
 def revoke(api: Api, username: str) -> None:

@@ -121,9 +121,12 @@ def together(*facts: tuple[type[FactBase], dict]) -> list:
 @dataclass
 class Stock:
     """What a host had when this deploy started, read in one command (its packages, the
-    units and the files of every service here, the components' manifests): while `settled`
-    (nothing changed on the host yet in this run), the operations decide from it instead of
-    asking the host again."""
+    units and the files of every service here, the components' manifests): while `settled`,
+    the operations decide from it instead of asking the host again. Files the deploy writes
+    are entered as written; anything else that may change the host (packages, a unit
+    started, pyinfra's own operations) unsettles it, and later operations ask the host.
+    So a service's checker, restart and on_change command must change none of the files,
+    units, directories or accounts the deploy manages."""
 
     packages: set[str]
     units: dict[str, str]
@@ -347,7 +350,9 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
     if not changed and not stale:
         host.noop(f"{len(files)} files are current")
         return
-    unsettle()
+    if known:  # what this writes is known: the stock stays true, the host settled (a new user's
+        # maps do not make every later operation ask the host again, hashing its files)
+        known.files.update({**dict.fromkeys(stale, "missing"), **{f.path: _state(f) for f in changed}})
     if stale:
         yield "rm -f " + " ".join(shlex.quote(path) for path in stale)  # a stamp left behind matches no new file
     if not changed:

@@ -430,8 +430,9 @@ def test_files_of_a_component_turned_off_are_removed(monkeypatch):
 
 
 def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch):
-    """The no-op deploy decides from the stock taken at its start (issue 24: round trips); once
-    something changed on the host, every later operation asks the host itself."""
+    """The no-op deploy decides from the stock taken at its start (issue 24: round trips); files
+    it writes are known as written; once something else changed on the host, every later
+    operation asks the host itself."""
     current, old = File.text("/etc/a", "one"), File.text("/etc/b", "two")
     fake = FakeHost(["root root 644 abc"])
     monkeypatch.setattr(ops, "host", fake)
@@ -441,6 +442,9 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
                                                             "rspamd.service": "inactive disabled"}))
     assert list(ops.install_files._inner(files=(current,))) == [] and fake.asked == 0
     assert list(ops.unit_state._inner(unit="dovecot")) == [] and fake.asked == 0
+    newer = File.text("/etc/b", "three")
+    assert list(ops.install_files._inner(files=(newer,))) and ops.STOCK["fake"].settled  # written, and known so
+    assert list(ops.install_files._inner(files=(newer,))) == [] and fake.asked == 0
     assert list(ops.unit_state._inner(unit="rspamd")) == ["systemctl start rspamd.service",
                                                           f"{ops.ENABLE} rspamd.service"]
     assert not ops.STOCK["fake"].settled  # a start changed the host
@@ -632,3 +636,4 @@ def test_the_sessions_ended_are_those_of_users_whose_login_changed_or_went(tmp_p
     (etc / "passdb-pop3").unlink()  # POP3 off: ann's POP3 sessions end too
     (etc / "userdb").write_text("ann@x::::::: userdb_quota_rule=*:storage=2G\n")  # a quota: no session ends
     assert tool.changed(etc, kept) == {"ben@x", "cid@x", "ann@x"}
+

@@ -45,19 +45,32 @@ def grown(domains: int, users: int, secrets: str, newcomers: int) -> str:
     return text.replace("\nusers:\n", f"\nusers:\n{extra_users}", 1)
 
 
-def deploy(inventory: Path) -> tuple[float, int, int]:
-    """One deploy of `inventory`: seconds, operations changed, operations in all."""
+def deploy(inventory: Path) -> tuple[float, int, int, list[tuple[float, str]]]:
+    """One deploy of `inventory`: seconds, operations changed, operations in all, and the
+    seconds each operation took, slowest first (from when pyinfra announced it to the next)."""
     env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory)}
     start = time.perf_counter()
-    proc = subprocess.run([PYINFRA, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.Popen([PYINFRA, "-y", "inventory.py", "deploy.py"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, stages = [], [(start, "preparing (inventory, plans, rendering, facts)")]
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("--> Starting operation: "):
+            stages.append((time.perf_counter(), line[24:].strip()))
+    proc.wait(timeout=3600)
     elapsed = time.perf_counter() - start
-    out = proc.stdout + proc.stderr
+    out = "".join(lines)
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)", out)
     if proc.returncode != 0 or not total:
         sys.exit(f"deploy of {inventory} failed:\n{out[-3000:]}")
+    ends = [at for at, _ in stages[1:]] + [start + elapsed]
+    slowest = sorted(((end - at, name) for (at, name), end in zip(stages, ends, strict=True)), reverse=True)
     changed = 0 if total.group(2) == "-" else int(total.group(2))
-    return elapsed, changed, int(total.group(1))
+    return elapsed, changed, int(total.group(1)), slowest
+
+
+def top(slowest: list[tuple[float, str]], count: int) -> str:
+    return "; ".join(f"{name} {seconds:.1f} s" for seconds, name in slowest[:count])
 
 
 def main() -> None:
@@ -71,19 +84,21 @@ def main() -> None:
         inventory = Path(work) / "grown.yml"
         inventory.write_text(grown(domains, users, str(secrets), newcomers=0))
         try:
-            first, changed, total = deploy(inventory)
+            first, changed, total, _ = deploy(inventory)
             print(f"lab + {domains} domains, {users} users: first deploy {first:.1f} s "
                   f"({changed} of {total} operations changed; includes DKIM keys for the new domains)")
             noop, add, add_changed = [], [], []
             for run in range(1, runs + 1):
                 inventory.write_text(grown(domains, users, str(secrets), newcomers=run))
-                elapsed, changed, _ = deploy(inventory)
+                elapsed, changed, _, slowest = deploy(inventory)
                 add.append(elapsed)
                 add_changed.append(changed)
-                elapsed, changed, _ = deploy(inventory)
+                print(f"  add {run}: {elapsed:.1f} s; slowest: {top(slowest, 6)}")
+                elapsed, changed, _, slowest = deploy(inventory)
                 if changed:
                     sys.exit(f"the redeploy after adding a user changed {changed} operations")
                 noop.append(elapsed)
+                print(f"  no-op {run}: {elapsed:.1f} s; slowest: {top(slowest, 3)}")
             print(f"  no-op        best {min(noop):6.2f} s   median {statistics.median(noop):6.2f} s   "
                   f"runs: {', '.join(f'{t:.1f}' for t in noop)}")
             print(f"  add one user best {min(add):6.2f} s   median {statistics.median(add):6.2f} s   "
@@ -91,7 +106,7 @@ def main() -> None:
             print(f"  ratio (medians) {statistics.median(add) / statistics.median(noop):.2f}x (issue 24: at most 1.5x)")
         finally:
             print("taking the grown inventory off the lab (deploying inventories/lab.yml)")
-            deploy(LAB)
+            print(f"  done: {deploy(LAB)[0]:.1f} s")
 
 
 if __name__ == "__main__":

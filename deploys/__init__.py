@@ -53,6 +53,7 @@ ORDER = (
     "smime",
     "srs",
     "postfix",
+    "web",
     "bruteforce",
     "backup",
     "exporters",

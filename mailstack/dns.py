@@ -25,7 +25,7 @@ class Record:
         return f"{self.name}.\t{TTL}\tIN\t{self.type}\t{value}"
 
 
-def _address_records(name: str, hosts: list[Host]) -> list[Record]:
+def address_records(name: str, hosts: list[Host]) -> list[Record]:
     return [Record(name, "A" if ipaddress.ip_address(h.address).version == 4 else "AAAA", h.address)
             for h in hosts]
 
@@ -87,13 +87,13 @@ def domain_records(inv: Inventory, domain: Domain) -> list[Record]:
         key = dkim_key(inv, d, domain.dkim["selector"], domain.dkim["bits"])
         records.append(Record(f"{domain.dkim['selector']}._domainkey.{d}", "TXT",
                               dkim_public_record(key)))
-    records += _address_records(imap_name(domain), reading_hosts(inv, domain))
+    records += address_records(imap_name(domain), reading_hosts(inv, domain))
     if domain.imap:
         records.append(Record(f"_imaps._tcp.{d}", "SRV", f"0 1 993 {imap_name(domain)}."))
     if domain.pop3:
         records.append(Record(f"_pop3s._tcp.{d}", "SRV", f"0 1 995 {imap_name(domain)}."))
     if domain.submission:
-        records += _address_records(smtp_name(domain), [inv.host(n) for n in domain.submission])
+        records += address_records(smtp_name(domain), [inv.host(n) for n in domain.submission])
         records.append(Record(f"_submissions._tcp.{d}", "SRV", f"0 1 465 {smtp_name(domain)}."))
         records.append(Record(f"_submission._tcp.{d}", "SRV", f"0 1 587 {smtp_name(domain)}."))
     return records
@@ -116,7 +116,7 @@ def zones(inv: Inventory, added: tuple[Record, ...] = ()) -> dict[str, list[Reco
     for host in inv.hosts:
         zone = _zone_of(host.fqdn, result)
         if zone:
-            result[zone] += _address_records(host.fqdn, [host])
+            result[zone] += address_records(host.fqdn, [host])
     for record in added:
         zone = _zone_of(record.name, result)
         if zone is None:

@@ -226,7 +226,7 @@ TABLE = [
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-backup|'
-      'mailstack-backup-check|mailstack-backup-lock|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|postfix|'
+      'mailstack-backup-check|mailstack-backup-lock|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
       'postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
      ['      - url: "https://ext.lab.test:8444/alerts"', "  group_wait: 5s"], ["email_configs"]),
@@ -637,3 +637,42 @@ def test_the_sessions_ended_are_those_of_users_whose_login_changed_or_went(tmp_p
     (etc / "userdb").write_text("ann@x::::::: userdb_quota_rule=*:storage=2G\n")  # a quota: no session ends
     assert tool.changed(etc, kept) == {"ben@x", "cid@x", "ann@x"}
 
+
+
+def test_the_web_host_answers_each_domain_by_the_name_the_handshake_gave():
+    """Issue 25: one site per platform domain, a default that answers nothing (421), and a
+    request whose Host differs from the TLS name (SNI) refused: never another site's answers."""
+    conf = rendered(LAB, "mail")["/etc/nginx/sites-enabled/mailstack"].content.decode()
+    default, *sites = conf.split("server {")[1:]
+    assert "default_server" in default and "return 421;" in default
+    names = [site.split("server_name ", 1)[1].split(";")[0] for site in sites]
+    assert "mta-sts.example.test autoconfig.example.test autodiscover.example.test" in names
+    assert "autoconfig.legacy.test autodiscover.legacy.test" in names  # mta_sts: none, no policy name
+    assert all("if ($ssl_server_name != $host) { return 421; }" in site for site in sites)
+    assert "listen 443 ssl default_server;" in conf and ":80" not in conf
+
+
+def test_an_mta_sts_policy_names_the_mx_and_its_id_follows_it():
+    files = rendered(LAB, "mail")
+    assert files["/var/www/mailstack/example.test/.well-known/mta-sts.txt"].lines == [
+        "version: STSv1", "mode: enforce", "mx: mail.lab.test", "max_age: 604800"]
+    assert "/var/www/mailstack/legacy.test/.well-known/mta-sts.txt" not in files
+    from deploys.web import mta_sts_policy, policy_id
+    inv = check_text(LAB, "lab.yml")
+    testing = check_text(LAB.replace("    mta_sts: enforce\n", "    mta_sts: testing\n"), "lab.yml")
+    ids = {policy_id(mta_sts_policy(i, i.domain("example.test"))) for i in (inv, testing)}
+    assert len(ids) == 2 and all(len(i) <= 32 and i.isalnum() for i in ids)
+
+
+def test_autoconfig_offers_only_what_the_domain_allows():
+    files = rendered(LAB, "mail")
+    assert '    <incomingServer type="pop3">' in files["/var/www/mailstack/example.test/mail/config-v1.1.xml"].lines
+    pop3less = files["/var/www/mailstack/tenant-b.test/mail/config-v1.1.xml"].content.decode()
+    assert 'type="imap"' in pop3less and "pop3" not in pop3less
+    assert "POP3" not in files["/var/www/mailstack/tenant-b.test/autodiscover/autodiscover.xml"].content.decode()
+
+
+def test_mta_sts_without_a_web_host_is_refused():
+    text = LAB.replace(", web]\n", "]\n", 1)
+    with pytest.raises(Exception, match=r"domains\[0\]\.mta_sts.*needs a host with the 'web' role"):
+        check_text(text, "lab.yml")

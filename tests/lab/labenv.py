@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import testinfra
@@ -30,3 +31,11 @@ def ssh(name: str, command: str, stdin: bytes = b"") -> str:
 def host(name: str):
     """A testinfra host of the lab, over SSH."""
     return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
+
+
+def run_deploy(inventory: Path | None = None, limit: str | None = None) -> subprocess.CompletedProcess:
+    """The lab deploy (of the lab's inventory, or of `inventory`; on host `limit` only, if given)."""
+    env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory or INVENTORY.file)}  # the lab under test
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    return subprocess.run([pyinfra, "-y", *(["--limit", limit] if limit else []), "inventory.py", "deploy.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

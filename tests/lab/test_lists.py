@@ -2,14 +2,11 @@
 tenant-b.test always accepts @ext.test; neither list acts for the other tenant's users.
 A list change reaches Postfix and rspamd by a reload: neither restarts."""
 
-import os
 import smtplib
-import subprocess
-import sys
 from pathlib import Path
 
 from helpers import imap_find, message
-from labenv import ROOT, ssh
+from labenv import ROOT, run_deploy, ssh
 from test_mail_flow import from_outside, smtp_from_test_machine
 
 DENIED = "bulk@spam.ext.test"  # on example.test's deny list only
@@ -82,9 +79,7 @@ def main_pids(mail) -> str:
 
 
 def deploy(inventory: Path) -> None:
-    env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory)}
-    proc = subprocess.run([str(Path(sys.executable).with_name("pyinfra")), "-y", "inventory.py", "deploy.py"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_deploy(inventory)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 

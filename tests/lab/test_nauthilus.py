@@ -11,6 +11,7 @@ Dovecot gets, for one test, the files the deploy renders with Nauthilus on, whil
 Nauthilus runs, and must fail every password login temporarily."""
 
 import json
+import shutil
 import urllib.request
 
 import pytest
@@ -23,6 +24,7 @@ from mailstack.inventory import check_text
 from mailstack.lab.recipes import with_nauthilus
 from mailstack.logins import auth_host, backchannel
 from mailstack.plan import plans
+from mailstack.secrets import secrets_dir
 
 needs_nauthilus = pytest.mark.skipif(
     not INVENTORY.nauthilus["enabled"],
@@ -116,7 +118,10 @@ def test_dovecot_never_lets_a_login_through_when_nauthilus_cannot_answer(mail, c
     monkeypatch.setattr(artifacts, "CACHE", tmp_path / "cache")
     program = tmp_path / "nauthilus"
     program.write_bytes(b"only hashed: this test needs no Nauthilus program\n")
-    text = with_nauthilus((ROOT / "inventories" / "lab.yml").read_text(), program)
+    secrets = tmp_path / "secrets"  # a copy: the variant's other names must not reissue the lab's certificates
+    shutil.copytree(secrets_dir(INVENTORY), secrets / INVENTORY.platform["name"])
+    text = with_nauthilus((ROOT / "inventories" / "lab.yml").read_text(), program).replace(
+        "platform:\n", f"platform:\n  secrets_dir: '{secrets}'\n", 1)
     plan = plans(check_text(text, "lab-with-nauthilus.yml"))["mail"]
     files = {f.path: f for c in plan.components for s in configured(c, plan) for f in s.files}
     conf = "/etc/dovecot/dovecot.conf"

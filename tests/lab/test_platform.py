@@ -2,7 +2,6 @@
 
 import hashlib
 import imaplib
-import os
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import PASSWORD, lab_resolver, named_context
-from labenv import INVENTORY, PLANS, ROOT
+from labenv import INVENTORY, PLANS, ROOT, run_deploy
 from labenv import host as machine
 
 from deploys import COMPONENTS, configured
@@ -98,12 +97,8 @@ def test_hosts_resolve_lab_names_and_refuse_the_rest(mail):
 
 
 def deploy(inventory: Path | None = None, limit: str | None = None) -> tuple[str, str, str, str]:
-    """Run the lab deploy (of the lab's inventory, or of `inventory`; on host `limit` only, if
-    given); (operations, changed, errors, unchanged) from its summary."""
-    env = {**os.environ, "MAILSTACK_INVENTORY": str(inventory or INVENTORY.file)}  # the lab under test
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    proc = subprocess.run([pyinfra, "-y", *(["--limit", limit] if limit else []), "inventory.py", "deploy.py"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    """Run the lab deploy (see run_deploy); (operations, changed, errors, unchanged) from its summary."""
+    proc = run_deploy(inventory, limit)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
@@ -126,6 +121,7 @@ def test_a_new_user_restarts_nothing_and_a_removed_users_sessions_end(mail, addr
         session.select("INBOX", readonly=True)
         return session
 
+    deploy()  # the lab as its inventory says, whatever a test before left
     started = mail.check_output("systemctl show -p MainPID --value dovecot")
     with imap("alice@example.test") as neighbour:
         restored = False

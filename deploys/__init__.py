@@ -17,6 +17,7 @@ from deploys.ops import (
     manifest,
     package_lists,
     packages,
+    pending_marker,
     reload_units,
     retire,
     stamped,
@@ -129,8 +130,11 @@ def converge(plan) -> None:
     manifests = tuple(manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files])
                       for c in plan.components)
     everything = [s for found in services.values() for s in found]
+    manifest_service = Service(None, manifests)
     known = take_stock(paths=list(dict.fromkeys([*(f.path for s in everything for f in s.files),
-                                         *(p for s in everything for p in s.absent), *(f.path for f in manifests)])),
+                                                 *(p for s in everything for p in s.absent),
+                                                 *(f.path for f in manifests),
+                                                 *map(pending_marker, [*everything, manifest_service])])),
                units=sorted({unit for found in units.values() for unit in found}),
                big=stamped(f for s in everything for f in s.files))
     package_lists(name="Refresh package lists (daily)", max_age=86400)
@@ -143,5 +147,5 @@ def converge(plan) -> None:
     for component in host.loop(COMPONENTS):
         if component in plan.components:
             apply(component, plan, services[component.name])
-    apply_service(Service(None, manifests))
+    apply_service(manifest_service)
     reload_units()

@@ -329,13 +329,25 @@ def _state(file: File) -> str:
     return f"{file.user} {file.group} {int(file.mode[-3:], 8):o} {digest(file.content)}"
 
 
+PENDING = "/var/lib/mailstack/pending"  # per service: its files changed, not yet applied
+
+
+def pending_marker(service: Service) -> str:
+    """The marker that stays while the service's changed files are not yet checked and applied."""
+    what = service.unit or service.files[0].path
+    return f"{PENDING}/{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+
 @operation()
-def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
+def install_files(files: tuple[File, ...], absent: tuple[str, ...] = (), pending: str | None = None):
     """Make `files` exactly as given and remove `absent`: every changed file is uploaded
     into a root-only directory, given its owner and mode there, then renamed into place,
     its directory made if needed (no moment with the wrong owner or half a file; contents
-    are never printed, so secrets stay secret)."""
-    paths = [f.path for f in files] + list(absent)
+    are never printed, so secrets stay secret). With `pending`, that marker is made before
+    any file changes, and a marker left by a run that failed before it applied the files
+    counts as a change (the checker, restart or command run again)."""
+    markers = [pending] if pending else []
+    paths = [f.path for f in files] + list(absent) + markers
     if not paths:
         host.noop("no files")
         return
@@ -346,13 +358,16 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = ()):
         found = (host.get_fact(FileStates, paths=paths, stamped=tuple(stamped(files)))
                  or ["missing"] * len(paths))  # fake connector: no facts
     changed = [f for f, state in zip(files, found, strict=False) if state != _state(f)]
-    stale = [path for path, state in zip(absent, found[len(files):], strict=True) if state != "missing"]
-    if not changed and not stale:
+    stale = [path for path, state in zip(absent, found[len(files):], strict=False) if state != "missing"]
+    unapplied = bool(markers) and found[-1] != "missing"
+    if not changed and not stale and not unapplied:
         host.noop(f"{len(files)} files are current")
         return
     if known:  # what this writes is known: the stock stays true, the host settled (a new user's
         # maps do not make every later operation ask the host again, hashing its files)
         known.files.update({**dict.fromkeys(stale, "missing"), **{f.path: _state(f) for f in changed}})
+    if markers:
+        yield f"mkdir -p {PENDING} && touch {pending}"
     if stale:
         yield "rm -f " + " ".join(shlex.quote(path) for path in stale)  # a stamp left behind matches no new file
     if not changed:
@@ -517,14 +532,20 @@ def apply(service: Service) -> None:
     """Install the service's files; when any changed, run its checker, then restart or
     reload it (or run its on_change command). A unit always ends enabled and running."""
     what = service.unit or service.files[0].path
-    written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent)
+    marker = pending_marker(service)
+    written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent, pending=marker)
     changed = written.did_change
     if service.check:
         server.shell(name=f"Check the {what} configuration", commands=[service.check], _if=changed)
     if service.on_change:
         server.shell(name=f"Apply {what}", commands=[service.on_change], _if=changed)
-    if not service.unit:
-        return
+    if service.unit:
+        _keep_running(service, changed)
+    server.shell(name=f"{what}: applied", commands=[f"rm -f {marker}"], _if=changed)
+
+
+def _keep_running(service: Service, changed) -> None:
+    """The unit enabled and running, restarted or reloaded when its files `changed`."""
     # enabled before any start: some units exist for systemd only once enabled (rsyslog's
     # syslog.service alias, which its socket needs)
     enabled(service.unit, name=f"{service.unit} enabled")

@@ -14,14 +14,16 @@ import http.client
 import imaplib
 import json
 import poplib
+import re
 import smtplib
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from helpers import PASSWORD, NamedContext, tls_context
-from labenv import INVENTORY
+from labenv import INVENTORY, run_deploy
 
 from deploys.idp import PORT, user_password_name
 from mailstack.secrets import password
@@ -363,4 +365,33 @@ def test_an_account_made_by_hand_goes_when_the_record_is_removed(mail, addr, fqd
     finally:
         connection.request("DELETE", f"/api/user/{urllib.parse.quote(intruder)}", headers={"Cookie": cookie})
         connection.getresponse().read()
+
+
+def test_a_deploy_that_could_not_apply_its_files_applies_them_the_next_time(mail, ca_file, tmp_path):
+    """Nothing lost: a deploy wrote the accounts a new user needs, then the IdP did not answer
+    its accounts tool. The next deploy of the same inventory finds its files current, yet runs
+    the tool again (a marker stayed from the failed run), and the account comes."""
+    user = "late@example.test"
+    lab = Path(INVENTORY.file).read_text()
+    grown = tmp_path / "lab.yml"
+    hashed = re.search(r"  - address: alice@example.test\n(?:    .*\n)*?    password: (.*)\n", lab).group(1)
+    grown.write_text(lab.replace("\nusers:\n", f"\nusers:\n  - address: {user}\n    password: {hashed}\n", 1))
+    blocked = ("nft add table inet mailstack-test; nft add chain inet mailstack-test out "
+               "'{ type filter hook output priority 0; }'; "
+               f"nft add rule inet mailstack-test out tcp dport {PORT} reject with tcp reset")
+    mail.check_output(blocked)  # the host's own calls to the IdP's API fail
+    try:
+        failed = run_deploy(grown)
+        assert failed.returncode != 0 and "Apply /etc/mailstack/idp.json" in failed.stdout + failed.stderr
+    finally:
+        mail.check_output("nft delete table inet mailstack-test")
+    try:
+        done = run_deploy(grown)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        assert password_grant(ca_file, user, password(INVENTORY, user_password_name(user))) == 200
+        again = run_deploy(grown)  # applied: the marker is gone, nothing left to do
+        said = again.stdout + again.stderr
+        assert again.returncode == 0 and re.search(r"Grand total\s+\d+\s+-\s", said), said[-2000:]
+    finally:
+        assert run_deploy().returncode == 0
 

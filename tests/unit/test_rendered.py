@@ -480,6 +480,22 @@ def test_a_probe_that_holds_skips_the_operation_without_asking(monkeypatch):
     assert fake.asked == 1 and not ops.STOCK["fake"].settled  # the operation may change the host
 
 
+def test_files_written_by_a_run_that_failed_before_applying_them_are_applied_next_time(monkeypatch):
+    """Nothing lost: a run that wrote a service's files and then failed (its checker, restart or
+    command) leaves a marker; the next run, though the files are current, applies them again,
+    where it once reported no change and left them unapplied."""
+    current = File.text("/etc/a", "one")
+    marker = ops.pending_marker(Service("x", (current,)))
+    monkeypatch.setattr(ops, "host", FakeHost([]))
+    for left, expected in (("missing", []), ("root root 644 e3b0c4", [f"mkdir -p {ops.PENDING} && touch {marker}"])):
+        monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), units={},
+                                                         files={"/etc/a": state(current), marker: left}))
+        assert list(ops.install_files._inner(files=(current,), pending=marker)) == expected
+    newer = File.text("/etc/a", "two")  # a change makes the marker before it writes a file
+    commands = list(ops.install_files._inner(files=(newer,), pending=marker))
+    assert commands[0] == f"mkdir -p {ops.PENDING} && touch {marker}" and len(commands) > 2
+
+
 @pytest.mark.parametrize("files, units, rereads", [
     (("/etc/systemd/system/mailstack-x.service",), {}, False),  # a unit systemd never saw: read on first use
     (("/etc/systemd/system/mailstack-x.service",), {"mailstack-x.service": "inactive"}, False),

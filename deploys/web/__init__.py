@@ -56,16 +56,18 @@ def records(inv: Inventory, host: Host) -> list[Record]:
                     for d in inv.own_domains() if d.mta_sts != "none"]
 
 
+def server(kind: str, host: str, port: int, socket: str) -> dict:
+    """One server as both autoconfig formats name it (socket: SSL or STARTTLS)."""
+    return {"kind": kind, "protocol": kind.upper(), "host": host, "port": port, "socket": socket,
+            "encryption": "TLS" if socket == "STARTTLS" else "SSL"}
+
+
 def servers(domain: Domain) -> tuple[list[dict], list[dict]]:
     """(incoming, outgoing) servers a client of the domain uses, as the domain offers them."""
-    incoming = [*([{"kind": "imap", "protocol": "IMAP", "host": imap_name(domain), "port": 993, "socket": "SSL",
-                    "encryption": "SSL"}] if domain.imap else []),
-                *([{"kind": "pop3", "protocol": "POP3", "host": imap_name(domain), "port": 995, "socket": "SSL",
-                    "encryption": "SSL"}] if domain.pop3 else [])]
-    outgoing = [{"kind": "smtp", "protocol": "SMTP", "host": smtp_name(domain), "port": 465, "socket": "SSL",
-                 "encryption": "SSL"},
-                {"kind": "smtp", "protocol": "SMTP", "host": smtp_name(domain), "port": 587, "socket": "STARTTLS",
-                 "encryption": "TLS"}] if domain.submission else []
+    incoming = [*([server("imap", imap_name(domain), 993, "SSL")] if domain.imap else []),
+                *([server("pop3", imap_name(domain), 995, "SSL")] if domain.pop3 else [])]
+    outgoing = [server("smtp", smtp_name(domain), 465, "SSL"),
+                server("smtp", smtp_name(domain), 587, "STARTTLS")] if domain.submission else []
     return incoming, outgoing
 
 
@@ -98,11 +100,21 @@ def configure(plan: HostPlan) -> list[Service]:
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
     """A published MTA-STS policy needs a web host to serve it (else senders that enforce it
-    would find none and, once they cached one, refuse to deliver)."""
-    if any("web" in h["roles"] and not h["outside"] for h in data["hosts"]):
-        return []
-    return [pos.problem(("domains", i, "mta_sts"), f"MTA-STS for {d['name']} needs a host with the 'web' role "
-                        "to serve its policy") for i, d in enumerate(data["domains"]) if d["mta_sts"] != "none"]
+    would find none and, once they cached one, refuse to deliver); a domain whose MX hosts all
+    play the outside world publishes its own, never the platform's."""
+    outside = {h["name"] for h in data["hosts"] if h["outside"]}
+    served = any("web" in h["roles"] and h["name"] not in outside for h in data["hosts"])
+    problems = []
+    for i, domain in enumerate(data["domains"]):
+        if domain["mta_sts"] == "none":
+            continue
+        if set(domain["mx"]) <= outside:
+            problems.append(pos.problem(("domains", i, "mta_sts"), f"{domain['name']} is not a domain of the "
+                                        "platform (its MX hosts are outside): the platform serves no policy for it"))
+        elif not served:
+            problems.append(pos.problem(("domains", i, "mta_sts"), f"MTA-STS for {domain['name']} needs a host "
+                                        "with the 'web' role to serve its policy"))
+    return problems
 
 
 COMPONENT = Component(

@@ -692,3 +692,11 @@ def test_mta_sts_without_a_web_host_is_refused():
     text = LAB.replace(", web]\n", "]\n", 1)
     with pytest.raises(Exception, match=r"domains\[0\]\.mta_sts.*needs a host with the 'web' role"):
         check_text(text, "lab.yml")
+
+
+def test_mta_sts_for_a_domain_the_platform_does_not_serve_is_refused():
+    """ext.test's MX is an outside host: a policy set for it would be accepted and never served."""
+    text = LAB.replace("    mx: [ext]\n", "    mx: [ext]\n    mta_sts: enforce\n", 1)
+    with pytest.raises(Exception, match=r"mta_sts: ext.test is not a domain of the platform"):
+        check_text(text, "lab.yml")
+

@@ -196,10 +196,21 @@ def _issue_into(inv: Inventory, cert_path: Path, key_path: Path, names: list[str
     cert_path.chmod(0o644)
 
 
+def host_key(inv: Inventory, host_name: str) -> Path:
+    """A host's TLS key, made once and kept across reissues: the TLSA records that pin it
+    stay true when the certificate is renewed."""
+    path = secrets_dir(inv) / "hosts" / host_name / "key.pem"
+    if not path.exists():
+        with _making(inv, f"the TLS key of {host_name}"):
+            if not path.exists():
+                _write_private(path, _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    return path
+
+
 def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[Path, Path]:
     """TLS certificate and key of a host for `names` (its FQDN first)."""
-    return _issued(inv, secrets_dir(inv) / "hosts" / host_name, names, "server",
-                   lambda: ec.generate_private_key(ec.SECP256R1()))
+    host_key(inv, host_name)
+    return _issued(inv, secrets_dir(inv) / "hosts" / host_name, names, "server", None)
 
 
 def domain_certificate(inv: Inventory, domain: str) -> tuple[Path, Path]:

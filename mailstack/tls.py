@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mailstack.secrets import host_certificate, lab_ca
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mailstack.secrets import host_certificate, host_key, lab_ca
 
 TLS_DIR = "/etc/mailstack/tls"
 CERT = f"{TLS_DIR}/cert.pem"
@@ -31,6 +34,20 @@ def local_files(plan) -> tuple[Path, Path, Path | None]:
         return cert, key, lab_ca(inv)[0]
     entry = next(f for f in inv.tls["files"] if f["host"] == plan.name)
     return Path(entry["certificate"]).expanduser(), Path(entry["key"]).expanduser(), None
+
+
+def key_digest(inv, host) -> str:
+    """SHA-256 of the host's public key (SubjectPublicKeyInfo): what its TLSA 3 1 1 records
+    pin. The key outlives certificate renewals (lab-ca keeps it; with `files`, renew keeping
+    the key, or publish the new key's records before the switch)."""
+    if inv.tls["source"] == "files":
+        entry = next(f for f in inv.tls["files"] if f["host"] == host.name)
+        public = x509.load_pem_x509_certificate(Path(entry["certificate"]).expanduser().read_bytes()).public_key()
+    else:
+        path = host_key(inv, host.name)
+        public = serialization.load_pem_private_key(path.read_bytes(), None).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def context(plan) -> dict:

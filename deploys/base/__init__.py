@@ -16,15 +16,16 @@ SYSCTL_FILE = "/etc/sysctl.d/60-mailstack.conf"
 
 
 def resolver_context(plan: HostPlan) -> dict:
-    """unbound settings: an isolated lab resolver answers only the platform's zones from
-    its `dns` hosts and refuses everything else; otherwise it resolves and validates
-    with a static trust anchor kept current by the dns-root-data package."""
+    """unbound settings: it always validates. An isolated lab resolver answers only the
+    platform's zones from its `dns` hosts, trusting each zone's key, and refuses everything
+    else; otherwise it resolves from the root, whose static trust anchor the dns-root-data
+    package keeps current."""
     resolver = plan.resolver
     return {
-        "module_config": "iterator" if resolver.isolated else "validator iterator",
         "refuse_everything_else": resolver.isolated,
         "stub_zones": resolver.zones,
         "stub_addresses": resolver.nameservers,
+        "trust_anchors": resolver.anchors,
         "trust_anchor_file": "" if resolver.isolated else "/usr/share/dns/root.key",
     }
 
@@ -49,7 +50,8 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template("/etc/default/unbound", "base/unbound.default.j2", {}),
         ), check="unbound-checkconf"),
         # after unbound runs: the host resolves through it from here on
-        Service(None, (File.text("/etc/resolv.conf", "nameserver 127.0.0.1\noptions edns0"),)),
+        # trust-ad: the C library passes the resolver's "validated" (AD) bit on to programs
+        Service(None, (File.text("/etc/resolv.conf", "nameserver 127.0.0.1\noptions edns0 trust-ad"),)),
     ]
 
 

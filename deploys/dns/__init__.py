@@ -1,10 +1,13 @@
-"""Hosts with `dns` (lab only): an authoritative nsd serving the zones of `mailstack dns`."""
+"""Hosts with `dns` (lab only): an authoritative nsd serving the zones of `mailstack dns`,
+signed (mailstack/dnssec.py): every lab resolver validates them. Signatures are made at
+deploy and last at least 4 weeks; a deploy renews them."""
 
 from __future__ import annotations
 
 from deploys.ops import directory
 from mailstack.component import Component, File, Opening, Service
 from mailstack.dns import zone_file, zones
+from mailstack.dnssec import signed
 from mailstack.plan import HostPlan
 
 ZONES_DIR = "/etc/nsd/zones"
@@ -17,7 +20,7 @@ def configure(plan: HostPlan) -> list[Service]:
     return [Service("nsd", (
         File.template("/etc/nsd/nsd.conf", "dns/nsd.conf.j2", {"address": plan.host.address,
                                                                 "zones": sorted(all_zones), "zones_dir": ZONES_DIR}),
-        *(File.text(f"{ZONES_DIR}/{zone}.zone", zone_file(plan.inv, zone, records, plan.host))
+        *(File.text(f"{ZONES_DIR}/{zone}.zone", signed(plan.inv, zone, zone_file(plan.inv, zone, records, plan.host)))
           for zone, records in all_zones.items()),
     ), check=" && ".join(checks))]
 

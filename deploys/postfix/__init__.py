@@ -27,6 +27,8 @@ from mailstack.component import (
     table,
 )
 from mailstack.conventions import ORIGINATING, SMIME_CONTENT, SMIME_DECRYPTED, SUBMISSION_VIA_GATEWAY
+from mailstack.dns import Record, smtp_name
+from mailstack.inventory import Host, Inventory
 from mailstack.plan import MILTER_PORT, HostPlan, own_authserv_ids
 
 MAPS = "/etc/postfix/mailstack"
@@ -245,6 +247,17 @@ def install(plan: HostPlan) -> None:
     directory(MAPS, mode="0755")
 
 
+def tlsa_records(inv: Inventory, host: Host) -> list[Record]:
+    """DANE: the host's key (TLSA 3 1 1) at its MX name for port 25 and at each submission
+    name it answers for 465 and 587. Validating senders then refuse a certificate with
+    another key, and a connection without STARTTLS."""
+    pin = f"3 1 1 {tls.key_digest(inv, host)}"
+    names = [f"_25._tcp.{host.fqdn}"] if any(host.name in d.mx for d in inv.domains) else []
+    names += [f"_{port}._tcp.{smtp_name(d)}" for d in inv.domains if host.name in d.submission
+              for port in (465, 587)]
+    return [Record(name, "TLSA", pin) for name in names]
+
+
 def _return_ports(plan: HostPlan) -> tuple[int, ...]:
     return tuple(plan.inv.smime[p] for p in ("reinject_port", "reinject_decrypted_port", "reinject_outbound_port"))
 
@@ -276,6 +289,7 @@ COMPONENT = Component(
     public={"mx": ((25, "SMTP from the Internet"),),
             "submission": ((587, "submission, STARTTLS"), (465, "submission, implicit TLS"))},
     local=local,
+    adds={"dns.records": tlsa_records},
     section="postfix",
     openings=openings,
     install=install,

@@ -87,7 +87,7 @@ def test_dns_records_a_component_adds_reach_the_zones_the_lab_serves_and_every_p
     (server,) = [p for p in found.values() if nsd in p.components]
     zone_lines = [line for s in configured(nsd, server) for f in s.files for line in f.lines]
     platform = server.inv.platform["domain"]
-    assert f"srs.{platform}.\t300\tIN\tMX\t10 {server.inv.host('mail').fqdn}." in zone_lines
+    assert f"srs.{platform}. 300 IN MX 10 {server.inv.host('mail').fqdn}." in zone_lines  # as signed
     assert all(p.contributed("dns.records") == server.contributed("dns.records") for p in found.values())
     lost = Component(name="srs-names", roles=frozenset({"mx"}), adds={"dns.records": lambda inv, host: [
         Record("srs.nowhere.invalid", "MX", "10 x.")]})

@@ -1,0 +1,80 @@
+"""DNSSEC for the zones a lab serves: one Ed25519 key per zone (a combined signing key,
+kept in the secrets directory), signatures made on the control machine, and the trust
+anchors the lab's resolvers validate with. Production zones are signed where the operator
+publishes them (docs/internet.md)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+import warnings
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from mailstack.inventory import Inventory
+from mailstack.secrets import _making, _pem_key, _write_private, secrets_dir
+
+with warnings.catch_warnings():  # dnspython imports every algorithm, DSA's deprecation included
+    warnings.simplefilter("ignore")
+    import dns.dnssec
+    import dns.name
+    import dns.rdataset
+    import dns.rdatatype
+    import dns.zone
+
+ALGORITHM = "ED25519"  # deterministic: the same zone signed twice is the same text
+# Signatures start a day before the current period and end three periods after it: a redeploy
+# within a period changes nothing, and a lab left alone validates for at least 4 weeks.
+PERIOD = 14 * 86400
+
+
+def zone_key(inv: Inventory, zone: str) -> Path:
+    """The zone's private key, generated once."""
+    path = secrets_dir(inv) / "dnssec" / f"{zone}.key"
+    if not path.exists():
+        with _making(inv, f"the DNSSEC key of {zone}"):
+            if not path.exists():
+                _write_private(path, _pem_key(ed25519.Ed25519PrivateKey.generate()))
+    return path
+
+
+@functools.cache
+def _loaded(path: Path, mtime_ns: int):
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    return key, dns.dnssec.make_dnskey(key.public_key(), ALGORITHM, flags=257)  # ZONE | SEP
+
+
+def _key(inv: Inventory, zone: str):
+    path = zone_key(inv, zone)
+    return _loaded(path, path.stat().st_mtime_ns)
+
+
+def trust_anchor(inv: Inventory, zone: str) -> str:
+    """The zone's key as unbound's `trust-anchor:` takes it."""
+    return f"{zone}. DNSKEY {_key(inv, zone)[1].to_text()}"
+
+
+def validity(now: float | None = None) -> tuple[int, int]:
+    """(inception, expiration) of signatures made now."""
+    start = int((time.time() if now is None else now) // PERIOD) * PERIOD
+    return start - 86400, start + 3 * PERIOD
+
+
+def signed(inv: Inventory, zone: str, text: str) -> str:
+    """The zone file `text` with its key, signatures and NSEC chain."""
+    inception, expiration = validity()
+    return _signed(text, zone, *_key(inv, zone), inception, expiration)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signed(text: str, zone: str, key, dnskey, inception: int, expiration: int) -> str:
+    parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=True)
+    apex = parsed.nodes[parsed.origin].rdatasets  # a new serial with new signatures, SOA first
+    soa = next(i for i, rdataset in enumerate(apex) if rdataset.rdtype == dns.rdatatype.SOA)
+    serial = int(hashlib.sha256(f"{text}{inception}".encode()).hexdigest()[:7], 16)
+    apex[soa] = dns.rdataset.from_rdata(apex[soa].ttl, apex[soa][0].replace(serial=serial))
+    dns.dnssec.sign_zone(parsed, keys=[(key, dnskey)], inception=inception, expiration=expiration)
+    return parsed.to_text(relativize=False, want_origin=True)

@@ -185,6 +185,30 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return _on_host(inv.host(domain.mailbox[0]), command)
 
 
+def cmd_reports(args: argparse.Namespace) -> int:
+    import json
+    import subprocess
+
+    from deploys.reports import TOOL, report_mailboxes
+    from mailstack.remote import ssh_argv
+    from mailstack.reports import merged, summary
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    stores = []
+    for host in (h for h in inv.hosts_with("mailbox") if not h.outside and report_mailboxes(inv, h)):
+        done = subprocess.run(ssh_argv(host, ["sh", "-c", f"{TOOL} collect && {TOOL} show"]),
+                              capture_output=True, text=True)
+        if done.returncode:
+            print(f"reports: {host.name}: {done.stderr.strip()}", file=sys.stderr)
+            return 1
+        stores.append(json.loads(done.stdout))
+    store = merged(stores)
+    sys.stdout.write(json.dumps(store, indent=1) + "\n" if args.json else summary(store))
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from deploys.backup import TOOL
 
@@ -308,6 +332,12 @@ def parser() -> argparse.ArgumentParser:
     for action in doing.choices.values():
         action.add_argument("login", help="the user's address")
     account.set_defaults(func=cmd_account)
+
+    reports = sub.add_parser("reports", help="DMARC aggregate and TLS-RPT reports about the platform's "
+                                             "domains: collect them from the report mailboxes, summarise (over SSH)")
+    inventory_option(reports)
+    reports.add_argument("--json", action="store_true", help="every report and row, as JSON")
+    reports.set_defaults(func=cmd_reports)
 
     backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore, rewind (over SSH)")
     inventory_option(backup)

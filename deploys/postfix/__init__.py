@@ -175,7 +175,8 @@ def services(plan: HostPlan) -> list[dict]:
              "options": ["syslog_name=postfix/smime",
                          f"smtp_tls_security_level={'none' if hop.plaintext else 'secure'}",
                          "smtp_tls_secure_cert_match=nexthop", f"smtp_tls_CAfile={tls.TRUST}",
-                         "smtp_host_lookup=native", "smtp_send_xforward_command=no", "smtp_header_checks="]},
+                         "smtp_host_lookup=native", "smtp_send_xforward_command=no", "smtp_header_checks=",
+                         "smtp_tls_policy_maps="]},  # its policy is the one above, never a domain's
             {"line": f"{listen}:{inv.smime['reinject_port']} inet n - n - - smtpd",
              "options": ["syslog_name=postfix/smime-inbound", f"receive_override_options={NO_CHECKS},no_milters",
                          "smtpd_milters=", *returning]},

@@ -185,7 +185,9 @@ def test_filter_down_means_4xx_then_delivery(mail, ext, addr, fqdn, ca_file, tag
         for i in range(sent):
             from_outside(addr, fqdn, ca_file, message("carol@ext.test", "alice@example.test",
                                                       f"{tag}-{i}"))
-        assert deferred_at(ext, "4.7.1", at_least=sent) >= sent  # waiting at the sender, not lost
+        # waiting at the sender, not lost: 4.7.1 to MAIL FROM, or (a DANE sender, which needs TLS) 4.3.0
+        # to STARTTLS, as Postfix answers each command with a temporary error while its milter is down
+        assert deferred_at(ext, "again later", at_least=sent) >= sent
     finally:
         mail.check_output("systemctl start rspamd")
     mail.check_output("for i in $(seq 120); do rspamc -h 127.0.0.1:11334 stat >/dev/null 2>&1 "

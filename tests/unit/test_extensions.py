@@ -16,7 +16,7 @@ from mailstack.dns import Record
 from mailstack.inventory import check_text, load
 from mailstack.plan import plans
 
-STS = {"smtp_tls_policy_maps": "socketmap:inet:127.0.0.1:8461:postfix"}
+STS = {"smtp_tls_scert_verifydepth": "5"}
 STS_SERVICE = {"line": "sts-out unix -       -       n       -       -       smtp",
                "options": ["syslog_name=postfix/sts-out"]}
 
@@ -42,7 +42,7 @@ def test_what_a_component_adds_to_postfix_lands_in_main_cf_and_master_cf_where_i
     assert main[1:len(plain[postfix.MAIN_CF])] == plain[postfix.MAIN_CF][1:]  # its own part as before
     assert "# Added by the mta-sts component (extension point postfix.main)." in main
     assert "# Added by the srs component (extension point postfix.main)." in main  # the real one, beside it
-    assert "smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix" in main
+    assert "smtp_tls_scert_verifydepth = 5" in main
     assert STS_SERVICE["line"] in master and "  -o syslog_name=postfix/sts-out" in master
     plan = plans(check_text(VALID, "inv.yml"), (*COMPONENTS, sts(**{"tls.names": lambda inv, host: ["sts.t.example"]})))
     assert "sts.t.example" in plan["mx1"].certificate_names
@@ -51,9 +51,9 @@ def test_what_a_component_adds_to_postfix_lands_in_main_cf_and_master_cf_where_i
 
 def test_two_components_setting_one_postfix_parameter_are_refused_naming_both():
     rival = Component(name="dane", roles=frozenset({"mx"}),
-                      adds={"postfix.main": lambda inv, host: {"smtp_tls_policy_maps": "hash:/x"}})
+                      adds={"postfix.main": lambda inv, host: {"smtp_tls_scert_verifydepth": "hash:/x"}})
     with pytest.raises(ExtensionConflict, match="components 'mta-sts' and 'dane' both set postfix.main "
-                                                "'smtp_tls_policy_maps' on mx1"):
+                                                "'smtp_tls_scert_verifydepth' on mx1"):
         plans(check_text(VALID, "inv.yml"), (*COMPONENTS, sts(**{"postfix.main": lambda inv, host: STS}), rival))
     with pytest.raises(ExtensionConflict, match="components 'srs' and 'dane' both set postfix.main "
                                                 "'sender_canonical_maps' on mx1"):  # the shipped SRS component

@@ -56,7 +56,7 @@ def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
     assert [c.name for c in lab["mail"].components] == [
         "base", "tls", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "rspamd", "ldap",
-        "dovecot", "smime", "srs", "postfix", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
+        "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]
 
@@ -263,4 +263,5 @@ def test_loopback_ports_take_only_their_own_clients():
     multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
     assert 'oif "lo" tcp dport 11332 meta skuid != { root, stunnel4 } reject with tcp reset' in loopback.rules(multi["filter1"])
     assert loopback.rules(multi["mx1"]) == [f'oif "lo" tcp dport {port} meta skuid != {{ root, postfix }} reject with tcp '
-                                            'reset' for port in (10001, 10002, 11332)]  # postsrsd's tables, the milter
+                                            'reset' for port in (8461, 8462, 10001, 10002, 11332)]
+    # the TLS policy maps (MTA-STS, DANE first), postsrsd's tables, the milter

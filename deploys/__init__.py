@@ -46,6 +46,7 @@ ORDER = (
     "redis",
     "nauthilus",
     "limits",
+    "dmarc_reports",
     "rspamd",
     "filter_link",
     "lmtp_link",

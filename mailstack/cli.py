@@ -185,27 +185,81 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return _on_host(inv.host(domain.mailbox[0]), command)
 
 
-def cmd_reports(args: argparse.Namespace) -> int:
+def _report_store(inv) -> dict | None:
+    """The reports every report mailbox holds, collected first (None: a host failed, said why)."""
     import json
     import subprocess
 
     from deploys.reports import TOOL, report_mailboxes
     from mailstack.remote import ssh_argv
-    from mailstack.reports import merged, summary
+    from mailstack.reports import merged
 
-    inv = _load_or_report(args.inventory)
-    if inv is None:
-        return EXIT_INVALID
     stores = []
     for host in (h for h in inv.hosts_with("mailbox") if not h.outside and report_mailboxes(inv, h)):
         done = subprocess.run(ssh_argv(host, ["sh", "-c", f"{TOOL} collect && {TOOL} show"]),
                               capture_output=True, text=True)
         if done.returncode:
             print(f"reports: {host.name}: {done.stderr.strip()}", file=sys.stderr)
-            return 1
+            return None
         stores.append(json.loads(done.stdout))
-    store = merged(stores)
+    return merged(stores)
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    import json
+
+    from mailstack.reports import summary
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    store = _report_store(inv)
+    if store is None:
+        return 1
     sys.stdout.write(json.dumps(store, indent=1) + "\n" if args.json else summary(store))
+    return 0
+
+
+def cmd_dmarc(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from mailstack import dmarc
+    from mailstack.inventory import InventoryInvalid
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    own = {d.name: d for d in inv.own_domains()}
+    if args.domain not in own:
+        print(f"dmarc: {args.domain} is not a platform domain in {args.inventory}", file=sys.stderr)
+        return 1
+    store = _report_store(inv)
+    if store is None:
+        return 1
+    report = dmarc.impact(inv, own[args.domain], store)
+    if args.action == "report":
+        sys.stdout.write(json.dumps(report, indent=1) + "\n" if args.json else dmarc.text(report))
+        return 0
+    sys.stdout.write(dmarc.text(report))
+    if report["next"] is None:
+        print(f"dmarc: {args.domain} is at reject already", file=sys.stderr)
+        return 1
+    if report["unexplained"] and not args.override:
+        print(f"dmarc: not advancing {args.domain}: failing sources are unexplained "
+              f"({', '.join(report['unexplained'])}); fix them, or --override REASON", file=sys.stderr)
+        return 1
+    path = Path(args.inventory)
+    try:
+        text = dmarc.advanced(path.read_text(), str(path), args.domain, report["next"],
+                              dmarc.note(report, report["next"], args.override))
+    except InventoryInvalid as invalid:
+        print(invalid, file=sys.stderr)
+        return EXIT_INVALID
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+    print(f"{path}: {args.domain} now at dmarc.policy {report['next']}; deploy to publish it")
     return 0
 
 
@@ -338,6 +392,20 @@ def parser() -> argparse.ArgumentParser:
     inventory_option(reports)
     reports.add_argument("--json", action="store_true", help="every report and row, as JSON")
     reports.set_defaults(func=cmd_reports)
+
+    dmarc = sub.add_parser("dmarc", help="a domain's DMARC stage: what the next one would hit, by the reports; "
+                                         "advance to it (edits the inventory)")
+    inventory_option(dmarc)
+    stage = dmarc.add_subparsers(dest="action", required=True)
+    impact = stage.add_parser("report", help="every source the reports name: messages, DKIM and SPF as the "
+                                              "receivers found them, the platform's own, who fails the next stage")
+    impact.add_argument("--json", action="store_true", help="as JSON")
+    advance = stage.add_parser("advance", help="move the domain one stage (none, quarantine, reject) in the "
+                                               "inventory, only when no failing source is unexplained")
+    advance.add_argument("--override", metavar="REASON", help="advance anyway; the reason is recorded in the inventory")
+    for command in (impact, advance):
+        command.add_argument("domain", help="a platform domain")
+    dmarc.set_defaults(func=cmd_dmarc)
 
     backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore, rewind (over SSH)")
     inventory_option(backup)

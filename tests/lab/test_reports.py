@@ -2,21 +2,27 @@
 report (RFC 8460, gzip JSON) and a DMARC aggregate report (RFC 7489, gzip XML), mailed from
 ext to the addresses the platform publishes (`_smtp._tls` and `_dmarc` rua: the postmaster),
 are collected from that mailbox by `mailstack reports` into the mailbox host's store, once, and
-summarised. Attacker tests: a report is somebody else's data: one about a domain that is not
+summarised. The platform reports too (rspamd, `dmarc_reports`), and `mailstack dmarc` reads
+its own domain's reports to stage its policy. Attacker tests: a report is somebody else's data: one about a domain that is not
 the platform's is not kept, and a compressed bomb is refused without stopping the collection."""
 
+import email
+import email.policy
 import gzip
 import json
+import smtplib
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from email.message import EmailMessage
 
-from helpers import imap_find, submit
+from helpers import imap_find, message, submit
 from labenv import ROOT
 
 SENDER = "carol@ext.test"  # ext plays the reporting mail provider
 RUA = "postmaster@example.test"  # reaches alice's mailbox
+TEST_MACHINE = "10.77.0.1"  # the lab's bridge: the machine that runs these tests
 
 
 def tls_report(report_id: str, domain: str, failures: int) -> bytes:
@@ -113,3 +119,54 @@ def test_a_report_about_another_domain_or_a_bomb_is_not_kept(mail, addr, fqdn, c
     log = mail.check_output(f"journalctl -t mailstack-reports --since @{int(since)} -o cat --no-pager")
     assert "about victim.test, not a domain of the platform" in log
     assert "expands beyond" in log
+
+
+def report_documents(raw: bytes) -> list[bytes]:
+    """The decompressed report documents of a report message."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return [gzip.decompress(part.get_content()) for part in parsed.walk()
+            if part.get_content_type() == "application/gzip"]
+
+
+def dmarc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", "dmarc", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_the_platform_reports_what_it_saw_and_its_own_reports_stage_a_domain(
+        mail, addr, fqdn, ca_file, tag, tmp_path, rspamd_ready):
+    """rspamd's DMARC reporting, a real reporter: ext.test's mail (SPF aligned) and mail that
+    another server (this machine, the 'Gmail case') sends as example.test are reported, to
+    ext.test's rua and to example.test's own. The platform then reads its domain's report: the
+    other server fails, so `dmarc advance` refuses until the inventory authorises it."""
+    submit(addr["ext"], fqdn["ext"], ca_file, SENDER, message(SENDER, "dave@tenant-b.test", f"{tag}-ext"))
+    forged = message("newsletter@example.test", "dave@tenant-b.test", f"{tag}-forged")
+    with smtplib.SMTP(addr["mail"], 25, timeout=60, local_hostname="news.lab.test") as client:
+        client.sendmail("bounces@ext.test", ["dave@tenant-b.test"], forged.as_bytes())
+    assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", f"{tag}-ext")
+    mail.check_output(f"rspamadm dmarc_report {time.strftime('%Y%m%d', time.gmtime())}")
+
+    raw = imap_find(addr["ext"], fqdn["ext"], ca_file, SENDER, "Report Domain: ext.test", timeout=90)
+    assert raw, "ext.test's rua got no report"
+    feedback = ET.fromstring(report_documents(raw)[0])
+    assert feedback.findtext("policy_published/domain") == "ext.test"
+    rows = {r.findtext("row/source_ip"): r for r in feedback.iter("record")}
+    assert rows[addr["ext"]].findtext("row/policy_evaluated/spf") == "pass"
+
+    inventory = tmp_path / "lab.yml"
+    inventory.write_text((ROOT / "inventories" / "lab.yml").read_text())
+    report = json.loads(dmarc("-i", str(inventory), "report", "--json", "example.test").stdout)
+    failing = {s["address"]: s for s in report["sources"] if not s["passes"]}
+    assert TEST_MACHINE in failing and not failing[TEST_MACHINE]["platform"]
+    assert TEST_MACHINE in report["unexplained"] and report["next"] == "reject"
+    refused = dmarc("-i", str(inventory), "advance", "example.test")
+    assert refused.returncode == 1 and TEST_MACHINE in refused.stderr
+    assert "policy: quarantine" in inventory.read_text()  # untouched
+
+    inventory.write_text(inventory.read_text().replace("    spf: {all: -all}\n",
+                                                       f"    spf: {{all: -all, ip: [{TEST_MACHINE}/32]}}\n"))
+    advanced = dmarc("-i", str(inventory), "advance", "example.test")
+    assert advanced.returncode == 0, advanced.stderr
+    text = inventory.read_text()
+    assert "dmarc: {policy: reject, rua: [postmaster@example.test]}" in text
+    assert "# mailstack dmarc advance" in text and "quarantine -> reject" in text

@@ -55,7 +55,8 @@ def test_single_host_lab_publishes_nothing_internal():
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
     assert [c.name for c in lab["mail"].components] == [
-        "base", "tls", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "rspamd", "ldap",
+        "base", "tls", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "dmarc_reports",
+        "rspamd", "ldap",
         "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]

@@ -227,7 +227,7 @@ TABLE = [
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-backup|'
-      'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
+      'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
       'postfix-mta-sts-resolver|postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
      ['      - url: "https://ext.lab.test:8444/alerts"', "  group_wait: 5s"], ["email_configs"]),

@@ -39,18 +39,29 @@ def next_stage(domain: Domain) -> str | None:
     return STAGES[stage + 1] if stage + 1 < len(STAGES) else None
 
 
-def _name(inv: Inventory, address: str) -> str:
-    for host in inv.hosts:
-        if host.address == address:
-            return host.fqdn
+NAMED = 50  # failing sources whose reverse name is looked up (the largest first), at once
+
+
+def _reverse_name(address: str) -> str:
     try:
         import dns.resolver
         import dns.reversename
 
-        answer = dns.resolver.resolve(dns.reversename.from_address(address), "PTR", lifetime=1)
+        answer = dns.resolver.resolve(dns.reversename.from_address(address), "PTR", lifetime=2)
         return str(answer[0]).rstrip(".")
     except Exception:  # no reverse name, or no answer in time: the address stands alone
         return ""
+
+
+def _names(inv: Inventory, failing: list[str]) -> dict[str, str]:
+    """Inventory hosts by their names; the NAMED largest failing sources by their PTR records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = {h.address: h.fqdn for h in inv.hosts}
+    asked = [a for a in failing if a not in names][:NAMED]
+    with ThreadPoolExecutor(max_workers=NAMED) as pool:
+        names.update(zip(asked, pool.map(_reverse_name, asked), strict=True))
+    return names
 
 
 def impact(inv: Inventory, domain: Domain, store: dict) -> dict:
@@ -65,10 +76,12 @@ def impact(inv: Inventory, domain: Domain, store: dict) -> dict:
         entry["dispositions"].add(row["disposition"])
     own = {h.address for h in inv.hosts if not h.outside}
     allowed = [ipaddress.ip_network(n, strict=False) for n in domain.spf["ip"]]
-    sources = [Source(address, _name(inv, address), e["messages"], "pass" if "pass" in e["dkim"] else "fail",
+    ordered = sorted(grouped.items(), key=lambda item: -item[1]["messages"])
+    names = _names(inv, [a for a, e in ordered if "pass" not in e["dkim"] | e["spf"]])
+    sources = [Source(address, names.get(address, ""), e["messages"], "pass" if "pass" in e["dkim"] else "fail",
                       "pass" if "pass" in e["spf"] else "fail", ",".join(sorted(e["dispositions"])),
                       address in own, any(ipaddress.ip_address(address) in n for n in allowed))
-               for address, e in sorted(grouped.items(), key=lambda item: -item[1]["messages"])]
+               for address, e in ordered]
     reports = [r for r in store["reports"] if r["kind"] == "dmarc" and r["domain"] == domain.name]
     return {"domain": domain.name, "policy": domain.dmarc["policy"], "testing": domain.dmarc["testing"],
             "next": next_stage(domain), "reports": len(reports),

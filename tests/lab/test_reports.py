@@ -10,7 +10,6 @@ import email
 import email.policy
 import gzip
 import json
-import smtplib
 import subprocess
 import sys
 import time
@@ -18,11 +17,11 @@ import xml.etree.ElementTree as ET
 from email.message import EmailMessage
 
 from helpers import imap_find, message, submit
-from labenv import ROOT
+from labenv import ROOT, ssh
 
 SENDER = "carol@ext.test"  # ext plays the reporting mail provider
 RUA = "postmaster@example.test"  # reaches alice's mailbox
-TEST_MACHINE = "10.77.0.1"  # the lab's bridge: the machine that runs these tests
+EXT_SERVER = "10.77.0.20"  # ext's address: where its mail comes from
 
 
 def tls_report(report_id: str, domain: str, failures: int) -> bytes:
@@ -136,14 +135,19 @@ def dmarc(*args: str) -> subprocess.CompletedProcess:
 def test_the_platform_reports_what_it_saw_and_its_own_reports_stage_a_domain(
         mail, addr, fqdn, ca_file, tag, tmp_path, rspamd_ready):
     """rspamd's DMARC reporting, a real reporter: ext.test's mail (SPF aligned) and mail that
-    another server (this machine, the 'Gmail case') sends as example.test are reported, to
-    ext.test's rua and to example.test's own. The platform then reads its domain's report: the
-    other server fails, so `dmarc advance` refuses until the inventory authorises it."""
+    ext's own server sends as example.test (the 'Gmail case') are reported, to ext.test's rua
+    and to example.test's own. The platform then reads its domain's report: ext fails, so
+    `dmarc advance` refuses until the inventory authorises it."""
     submit(addr["ext"], fqdn["ext"], ca_file, SENDER, message(SENDER, "dave@tenant-b.test", f"{tag}-ext"))
     forged = message("newsletter@example.test", "dave@tenant-b.test", f"{tag}-forged")
-    with smtplib.SMTP(addr["mail"], 25, timeout=60, local_hostname="news.lab.test") as client:
-        client.sendmail("bounces@ext.test", ["dave@tenant-b.test"], forged.as_bytes())
+    ssh("ext", "/usr/sbin/sendmail -f bounces@ext.test dave@tenant-b.test", forged.as_bytes())
     assert imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", f"{tag}-ext")
+    # DMARC fails and example.test says quarantine: it lands in Junk (or INBOX, if rspamd scores it low)
+    deadline = time.monotonic() + 60
+    while not any(imap_find(addr["mail"], fqdn["mail"], ca_file, "dave@tenant-b.test", f"{tag}-forged",
+                            mailbox=box, timeout=0) for box in ("Junk", "INBOX")):
+        assert time.monotonic() < deadline, "the forged mail never arrived"
+        time.sleep(1)
     mail.check_output(f"rspamadm dmarc_report {time.strftime('%Y%m%d', time.gmtime())}")
 
     raw = imap_find(addr["ext"], fqdn["ext"], ca_file, SENDER, "Report Domain: ext.test", timeout=90)
@@ -157,14 +161,14 @@ def test_the_platform_reports_what_it_saw_and_its_own_reports_stage_a_domain(
     inventory.write_text((ROOT / "inventories" / "lab.yml").read_text())
     report = json.loads(dmarc("-i", str(inventory), "report", "--json", "example.test").stdout)
     failing = {s["address"]: s for s in report["sources"] if not s["passes"]}
-    assert TEST_MACHINE in failing and not failing[TEST_MACHINE]["platform"]
-    assert TEST_MACHINE in report["unexplained"] and report["next"] == "reject"
+    assert EXT_SERVER in failing and not failing[EXT_SERVER]["platform"]
+    assert EXT_SERVER in report["unexplained"] and report["next"] == "reject"
     refused = dmarc("-i", str(inventory), "advance", "example.test")
-    assert refused.returncode == 1 and TEST_MACHINE in refused.stderr
+    assert refused.returncode == 1 and EXT_SERVER in refused.stderr
     assert "policy: quarantine" in inventory.read_text()  # untouched
 
     inventory.write_text(inventory.read_text().replace("    spf: {all: -all}\n",
-                                                       f"    spf: {{all: -all, ip: [{TEST_MACHINE}/32]}}\n"))
+                                                       f"    spf: {{all: -all, ip: [{EXT_SERVER}/32]}}\n"))
     advanced = dmarc("-i", str(inventory), "advance", "example.test")
     assert advanced.returncode == 0, advanced.stderr
     text = inventory.read_text()

@@ -1,7 +1,9 @@
 """DNSSEC for the zones a lab serves: one Ed25519 key per zone (a combined signing key,
 kept in the secrets directory), signatures made on the control machine, and the trust
-anchors the lab's resolvers validate with. Production zones are signed where the operator
-publishes them (docs/internet.md)."""
+anchors the lab's resolvers validate with. Like the Internet, the lab has parents: it serves
+each top-level domain of its zones (`test`) with a DS record per zone, so a validator walks
+the chain from one anchor per top-level domain; reverse zones are anchored on their own.
+Production zones are signed where the operator publishes them (docs/internet.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from mailstack.dns import Record
 from mailstack.inventory import Inventory
 from mailstack.secrets import _making, _pem_key, _write_private, secrets_dir
 
@@ -55,6 +58,30 @@ def _key(inv: Inventory, zone: str):
 def trust_anchor(inv: Inventory, zone: str) -> str:
     """The zone's key as unbound's `trust-anchor:` takes it."""
     return f"{zone}. DNSKEY {_key(inv, zone)[1].to_text()}"
+
+
+def parents(zones: list[str]) -> dict[str, list[str]]:
+    """The lab's top-level domains (not themselves a platform zone) and the zones under each."""
+    found: dict[str, list[str]] = {}
+    for zone in sorted(zones):
+        top = zone.rsplit(".", 1)[-1]
+        if "." in zone and not zone.endswith(".arpa") and top not in zones:
+            found.setdefault(top, []).append(zone)
+    return found
+
+
+def delegations(inv: Inventory, children: list[str], nameserver: str) -> list[Record]:
+    """A parent's records for its children: NS, and the DS of each child's key."""
+    return [record for child in children for record in (
+        Record(child, "NS", f"{nameserver}."),
+        Record(child, "DS", dns.dnssec.make_ds(child + ".", _key(inv, child)[1], "SHA256").to_text()))]
+
+
+def anchors(inv: Inventory, zones: list[str]) -> tuple[str, ...]:
+    """What a lab resolver trusts: each top-level domain's key, and each zone no parent vouches for."""
+    tops = parents(zones)
+    covered = {zone for children in tops.values() for zone in children}
+    return tuple(trust_anchor(inv, zone) for zone in sorted({*tops, *(z for z in zones if z not in covered)}))
 
 
 def validity(now: float | None = None) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from functools import cached_property
 from mailstack import registry
 from mailstack.component import EXTENSION_POINTS, PLATFORM_POINTS, Component, ExtensionConflict, Opening
 from mailstack.dns import service_names, zones
-from mailstack.dnssec import trust_anchor
+from mailstack.dnssec import anchors, parents
 from mailstack.inventory import Domain, Host, Inventory, User
 
 MTA_ROLES = frozenset({"mx", "submission"})
@@ -50,8 +50,9 @@ class FilterLink:
 @dataclass(frozen=True)
 class Resolver:
     """The host's local unbound, which always validates: `isolated` (lab) serves only the
-    platform's zones from its `dns` hosts, signed there, trusting `anchors` (each zone's key),
-    and refuses the rest; otherwise it resolves from the root with the root's anchor."""
+    platform's zones and their parents from its `dns` hosts, signed there, trusting `anchors`
+    (mailstack/dnssec.py), and refuses the rest; otherwise it resolves from the root with the
+    root's anchor."""
 
     isolated: bool
     zones: tuple[str, ...]
@@ -228,9 +229,9 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
     mtas = [h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles)]
     nameservers = inv.hosts_with("dns")
     isolated = bool(inv.platform["lab"] and nameservers)
-    lab_zones = tuple(sorted(zones(inv))) if isolated else ()
-    resolver = Resolver(isolated=isolated, zones=lab_zones, nameservers=tuple(h.address for h in nameservers),
-                        anchors=tuple(trust_anchor(inv, zone) for zone in lab_zones))
+    lab_zones = sorted(zones(inv)) if isolated else []
+    resolver = Resolver(isolated=isolated, zones=tuple(sorted({*lab_zones, *parents(lab_zones)})),
+                        nameservers=tuple(h.address for h in nameservers), anchors=anchors(inv, lab_zones))
     own_names = {d.name for d in own}
     lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
                          if inv.tls["source"] == "lab-ca" and "certificate" not in p

@@ -1,5 +1,6 @@
 """Hosts with `dns` (lab only): an authoritative nsd serving the zones of `mailstack dns`,
-signed (mailstack/dnssec.py): every lab resolver validates them. Signatures are made at
+signed (mailstack/dnssec.py), with their top-level domains (`test`) as signed parents that
+hold each zone's DS record: every lab resolver validates them from those anchors. Signatures are made at
 deploy and last at least 4 weeks; a deploy renews them."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from deploys.ops import directory
 from mailstack.component import Component, File, Opening, Service
 from mailstack.dns import zone_file, zones
-from mailstack.dnssec import signed
+from mailstack.dnssec import delegations, parents, signed
 from mailstack.plan import HostPlan
 
 ZONES_DIR = "/etc/nsd/zones"
@@ -15,6 +16,8 @@ ZONES_DIR = "/etc/nsd/zones"
 
 def configure(plan: HostPlan) -> list[Service]:
     all_zones = zones(plan.inv, plan.contributed("dns.records"))
+    all_zones |= {top: delegations(plan.inv, children, plan.host.fqdn)
+                  for top, children in parents(list(all_zones)).items()}
     checks = ["nsd-checkconf /etc/nsd/nsd.conf"]
     checks += [f"nsd-checkzone {zone} {ZONES_DIR}/{zone}.zone >/dev/null" for zone in all_zones]
     return [Service("nsd", (

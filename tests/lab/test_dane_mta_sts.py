@@ -33,6 +33,7 @@ import dns.name
 import dns.query
 import dns.rdatatype
 import pytest
+from checkdmarc.dnssec import check_dnssec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -40,7 +41,7 @@ from helpers import imap_find, message, submit
 from labenv import INVENTORY, PLANS, ssh
 
 from mailstack.dns import Record, zone_file, zones
-from mailstack.dnssec import signed, trust_anchor
+from mailstack.dnssec import parents, signed, trust_anchor
 from mailstack.secrets import issue, lab_ca
 from mailstack.tls import key_digest
 
@@ -58,19 +59,33 @@ def signed_answer(nameserver: str, name: str, rdtype: str):
 
 
 def zone_keys(nameserver: str, zone: str) -> dict:
-    """The zone's DNSKEY set, validated by the key the inventory trusts."""
+    """The zone's DNSKEY set, self-signed with the zone's key from the secrets directory."""
     keys, signature = signed_answer(nameserver, zone + ".", "DNSKEY")
     anchor = dns.rdata.from_text("IN", "DNSKEY", trust_anchor(INVENTORY, zone).split(" DNSKEY ", 1)[1])
-    assert anchor in keys, f"{zone}: the served key is not the one the resolvers trust"
+    assert anchor in keys, f"{zone}: the served key is not the zone's key"
     dns.dnssec.validate(keys, signature, {dns.name.from_text(zone): keys})
     return {dns.name.from_text(zone): keys}
 
 
 @pytest.mark.parametrize("zone", ZONES)
-def test_every_lab_zone_is_signed_with_the_key_the_resolvers_trust(zone, nameserver):
+def test_every_lab_zone_is_signed_and_its_parent_vouches_for_its_key(zone, nameserver):
     keys = zone_keys(nameserver, zone)
     soa, signature = signed_answer(nameserver, zone + ".", "SOA")
     dns.dnssec.validate(soa, signature, keys)
+    parent = next((top for top, children in parents(ZONES).items() if zone in children), None)
+    if parent is None:
+        assert trust_anchor(INVENTORY, zone) in PLANS["mail"].resolver.anchors  # anchored on its own
+        return
+    ds, ds_signature = signed_answer(nameserver, zone + ".", "DS")
+    dns.dnssec.validate(ds, ds_signature, zone_keys(nameserver, parent))
+    key = next(iter(keys.values()))[0]
+    assert dns.dnssec.make_ds(zone + ".", key, "SHA256") in ds
+
+
+@pytest.mark.parametrize("domain", sorted(d.name for d in INVENTORY.domains))
+def test_checkdmarc_finds_every_lab_domain_signed(domain, nameserver):
+    """An independent checker (checkdmarc) walks DS to DNSKEY to the domain's records."""
+    assert check_dnssec(domain, nameservers=[nameserver])
 
 
 def tlsa_names() -> list[tuple[str, str, int]]:

@@ -79,3 +79,15 @@ def test_a_renewed_certificate_keeps_the_key_its_tlsa_records_pin(tmp_path):
     host_certificate(inv, "mx1", ["mx1.t.example"])
     assert cert.read_bytes() != first
     assert key_digest(inv, inv.host("mx1")) == before
+
+
+def test_the_lab_has_parents_that_vouch_for_each_zone(tmp_path):
+    inv = inventory(tmp_path)
+    names = sorted(zones(inv))
+    assert dnssec.parents(names) == {"example": ["one.example", "t.example", "two.example"]}
+    anchors = dnssec.anchors(inv, names)
+    assert [a.split(".", 1)[0] for a in anchors] == ["2", "example"]  # the reverse zone, the parent
+    records = dnssec.delegations(inv, ["one.example"], "ns.t.example")
+    assert [(r.name, r.type) for r in records] == [("one.example", "NS"), ("one.example", "DS")]
+    key = dnssec._key(inv, "one.example")[1]
+    assert records[1].value == dns.dnssec.make_ds("one.example.", key, "SHA256").to_text()

@@ -1,17 +1,29 @@
 """Filter hosts that run Postfix too, with `dmarc_reports.enabled`: rspamd's DMARC module keeps
 what each check of received mail found (in Redis), and a daily timer has `rspamadm
 dmarc_report` send yesterday's aggregate reports (RFC 7489) to the domains whose record asks
-for them, from `dmarc_reports.sender`, through the host's own Postfix (and so signed and sent
-like any mail of the platform)."""
+for them, from `dmarc_reports.sender`, through the host's own Postfix: a listener on
+loopback for root alone (the timer runs as root) that takes it as the platform's own mail
+(DKIM-signed, not held for an attachment analysis, as a user's submission would be)."""
 
 from __future__ import annotations
 
 from mailstack.component import Component, File, Service, schema_fragment
+from mailstack.conventions import ORIGINATING
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 
 UNIT = "mailstack-dmarc-reports"
 POSTFIX_ROLES = {"mx", "submission"}
+REPORTS_PORT = 10587  # Postfix, for the reports: loopback, root only
+
+
+def postfix_services(inv, host) -> list[dict]:
+    """The reports' way in: loopback only, the platform's own mail (milter daemon name)."""
+    only_here = "permit_mynetworks,reject"
+    return [{"line": f"127.0.0.1:{REPORTS_PORT} inet n - n - - smtpd",
+             "options": ["syslog_name=postfix/dmarc-reports", f"smtpd_client_restrictions={only_here}",
+                         f"smtpd_relay_restrictions={only_here}", f"smtpd_recipient_restrictions={only_here}",
+                         f"milter_macro_daemon_name={ORIGINATING}"]}]
 
 
 def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
@@ -20,6 +32,7 @@ def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     sender = settings.get("sender", "")
     return (File.template("/etc/rspamd/local.d/dmarc.conf", "dmarc_reports/dmarc.conf.j2",
                           {"sender": sender, "domain": sender.partition("@")[2], "fqdn": plan.host.fqdn,
+                           "port": REPORTS_PORT,
                            "org_name": settings.get("org_name") or plan.inv.platform["name"]}),)
 
 
@@ -58,6 +71,9 @@ COMPONENT = Component(
     roles=frozenset({"filter"}),
     platform_only=True,
     units=(f"{UNIT}.timer",),
+    local=(("127.0.0.1", REPORTS_PORT),),
+    loopback_clients=lambda plan: {REPORTS_PORT: ()},  # root's timer alone
+    adds={"postfix.master": postfix_services},
     section="dmarc_reports",
     rules=(rules,),
     enabled=lambda inv: inv.dmarc_reports["enabled"],

@@ -77,9 +77,21 @@ def _signing(plan: HostPlan) -> list[dict]:
             for d in plan.own_domains if d.dkim["enabled"]]
 
 
+PACKAGED_TLDS = "/usr/share/rspamd/effective_tld_names.dat"
+LAB_TLDS, TLDS = f"{ETC}/mailstack-lab-tlds.dat", f"{ETC}/mailstack-tlds.dat"
+
+
+def lab_tlds(plan: HostPlan) -> list[str]:
+    """A lab's made-up top-level domains (`test`): rspamd takes no address or URL in a domain
+    it does not know as real (a DMARC report to carol@ext.test would go nowhere)."""
+    zones = plan.resolver.zones if plan.resolver.isolated else ()
+    return sorted({zone.rsplit(".", 1)[-1] for zone in zones if not zone.endswith(".arpa")})
+
+
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.rspamd
     signing = _signing(plan)
+    tlds = lab_tlds(plan)
     context = {
         "proxy_bind": "127.0.0.1",  # Postfix hosts elsewhere come through the TLS tunnel (filter_link)
         "milter_port": MILTER_PORT,
@@ -105,9 +117,13 @@ def configure(plan: HostPlan) -> list[Service]:
         "refused_attachments": [(d.name, d.deny["attachments"]) for d in plan.own_domains if d.deny["attachments"]],
         "redis_password": password(inv, REDIS_PASSWORD),
         "controller_password": password(inv, "rspamd-controller"),
+        "url_tld": TLDS if tlds else "",
     }
     secret = {"secret": True, "group": "_rspamd", "mode": "0640"}
+    lab = [Service(None, (File.text(LAB_TLDS, "\n".join(tlds)),),
+                   on_change=f"cat {PACKAGED_TLDS} {LAB_TLDS} > {TLDS}")] if tlds else []
     return [
+        *lab,
         Service("rspamd", (
             *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context) for name in CONFIG),
             *(File.template(f"{ETC}/{name}", f"rspamd/{name.split('/')[1]}.j2", context, **secret)
@@ -119,7 +135,8 @@ def configure(plan: HostPlan) -> list[Service]:
             File.text(f"{MAPS_DIR}/senders.map",
                       table((address, ",".join(logins)) for address, logins in inv.senders().items())),
             *(File.copy(s["path"], s["source"], secret=True, group="_rspamd", mode="0640") for s in signing),
-        ), check="rspamadm configtest -q", reload=True, absent=tuple(f"{ETC}/{name}" for name in RETIRED)),
+        ), check="rspamadm configtest -q", reload=True,
+           absent=(*(f"{ETC}/{name}" for name in RETIRED), *(() if tlds else (LAB_TLDS, TLDS)))),
     ]
 
 

@@ -5,7 +5,7 @@ import pytest
 from unitdata import ROOT, VALID
 
 from mailstack import dmarc
-from mailstack.inventory import check_text
+from mailstack.inventory import InventoryInvalid, check_text
 from mailstack.inventory.source import load_yaml
 
 LAB = (ROOT / "inventories" / "lab.yml").read_text()
@@ -53,3 +53,20 @@ def test_advancing_edits_one_place_and_records_why(text, domain, stage):
     added = [line for line in result.splitlines() if line not in text.splitlines()]
     assert len(added) <= 3, added  # the comment, the changed line (and a new dmarc line)
     assert load_yaml(result, "inv.yml")[2] == []
+
+
+@pytest.mark.parametrize("settings,why", [
+    ("{enabled: true}", "name the reports' sender"),
+    ("{enabled: true, sender: someone@elsewhere.example}", "is no user or alias of the inventory"),
+])
+def test_reports_leave_only_from_an_address_of_the_platform(settings, why):
+    with pytest.raises(InventoryInvalid, match=why):
+        check_text(VALID + f"dmarc_reports: {settings}\n", "inv.yml")
+
+
+def test_reports_need_a_filter_host_that_runs_postfix():
+    separate = VALID.replace("roles: [mx, submission, mailbox, filter]", "roles: [mx, submission, mailbox]").replace(
+        "roles: [smime]", "roles: [smime, filter]")
+    check_text(separate, "inv.yml")  # fine while the reports are off
+    with pytest.raises(InventoryInvalid, match="no filter host runs Postfix"):
+        check_text(separate + "dmarc_reports: {enabled: true, sender: ann@one.example}\n", "inv.yml")

@@ -21,6 +21,9 @@ LAB = (ROOT / "inventories" / "lab.yml").read_text()
 POP3_MIX = VALID.replace("    mx: [mx1]\n    dmarc:", "    mx: [mx1]\n    pop3_starttls: true\n    dmarc:")
 SMIME_TENANT = VALID.replace("      policy: none\n", "      policy: none\n    smime: {sign: always}\n")
 KEEP = VALID + "postfix: {strip_internal_headers: false}\n"
+NO_STS = VALID + "outbound_tls: {mta_sts: false}\n"
+DMARC_REPORTS = VALID + ("dmarc_reports: {enabled: true, sender: postmaster@one.example, org_name: Example Org, "
+                         "time: '04:15'}\n")
 LMTP = "lmtp:unix:private/dovecot-lmtp"
 MIRROR = VALID + "clamav: {mirror: https://clamav.example.org/db}\n"
 LISTS = VALID.replace("    dmarc:\n      policy: none\n", "    dmarc:\n      policy: none\n    deny: {senders: ['@bad.example', "
@@ -113,6 +116,19 @@ TABLE = [
       "postmaster@one.example ann@one.example"], []),
     ("rspamd milter on loopback", VALID, "mx1", "/etc/rspamd/local.d/worker-proxy.inc",
      ['bind_socket = "127.0.0.1:11332";'], []),
+    ("outbound: DANE first, then MTA-STS", VALID, "mx1", "/etc/postfix/main.cf",
+     ["smtp_tls_security_level = dane", "smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8462:dane, "
+      "socketmap:inet:127.0.0.1:8461:postfix"], []),
+    ("outbound: MTA-STS off, DANE still first", NO_STS, "mx1", "/etc/postfix/main.cf",
+     ["smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8462:dane"], ["8461"]),
+    ("dmarc reports: rspamd's settings", DMARC_REPORTS, "mx1", "/etc/rspamd/local.d/dmarc.conf",
+     ['  email = "postmaster@one.example";', '  domain = "one.example";', '  org_name = "Example Org";',
+      "  smtp_port = 10587;"], []),
+    ("dmarc reports: daily at the set time", DMARC_REPORTS, "mx1", "/etc/systemd/system/mailstack-dmarc-reports.timer",
+     ["OnCalendar=*-*-* 04:15:00 UTC"], []),
+    ("dmarc reports: Postfix takes them as the platform's own, on loopback", DMARC_REPORTS, "mx1",
+     "/etc/postfix/master.cf", ["127.0.0.1:10587 inet n - n - - smtpd", "  -o milter_macro_daemon_name=ORIGINATING"],
+     []),
     ("lab resolver isolated", LAB, "mail", "/etc/unbound/unbound.conf.d/mailstack.conf",
      ['    local-zone: "." refuse', "    stub-addr: 10.77.0.20", '    module-config: "validator iterator"'],
      ["trust-anchor-file"]),

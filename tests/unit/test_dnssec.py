@@ -91,3 +91,17 @@ def test_the_lab_has_parents_that_vouch_for_each_zone(tmp_path):
     assert [(r.name, r.type) for r in records] == [("one.example", "NS"), ("one.example", "DS")]
     key = dnssec._key(inv, "one.example")[1]
     assert records[1].value == dns.dnssec.make_ds("one.example.", key, "SHA256").to_text()
+
+
+def test_a_signed_zone_comes_from_the_cache_until_its_text_key_or_period_changes(tmp_path, monkeypatch):
+    inv = inventory(tmp_path / "secrets")
+    monkeypatch.setattr(dnssec, "CACHE", tmp_path / "zones")
+    text = zone_file(inv, "one.example", zones(inv)["one.example"], inv.host("mx1"))
+    first = dnssec.signed(inv, "one.example", text)
+    calls = []
+    monkeypatch.setattr(dnssec, "_signed", lambda *args: calls.append(args) or "re-signed")
+    assert dnssec.signed(inv, "one.example", text) == first and calls == []
+    assert dnssec.signed(inv, "one.example", text + "x.one.example. 300 IN A 192.0.2.9\n") == "re-signed"
+    later = dnssec.validity()[0] + 86400 + dnssec.PERIOD
+    monkeypatch.setattr(dnssec.time, "time", lambda: later)
+    assert dnssec.signed(inv, "one.example", text) == "re-signed" and len(calls) == 2

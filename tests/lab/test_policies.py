@@ -157,7 +157,9 @@ def test_recipients_are_treated_each_by_their_policy_and_never_see_each_other(ta
     assert code == 250
     junk = find(JUNK_OR_DISCARD, tag, "Junk")
     assert junk is not None, "frank's copy is not in his Junk"
-    assert b"erin" not in junk and b"quarantine" not in junk.lower()  # erin was a hidden recipient
+    # erin was a hidden recipient, and her copy went to the quarantine mailbox: frank's copy
+    # names neither (the word "quarantine" itself may appear: the sender domain's DMARC policy)
+    assert b"erin" not in junk and b"quarantine@" not in junk.lower() and b"quarantine+" not in junk.lower()
     assert [row[2] for row in listed(tag)] == [QUARANTINES]
 
 

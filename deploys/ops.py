@@ -334,7 +334,7 @@ PENDING = "/var/lib/mailstack/pending"  # per service: its files changed, not ye
 
 def pending_marker(service: Service) -> str:
     """The marker that stays while the service's changed files are not yet checked and applied."""
-    what = service.unit or service.files[0].path
+    what = service.unit or (service.files[0].path if service.files else " ".join(service.absent))
     return f"{PENDING}/{hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
 
@@ -420,6 +420,9 @@ def retire(name: str, lines: list[str], keep: set[str]) -> None:
     install_files(name=f"Files of {name} removed (off here)", files=(), absent=(*paths, f"{MANIFESTS}/{name}"))
     if any(path.startswith("/etc/systemd/") for path in paths):
         systemd.daemon_reload(name=f"systemd forgets {name}'s units")
+    for unit in (line[5:] for line in lines if line.startswith("unit ") and line[5:] in keep):
+        # a daemon another component runs too (nginx) had read files of this one: it reads its own only
+        systemd.service(name=f"{unit} restarted without {name}'s files", service=unit, running=True, restarted=True)
 
 
 NO_START = "/usr/sbin/policy-rc.d"  # Debian asks it before a package starts a daemon; 101: do not
@@ -531,7 +534,7 @@ def rereads_units(service: Service) -> bool:
 def apply(service: Service) -> None:
     """Install the service's files; when any changed, run its checker, then restart or
     reload it (or run its on_change command). A unit always ends enabled and running."""
-    what = service.unit or service.files[0].path
+    what = service.unit or (service.files[0].path if service.files else " ".join(service.absent))
     marker = pending_marker(service)
     written = install_files(name=f"Files of {what}", files=service.files, absent=service.absent, pending=marker)
     changed = written.did_change

@@ -41,6 +41,8 @@ EXTENSION_POINTS = {
     "postfix.lookups": "more tables Postfix consults after its own file, {lookup: 'type:table'}; "
                        "lookups: 'mailboxes' (recipients), 'senders' (sender -> login)",
     "tls.names": "more names the host's certificate carries, [name]",
+    "tls.readers": "units whose daemons serve the host's certificate, [unit]: where the host renews it itself "
+                   "(ACME), each is reloaded (restarted if it cannot reload) with the new one",
     "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
     "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
     "monitoring.rules": "alerts on what it exports, [mailstack.component.AlertRule]; one alert name, one rule",

@@ -14,6 +14,7 @@ from mailstack.component import EXTENSION_POINTS, PLATFORM_POINTS, Component, Ex
 from mailstack.dns import service_names, zones
 from mailstack.dnssec import anchors, parents
 from mailstack.inventory import Domain, Host, Inventory, User
+from mailstack.tls import lab_ca_issues
 
 MTA_ROLES = frozenset({"mx", "submission"})
 LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})  # where Dovecot checks passwords
@@ -234,7 +235,7 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
                         nameservers=tuple(h.address for h in nameservers), anchors=anchors(inv, lab_zones))
     own_names = {d.name for d in own}
     lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
-                         if inv.tls["source"] == "lab-ca" and "certificate" not in p
+                         if lab_ca_issues(inv.tls["source"], inv.platform["lab"]) and "certificate" not in p
                          and p["domain"] not in own_names and p["domain"] in {d.name for d in inv.domains})
     filtered = any(not h.outside for h in inv.hosts_with("filter"))
     proxies = tuple(h for h in inv.hosts_with("proxy") if not h.outside)

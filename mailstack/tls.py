@@ -10,6 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailstack.component import File
 from mailstack.secrets import host_certificate, host_key, lab_ca
 
 TLS_DIR = "/etc/mailstack/tls"
@@ -26,10 +27,56 @@ CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 
 
+def source(inv, host) -> str:
+    """Where this host's certificate comes from: `tls.source`, except that a lab's hosts that
+    play the outside world keep the lab CA when the platform's come by ACME."""
+    wanted = inv.tls["source"]
+    return "lab-ca" if wanted == "acme" and host.outside else wanted
+
+
+def lab_ca_issues(source_setting: str, lab: bool) -> bool:
+    """Whether the lab CA issues anything (server certificates, S/MIME test certificates): with
+    `lab-ca`, and in a lab whose platform gets ACME certificates (its outside hosts keep it)."""
+    return source_setting == "lab-ca" or (lab and source_setting == "acme")
+
+
+def by_acme(plan) -> bool:
+    """Whether the host gets (and renews) its certificate itself, by ACME."""
+    return source(plan.inv, plan.host) == "acme"
+
+
+def trusted(inv) -> list[Path]:
+    """CA certificates on this machine every host adds to its trust store: the lab CA where
+    some host's certificate comes from it, and the ACME CA's roots the inventory names."""
+    found = [lab_ca(inv)[0]] if lab_ca_issues(inv.tls["source"], inv.platform["lab"]) else []
+    return found + ([Path(inv.tls["acme_roots"]).expanduser()] if inv.tls.get("acme_roots") else [])
+
+
+def credentials(unit: str) -> tuple[str, str]:
+    """(certificate, key) as the daemon of `unit`, which runs as its own user, reads them:
+    systemd hands it the host's files at each start (CREDENTIALS), so it keeps no copy that
+    could fall behind a renewal."""
+    return f"/run/credentials/{unit}.service/cert.pem", f"/run/credentials/{unit}.service/key.pem"
+
+
+def credentials_dropin(plan, unit: str):
+    """The unit's drop-in that hands its daemon the host's certificate and key (credentials());
+    it names the certificate, so a new one from this machine restarts the daemon."""
+    return File.text(f"/etc/systemd/system/{unit}.service.d/mailstack-certificate.conf",
+                     f"# Managed by mailstack: the host's certificate ({context(plan)['tls_fingerprint']})\n"
+                     f"[Service]\nLoadCredential=cert.pem:{CERT}\nLoadCredential=key.pem:{KEY}\n")
+
+
+def readers(*units: str):
+    """What a component adds at `tls.readers`: its daemons that serve the host's certificate."""
+    return lambda inv, host: list(units)
+
+
 def local_files(plan) -> tuple[Path, Path, Path | None]:
-    """(certificate, key, CA) on the control machine for this host."""
+    """(certificate, key, CA) on the control machine for this host (not for ACME's hosts,
+    whose certificates are made on the hosts themselves)."""
     inv = plan.inv
-    if inv.tls["source"] == "lab-ca":
+    if source(inv, plan.host) == "lab-ca":
         cert, key = host_certificate(inv, plan.name, plan.certificate_names)
         return cert, key, lab_ca(inv)[0]
     entry = next(f for f in inv.tls["files"] if f["host"] == plan.name)
@@ -40,7 +87,7 @@ def key_digest(inv, host) -> str:
     """SHA-256 of the host's public key (SubjectPublicKeyInfo): what its TLSA 3 1 1 records
     pin. The key outlives certificate renewals (lab-ca keeps it; with `files`, renew keeping
     the key, or publish the new key's records before the switch)."""
-    if inv.tls["source"] == "files":
+    if source(inv, host) == "files":
         entry = next(f for f in inv.tls["files"] if f["host"] == host.name)
         public = x509.load_pem_x509_certificate(Path(entry["certificate"]).expanduser().read_bytes()).public_key()
     else:
@@ -52,8 +99,11 @@ def key_digest(inv, host) -> str:
 
 def context(plan) -> dict:
     """TLS settings every service template uses; the fingerprint changes with the
-    certificate, so services that embed it restart on renewal."""
-    cert, _, _ = local_files(plan)
+    certificate, so services that embed it restart on renewal (an ACME host renews on its own
+    and reloads them then: its fingerprint is the key's, which renewals keep)."""
+    if by_acme(plan):
+        fingerprint = "key " + key_digest(plan.inv, plan.host)[:16]
+    else:
+        fingerprint = hashlib.sha256(local_files(plan)[0].read_bytes()).hexdigest()[:16]
     return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": TRUST, "tls_ciphers": CIPHERS,
-            "tls_min_version": plan.inv.tls["min_version"],
-            "tls_fingerprint": hashlib.sha256(cert.read_bytes()).hexdigest()[:16]}
+            "tls_min_version": plan.inv.tls["min_version"], "tls_fingerprint": fingerprint}

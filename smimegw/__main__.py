@@ -83,6 +83,8 @@ def main() -> None:
     config = Config.load(args.config)
     if args.check:
         for path in config.files():
+            if path.startswith("/run/credentials/"):  # systemd hands these over as it starts the gateway
+                continue
             if os.path.isdir(path):  # a hashed trust directory
                 os.listdir(path)
                 continue

@@ -224,5 +224,6 @@ COMPONENT = Component(
     rules=(rules,),
     openings=openings,
     install=install,
+    adds={"tls.readers": tls.readers("dovecot")},
     configure=configure,
 )

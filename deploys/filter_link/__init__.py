@@ -7,6 +7,7 @@ A filter host that cannot be reached fails the milter, and Postfix answers 4xx."
 from __future__ import annotations
 
 from deploys.parts import tunnel
+from mailstack import tls
 from mailstack.component import Component, Opening, Service
 from mailstack.plan import MILTER_PORT, HostPlan, filter_link
 
@@ -53,5 +54,6 @@ COMPONENT = Component(
     local=local,
     loopback_clients=loopback_clients,
     openings=openings,
+    adds={"tls.readers": tls.readers(UNIT)},
     configure=configure,
 )

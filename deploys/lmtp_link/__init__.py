@@ -8,6 +8,7 @@ neither the key (root's) nor a way in: delivery goes through Postfix and its fil
 from __future__ import annotations
 
 from deploys.parts import tunnel
+from mailstack import tls
 from mailstack.component import Component, Opening, Service
 from mailstack.plan import LMTP_INSIDE_PORT, LMTP_PORT, HostPlan, lmtp_clients
 
@@ -36,5 +37,6 @@ COMPONENT = Component(
     local=lambda plan: {("127.0.0.1", LMTP_INSIDE_PORT)},
     loopback_clients=lambda plan: {LMTP_INSIDE_PORT: ("stunnel4",)},
     openings=openings,
+    adds={"tls.readers": tls.readers(UNIT)},
     configure=configure,
 )

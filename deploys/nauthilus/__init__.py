@@ -151,6 +151,9 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
         return [*unused, *(pos.problem(("hosts", i, "roles"), "role 'auth' runs Nauthilus: set nauthilus.enabled "
                                        "(and pin its artifact) or drop the role") for i in auth)]
     problems = unused
+    if data["tls"]["source"] == "acme":  # it keeps its own copy of the certificate, which renewals would leave behind
+        problems.append(pos.problem(("nauthilus", "enabled"), "Nauthilus with tls.source 'acme' is not implemented "
+                                    "yet: use 'files' or 'lab-ca' while Nauthilus runs"))
     if len(auth) != 1:
         where = ("hosts", auth[1], "roles") if auth else ("nauthilus", "enabled")
         problems.append(pos.problem(where, "Nauthilus needs exactly one host with the 'auth' role "

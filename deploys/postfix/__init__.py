@@ -290,7 +290,7 @@ COMPONENT = Component(
     public={"mx": ((25, "SMTP from the Internet"),),
             "submission": ((587, "submission, STARTTLS"), (465, "submission, implicit TLS"))},
     local=local,
-    adds={"dns.records": tlsa_records},
+    adds={"tls.readers": tls.readers("postfix"), "dns.records": tlsa_records},
     section="postfix",
     openings=openings,
     install=install,

@@ -54,6 +54,7 @@ COMPONENT = Component(
     section="siem",
     enabled=lambda inv: bool(inv.siem["syslog"] or inv.siem["http"]),
     extends={"rspamd": rspamd_files},
-    adds={"monitoring.rules": lambda inv, host: [REFUSED]},  # the HTTP export counts what it gave up on
+    adds={"tls.readers": tls.readers("rsyslog"),
+          "monitoring.rules": lambda inv, host: [REFUSED]},  # the HTTP export counts what it gave up on
     configure=configure,
 )

@@ -13,7 +13,7 @@ from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
 from mailstack.secrets import domain_certificate
 
-USER = "mailstack-smime"
+USER = UNIT = "mailstack-smime"
 HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
 SOURCE = Path(__file__).resolve().parents[2] / "smimegw"
@@ -66,13 +66,13 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
         "trust": tls.TRUST_DIR,  # signatures checked for each message: load only the CAs needed
-        "tls_cert": None if plaintext else f"{ETC}/tls/cert.pem",
-        "tls_key": None if plaintext else f"{ETC}/tls/key.pem",
+        "tls_cert": None if plaintext else tls.credentials(UNIT)[0],
+        "tls_key": None if plaintext else tls.credentials(UNIT)[1],
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),
         # each copy goes back to the Postfix host it came from, checked by that host's name
         "returns": {"127.0.0.1": plan.host.fqdn} if plaintext else
         {h.address: h.fqdn for h in inv.hosts if h.address in hop.mta_addresses},
-        "reinject_ca": None if plaintext else tls.CA,
+        "reinject_ca": None if plaintext else tls.TRUST,
         "inbound_port": settings["reinject_port"],
         "outbound_port": settings["reinject_outbound_port"],
         "decrypted_port": settings["reinject_decrypted_port"],
@@ -84,23 +84,22 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
 
 def configure(plan: HostPlan) -> list[Service]:
     tenants, partners, certificates = tenants_and_partners(plan)
-    cert, key, _ = tls.local_files(plan)
-    return [Service("mailstack-smime", (
+    return [Service(UNIT, (
         *(File.copy(f"{HOME}/smimegw/{f.name}", f) for f in sorted(SOURCE.glob("*.py"))),
         *certificates,
-        File.copy(f"{ETC}/tls/cert.pem", cert, **OWNED),
-        File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNED),
         File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners), indent=2, sort_keys=True),
                   mode="0640", group=USER),
         File.template("/etc/systemd/system/mailstack-smime.service", "smime/mailstack-smime.service.j2",
                       {"service_user": USER, "home": HOME, "etc": ETC}),
-    ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
-             f"--check {ETC}/config.json >/dev/null")]
+        tls.credentials_dropin(plan, UNIT),
+    ), absent=(f"{ETC}/tls/cert.pem", f"{ETC}/tls/key.pem"),
+        check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
+              f"--check {ETC}/config.json >/dev/null")]
 
 
 def install(plan: HostPlan) -> None:
     system_user(USER, home=HOME)
-    for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
+    for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners"):
         directory(path, user="root", group=USER, mode="0750")
     virtualenv(f"{HOME}/venv", name="Gateway venv (Debian's aiosmtpd and cryptography)", site_packages=True)
 
@@ -129,13 +128,14 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
     mtas = [h["name"] for h in hosts if {"mx", "submission"} & set(h["roles"]) and not h["outside"]]
     outside = {h["name"] for h in hosts if h["outside"]}
     own = {d["name"] for d in data["domains"] if not set(d["mx"]) <= outside}
+    lab_issues = tls.lab_ca_issues(data["tls"]["source"], data["platform"]["lab"])
     for i, domain in enumerate(data["domains"]):
         policy = domain["smime"]
         if policy["sign"] == "never" and policy["encrypt"] == "never":
             continue
         if not any("smime" in h["roles"] for h in hosts):
             problems.append(pos.problem(("domains", i, "smime"), "S/MIME is enabled but no host has the 'smime' role"))
-        elif domain["name"] in own and data["tls"]["source"] != "lab-ca" and not {"certificate", "key"} <= set(policy):
+        elif domain["name"] in own and not lab_issues and not {"certificate", "key"} <= set(policy):
             problems.append(pos.problem(("domains", i, "smime"), "an S/MIME tenant needs smime.certificate "
                                         "and smime.key (only the lab CA issues them itself)"))
     for i, host in enumerate(hosts):
@@ -159,11 +159,12 @@ COMPONENT = Component(
     schema=schema_fragment(__file__),
     roles=frozenset({"smime"}),
     packages=("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl"),
-    units=("mailstack-smime",),
+    units=(UNIT,),
     local=local,
     section="smime",
     rules=(rules,),
     openings=openings,
     install=install,
+    adds={"tls.readers": tls.readers(UNIT)},
     configure=configure,
 )

@@ -35,6 +35,7 @@ from mailstack.secrets import password
 from mailstack.wheels import program
 
 LOCK = Path(__file__).with_name("seaweedfs.lock")
+UNIT = "mailstack-seaweedfs"
 ETC = "/etc/seaweedfs"
 WEED = "/usr/local/bin/weed"
 BUCKETS_TOOL = "/usr/local/sbin/mailstack-s3-buckets"
@@ -96,7 +97,8 @@ def security(plan: HostPlan) -> str:
             "filer_read_key": password(inv, "seaweedfs-filer-jwt-read")}
     text = render("storage/security.toml.j2", keys, f"{ETC}/security.toml")
     if cluster(plan):
-        text += "\n" + render("storage/cluster-tls.toml.j2", {"etc": ETC, "ca": tls.TRUST,
+        cert, key = tls.credentials(UNIT)
+        text += "\n" + render("storage/cluster-tls.toml.j2", {"cert": cert, "key": key, "ca": tls.TRUST,
                                                              "names": ",".join(h.fqdn for h in storage_hosts(inv))},
                               f"{ETC}/security.toml")
     return text
@@ -104,9 +106,10 @@ def security(plan: HostPlan) -> str:
 
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.s3
-    cert, key, _ = tls.local_files(plan)
     together = cluster(plan)
-    context = {"weed": WEED, "data_dir": settings["data_dir"], "address": plan.host.address,
+    cert, key = tls.credentials(UNIT)
+    context = {"cert": cert, "key": key, "weed": WEED,
+               "data_dir": settings["data_dir"], "address": plan.host.address,
                "port": settings["port"], "etc": ETC,
                # one host: the internals on loopback; a cluster: on the host's address, by name (TLS)
                "ip": plan.host.fqdn if together else "127.0.0.1",
@@ -115,15 +118,14 @@ def configure(plan: HostPlan) -> list[Service]:
                                 f"-master.defaultReplication={REPLICATION}"
                                 if together else ""}
     return [
-        Service("mailstack-seaweedfs", (
+        Service(UNIT, (
             File.copy(WEED, program(LOCK, "weed"), mode="0755"),
             File.template("/etc/systemd/system/mailstack-seaweedfs.service", "storage/mailstack-seaweedfs.service.j2",
                           context),
             File.text(f"{ETC}/s3.json", identities(inv), mode="0640", group="seaweedfs", secret=True),
-            File.copy(f"{ETC}/tls/cert.pem", cert, **OWNER),
-            File.copy(f"{ETC}/tls/key.pem", key, mode="0600", secret=True, **OWNER),
             File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),
-        )),
+            tls.credentials_dropin(plan, UNIT),
+        ), absent=(f"{ETC}/tls/cert.pem", f"{ETC}/tls/key.pem")),
         # the buckets belong to the whole cluster: its first host makes them
         *([Service(None, (
             File.copy(BUCKETS_TOOL, template_path("storage/mailstack-s3-buckets.sh"), mode="0755"),
@@ -138,7 +140,6 @@ def install(plan: HostPlan) -> None:
     system_group("seaweedfs")
     system_user("seaweedfs", home=plan.inv.s3["data_dir"], group="seaweedfs")
     directory(plan.inv.s3["data_dir"], mode="0750", **OWNER)
-    directory(f"{ETC}/tls", mode="0750", **OWNER)
 
 
 def s3_clients(plan: HostPlan) -> list[tuple[str, ...]]:
@@ -215,11 +216,12 @@ COMPONENT = Component(
     name="storage",
     schema=schema_fragment(__file__),
     roles=frozenset({"storage"}),
-    units=("mailstack-seaweedfs",),
+    units=(UNIT,),
     openings=openings,
     local=local,
     rules=(rules,),  # its section, s3, also serves an external store: the rules check it
     enabled=deployed,
     install=install,
+    adds={"tls.readers": tls.readers(UNIT)},
     configure=configure,
 )

@@ -1,27 +1,52 @@
-"""Every host: its certificate and key, and trust in the platform CA.
+"""Every host: its certificate and key, and trust in the CAs the platform's own certificates
+come from.
 
-`lab-ca` issues from a CA kept in the secrets directory; `files` installs the
-operator's files (checked to exist by `mailstack check`). Where they go and how services use
-them is the platform's convention (mailstack/tls.py), which every component reads."""
+`lab-ca` issues from a CA kept in the secrets directory; `files` installs the operator's
+files (checked to exist by `mailstack check`); under `acme` the host gets only its key from
+here (made once on this machine, so that TLSA records stay true) and the `acme` component
+fetches the certificate on the host. Where they go and how services use them is the
+platform's convention (mailstack/tls.py), which every component reads."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from deploys.ops import directory
+from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
 from mailstack.plan import HostPlan
-from mailstack.tls import CA, CERT, KEY, TLS_DIR, local_files
+from mailstack.secrets import host_key
+from mailstack.tls import CA, CERT, KEY, TLS_DIR
+
+TRUST_ANCHORS = "/usr/local/share/ca-certificates"
+MAX_ROOTS = 8  # how many roots an inventory may name (the lab's Pebble makes one at each start)
+
+
+def roots(inv) -> list[File]:
+    """The trusted CAs as update-ca-certificates reads them: one certificate a file."""
+    found = [block for path in tls.trusted(inv) for block in pem_blocks(path.read_text())]
+    return [File.text(f"{TRUST_ANCHORS}/mailstack-{i}.crt", block) for i, block in enumerate(found)]
+
+
+def pem_blocks(text: str) -> list[str]:
+    return re.findall(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----", text, re.S)
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    cert, key, ca = local_files(plan)
-    services = [Service(None, (File.copy(CERT, cert), File.copy(KEY, key, mode="0600", secret=True)))]
-    if ca is not None:
-        services.append(Service(None, (File.copy(CA, ca),)))
-        services.append(Service(None, (File.copy("/usr/local/share/ca-certificates/mailstack-ca.crt", ca),),
-                                on_change="update-ca-certificates"))
+    if tls.by_acme(plan):
+        services = [Service(None, (File.copy(KEY, host_key(plan.inv, plan.name), mode="0600", secret=True),))]
+    else:
+        cert, key, _ = tls.local_files(plan)
+        services = [Service(None, (File.copy(CERT, cert), File.copy(KEY, key, mode="0600", secret=True)))]
+    anchors = roots(plan.inv)
+    if anchors:
+        services.append(Service(None, (File.text(CA, "\n".join(f.content.decode() for f in anchors)),)))
+    # the files it wrote before (other names, or a CA no longer trusted) go; then the store is rebuilt
+    services.append(Service(None, tuple(anchors), on_change="update-ca-certificates --fresh",
+                            absent=tuple(f"{TRUST_ANCHORS}/mailstack-{i}.crt" for i in range(len(anchors), MAX_ROOTS))
+                            + ("/usr/local/share/ca-certificates/mailstack-ca.crt",)))
     return services
 
 
@@ -30,9 +55,16 @@ def install(plan: HostPlan) -> None:
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
-    """Every host has a certificate the deploy can read on this machine."""
+    """Every host has a certificate the deploy can read on this machine; the ACME CA's roots,
+    if named, are certificates."""
     problems = []
     tls = data["tls"]
+    if "acme_roots" in tls:
+        path = Path(tls["acme_roots"]).expanduser()
+        found = len(pem_blocks(path.read_text(errors="replace"))) if path.is_file() else 0
+        if not 0 < found <= MAX_ROOTS:
+            problems.append(pos.problem(("tls", "acme_roots"), f"{tls['acme_roots']} is not a PEM file of 1 to "
+                                        f"{MAX_ROOTS} certificates on this machine"))
     hosts = {h["name"] for h in data["hosts"]}
     covered = {f["host"] for f in tls["files"]}
     if tls["source"] == "files":

@@ -127,6 +127,6 @@ COMPONENT = Component(
     section="web",
     platform_only=True,
     rules=(rules,),
-    adds={"tls.names": names, "dns.records": records},
+    adds={"tls.readers": tls.readers("nginx"), "tls.names": names, "dns.records": records},
     configure=configure,
 )

@@ -62,8 +62,8 @@ ATTEMPTS = [
     ("host keys not verified outside a lab",
      VALID.replace("address: 192.0.2.2\n", "address: 192.0.2.2\n    ssh: {verify_host_key: false}\n"),
      "verify_host_key", "hosts[1].ssh.verify_host_key: host keys are always verified outside a lab"),
-    ("a setting that is not deployed yet", VALID + "tls:\n  acme_email: ops@one.example\n", "acme_email:",
-     "tls.acme_email: 'acme_email' is not implemented yet (planned: ACME certificates); remove it"),
+    ("a value that is not deployed yet", VALID + "tls:\n  source: acme\n  acme_challenge: dns-01\n", "acme_challenge:",
+     "tls.acme_challenge: 'dns-01' is not implemented yet (planned: DNS-01 challenges)"),
 ]
 
 

@@ -132,7 +132,7 @@ BAD = [
     ("alias and user share an address", ("address: postmaster@one.example", "address: ann@one.example"),
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
-     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'siem', 'pager', 'directory', 'idp', 'storage', 'filter', "
+     "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'acme_ca', 'siem', 'pager', 'directory', 'idp', 'storage', 'filter', "
      "'sandbox', 'auth', 'submission', 'mx', 'mailbox', 'proxy', 'smime', 'web', 'monitoring']"),
     ("SIEM over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nsiem:\n  http:\n"
                                   "    - http://siem.example/records\n"), "http://siem", 1,

@@ -1,0 +1,253 @@
+"""Certificates by ACME (issue 25). ext plays the public CA with Debian's Pebble, which checks
+each name over HTTP-01 through the lab's validating DNS, as a public CA does through the
+Internet's. The module deploys the lab with `tls.source: acme` onto a host that has never had
+an ACME certificate, and the lab's own inventory again at the end.
+
+Operator: every public name of `mail` comes from Pebble and every TLS port serves it; a second
+deploy changes nothing; the renewal job renews with the same key (the TLSA records stay true)
+and no open IMAP or SMTP session notices; with the CA down the job fails loudly (the alert
+reaches the pager), the old certificate keeps serving, and it recovers once the CA is back.
+Attacker: a host on the LAN asks the CA for one of the platform's names and gets nothing, the
+challenge hook refuses names the host does not carry and tokens that are paths, and port 80
+serves nothing but the tokens of the host's own orders."""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from helpers import PASSWORD, lab_resolver, message, named_context
+from labenv import INVENTORY
+from test_monitoring import alert
+from test_platform import deploy
+
+from deploys.acme import HOOK, NAMES, WEB_ROOT
+from deploys.acme_ca import API_PORT, MANAGEMENT_PORT, UNIT
+from mailstack.conventions import METRICS_DIR
+from mailstack.inventory import load
+from mailstack.lab import STATE_DIR
+from mailstack.plan import plans
+from mailstack.tls import key_digest
+
+ROOTS = STATE_DIR / "acme-roots.pem"  # every root Pebble has had: it makes a new one at each start
+CA_HOST = INVENTORY.hosts_with("acme_ca")[0]
+SETTINGS = f"""
+tls:
+  source: acme
+  acme_directory: https://{CA_HOST.fqdn}:{API_PORT}/dir
+  acme_email: postmaster@example.test
+  acme_renew_days: 50  # Pebble's certificates last 45 days: each run of the renewal job renews
+  acme_roots: {ROOTS}
+"""
+MAIL = "mail"
+# every TLS port of mail that serves the host's certificate: (port, STARTTLS over SMTP)
+PORTS = ((25, True), (587, True), (465, False), (993, False), (995, False), (443, False), (4593, False), (8333, False))
+
+
+def pebble_root(ca_file: str) -> str:
+    """Pebble's current root, from its management port (HTTPS with ext's lab-CA certificate)."""
+    url = f"https://{CA_HOST.address}:{MANAGEMENT_PORT}/roots/0"
+    deadline = time.monotonic() + 30  # just started: it makes its keys first
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=named_context(ca_file, CA_HOST.fqdn), timeout=10) as answer:
+                return answer.read().decode()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def trust_current_root(ca_file: str) -> bool:
+    """ROOTS gains Pebble's current root (the inventory's `tls.acme_roots`; a deploy installs
+    it): whether it was new."""
+    known = ROOTS.read_text() if ROOTS.exists() else ""
+    root = pebble_root(ca_file).strip() + "\n"
+    if root not in known:
+        ROOTS.write_text(known + root)
+    return root not in known
+
+
+def served(address: str, port: int, starttls: bool, cafile: str | Path, name: str,
+           timeout: float = 60) -> x509.Certificate:
+    """The certificate `port` shows, verified for `name` against `cafile`; a daemon that restarted
+    for a new certificate (the IdP, S3: the others reload and never stop listening) is waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _served(address, port, starttls, cafile, name)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _served(address: str, port: int, starttls: bool, cafile: str | Path, name: str) -> x509.Certificate:
+    context = ssl.create_default_context(cafile=str(cafile))
+    if starttls:
+        with smtplib.SMTP(address, port, timeout=30) as smtp:
+            smtp.starttls(context=named_context(str(cafile), name))
+            der = smtp.sock.getpeercert(binary_form=True)
+    else:
+        with socket.create_connection((address, port), timeout=30) as raw, \
+                context.wrap_socket(raw, server_hostname=name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der)
+
+
+def spki_digest(cert: x509.Certificate) -> str:
+    der = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def acme_lab(tmp_path_factory, mail, ca_file):
+    """The lab deployed with ACME certificates onto a host without any; the lab's own after."""
+    inventory = tmp_path_factory.mktemp("acme") / "lab.yml"
+    inventory.write_text(Path(INVENTORY.file).read_text() + SETTINGS)
+    trust_current_root(ca_file)
+    mail.check_output("rm -rf /var/lib/mailstack/acme /etc/mailstack/acme")  # no account, no certificate
+    try:
+        deploy(inventory)
+        if trust_current_root(ca_file):  # the deploy restarted Pebble (its settings changed): trust its new root
+            deploy(inventory)
+            mail.check_output("mailstack-acme --force")
+        yield inventory
+    finally:
+        deploy()
+
+
+@pytest.fixture(scope="module")
+def names(acme_lab) -> list[str]:
+    return list(plans(load(acme_lab))[MAIL].certificate_names)
+
+
+def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, names, addr, fqdn, ca_file):
+    for port, starttls in PORTS:
+        cert = served(addr[MAIL], port, starttls, ROOTS, fqdn[MAIL])
+        issuer = cert.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        assert issuer.startswith("Pebble Intermediate CA"), (port, issuer)
+        carried = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+        assert sorted(carried) == sorted(names), port
+    for name in names:  # each name verifies on its own (SNI), as a client of that domain asks
+        served(addr[MAIL], 993, False, ROOTS, name)
+    with pytest.raises(ssl.SSLCertVerificationError):  # the lab CA has nothing to do with it any more
+        served(addr[MAIL], 993, False, ca_file, fqdn[MAIL])
+
+
+def test_a_second_deploy_changes_nothing(acme_lab):
+    _, changed, errors, _ = deploy(acme_lab)
+    assert (changed, errors) == ("-", "-")
+
+
+def test_the_acme_certificate_carries_the_key_its_tlsa_records_pin(acme_lab, addr, fqdn, nameserver):
+    cert = served(addr[MAIL], 25, True, ROOTS, fqdn[MAIL])
+    tlsa = lab_resolver(nameserver).resolve(f"_25._tcp.{fqdn[MAIL]}", "TLSA")
+    assert [r.cert.hex() for r in tlsa] == [spki_digest(cert)] == [key_digest(INVENTORY, INVENTORY.host(MAIL))]
+
+
+def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(acme_lab, mail, addr, fqdn, tag):
+    before = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
+    pids = {unit: mail.check_output(f"systemctl show -p MainPID --value {unit}") for unit in ("dovecot", "postfix")}
+    context = named_context(str(ROOTS), fqdn[MAIL])
+    imap = imaplib.IMAP4_SSL(addr[MAIL], 993, ssl_context=context, timeout=30)
+    smtp = smtplib.SMTP(addr[MAIL], 587, timeout=30)
+    try:
+        imap.login("alice@example.test", PASSWORD)
+        imap.select("INBOX", readonly=True)
+        smtp.starttls(context=context)
+        smtp.login("alice@example.test", PASSWORD)
+        job = mail.run("systemctl start mailstack-acme.service")
+        assert job.rc == 0, job.stderr
+        after = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
+        assert after.serial_number != before.serial_number
+        assert spki_digest(after) == spki_digest(before) == key_digest(INVENTORY, INVENTORY.host(MAIL))
+        for port, starttls in PORTS:  # every daemon that serves it took the new one
+            assert served(addr[MAIL], port, starttls, ROOTS, fqdn[MAIL]).serial_number == after.serial_number, port
+        # the sessions opened before go on: Dovecot and Postfix reloaded, they did not restart
+        assert imap.noop()[0] == "OK" and imap.select("INBOX", readonly=True)[0] == "OK"
+        smtp.send_message(message("alice@example.test", "bob@example.test", tag))
+    finally:
+        smtp.close()
+        imap.shutdown()
+    assert {unit: mail.check_output(f"systemctl show -p MainPID --value {unit}") for unit in pids} == pids
+    assert re.search(f"^installed serial=0*{after.serial_number:X} ", mail.check_output("journalctl -t mailstack-acme -o cat"),
+                     re.M)
+
+
+def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_alerts(acme_lab, mail, ext, addr, fqdn,
+                                                                                    ca_file):
+    before = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
+    since = time.time()
+    ext.check_output(f"systemctl stop {UNIT}")
+    try:
+        assert mail.run("systemctl start mailstack-acme.service").rc != 0
+        assert mail.run("systemctl is-failed mailstack-acme.service").stdout.strip() == "failed"
+        assert served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]).serial_number == before.serial_number
+        # the expiry the monitoring watches is the certificate's that still serves
+        metrics = mail.check_output(f"cat {METRICS_DIR}/*.prom")
+        expiry = next(line for line in metrics.splitlines() if line.startswith("mailstack_certificate_expiry"))
+        assert float(expiry.split()[-1]) == before.not_valid_after_utc.timestamp()
+        assert alert(ext, "ScheduledJobFailed", "firing", since, name="mailstack-acme.service"), \
+            "no alert about the failed renewal reached the pager"
+    finally:
+        ext.check_output(f"systemctl start {UNIT}")
+    # the CA is back, with a new root (Pebble keeps nothing): trusted by the next deploy, then renewed
+    trust_current_root(ca_file)
+    deploy(acme_lab)
+    assert mail.run("systemctl start mailstack-acme.service").rc == 0
+    assert mail.run("systemctl is-failed mailstack-acme.service").stdout.strip() != "failed"
+    assert served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]).serial_number != before.serial_number
+
+
+def test_a_host_on_the_lan_gets_no_certificate_for_a_name_of_the_platform(acme_lab, ext, mail, names):
+    """ext asks the CA for imap.example.test with an account of its own, taking HTTP-01 (its hook
+    cannot put the token on mail): the CA asks mail's port 80 for it, which serves only the
+    tokens of mail's own orders, and refuses."""
+    name = next(n for n in names if n.startswith("imap."))
+    attacker = ("d=$(mktemp -d) && printf '#!/bin/sh\\n[ \"$2\" = http-01 ]\\n' > $d/hook && chmod +x $d/hook && "
+                f"uacme -c $d -a https://{CA_HOST.fqdn}:{API_PORT}/dir -y new >/dev/null && "
+                f"uacme -c $d -a https://{CA_HOST.fqdn}:{API_PORT}/dir -h $d/hook issue {name}; "
+                "status=$?; ls $d/*/cert.pem 2>/dev/null; rm -rf $d; exit $status")
+    result = ext.run(attacker)
+    assert result.rc == 2, result.stdout + result.stderr
+    assert "cert.pem" not in result.stdout
+    assert "unauthorized" in result.stderr or "invalid" in result.stderr, result.stderr
+    log = mail.check_output("tail -n 20 /var/log/nginx/access.log")
+    assert '/.well-known/acme-challenge/' in log and '" 404 ' in log  # the CA asked, mail had nothing
+
+
+@pytest.mark.parametrize(("ident", "token"), [
+    ("evil.test", "abcDEF_-123"),  # a name this host does not carry
+    (None, "../../../../etc/mailstack/owned"),  # a token that is a path
+    (None, "a b"),
+])
+def test_the_challenge_hook_refuses_foreign_names_and_path_tokens(acme_lab, mail, fqdn, ident, token):
+    ident = ident or fqdn[MAIL]
+    result = mail.run(f"{HOOK} begin http-01 {ident} '{token}' answer")
+    assert result.rc != 0
+    assert mail.run(f"ls {WEB_ROOT}/.well-known/acme-challenge/ 2>/dev/null").stdout.strip() == ""
+    assert not mail.file("/etc/mailstack/owned").exists
+    assert mail.file(NAMES).exists
+
+
+def test_port_80_serves_nothing_but_challenge_tokens(acme_lab, addr):
+    for path in ("/", "/.well-known/acme-challenge/", "/.well-known/acme-challenge/../../../etc/passwd",
+                 "/.well-known/mta-sts.txt", "/mail/config-v1.1.xml"):
+        with socket.create_connection((addr[MAIL], 80), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: mta-sts.example.test\r\n\r\n".encode())
+            status = sock.recv(200).split(b"\r\n")[0]
+        assert status.split()[1] in (b"400", b"404"), (path, status)
+

@@ -38,26 +38,3 @@ VALID = textwrap.dedent("""\
 
 
 
-
-def usable_example(name: str, directory: Path) -> Path:
-    """A copy of inventories/<name> that deploys on this machine: the operator's TLS files
-    it names (single-host: /etc/mailstack/acme/...) are made here, in `directory`."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from mailstack.secrets import issue, new_ca
-
-    text = (ROOT / "inventories" / name).read_text()
-    operator_dir = "/etc/mailstack/acme/"
-    if operator_dir in text:
-        ca, ca_key = new_ca("operator CA")
-        for host in ("mx1",):
-            key = ec.generate_private_key(ec.SECP256R1())
-            cert = issue(ca, ca_key, key, [f"{host}.example"], "server")
-            (directory / f"{host}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            (directory / f"{host}.key").write_bytes(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        text = text.replace(operator_dir, f"{directory}/")
-    path = directory / name
-    path.write_text(text)
-    return path

@@ -52,19 +52,23 @@ def trusted(inv) -> list[Path]:
     return found + ([Path(inv.tls["acme_roots"]).expanduser()] if inv.tls.get("acme_roots") else [])
 
 
-def credentials(unit: str) -> tuple[str, str]:
-    """(certificate, key) as the daemon of `unit`, which runs as its own user, reads them:
-    systemd hands it the host's files at each start (CREDENTIALS), so it keeps no copy that
-    could fall behind a renewal."""
-    return f"/run/credentials/{unit}.service/cert.pem", f"/run/credentials/{unit}.service/key.pem"
-
-
-def credentials_dropin(plan, unit: str):
-    """The unit's drop-in that hands its daemon the host's certificate and key (credentials());
-    it names the certificate, so a new one from this machine restarts the daemon."""
-    return File.text(f"/etc/systemd/system/{unit}.service.d/mailstack-certificate.conf",
-                     f"# Managed by mailstack: the host's certificate ({context(plan)['tls_fingerprint']})\n"
-                     f"[Service]\nLoadCredential=cert.pem:{CERT}\nLoadCredential=key.pem:{KEY}\n")
+def own_copy(plan, unit: str, directory: str, **owner) -> tuple[tuple[File, ...], str, str]:
+    """(files, certificate, key) for the daemon of `unit`, which runs as its own user: its own
+    copy of the host's certificate and key in `directory` (a new one from this machine rewrites
+    it and restarts the daemon); or, where the host renews its certificate itself (ACME),
+    systemd hands the daemon the host's files at each start (LoadCredential), so no copy falls
+    behind a renewal. (Credentials need a host that lets systemd mount: not Vagrant's docker
+    provider, which the lab runs with lab-ca.)"""
+    if by_acme(plan):
+        base = f"/run/credentials/{unit}.service"
+        dropin = File.text(f"/etc/systemd/system/{unit}.service.d/mailstack-certificate.conf",
+                           f"# Managed by mailstack: the host's certificate ({context(plan)['tls_fingerprint']})\n"
+                           f"[Service]\nLoadCredential=cert.pem:{CERT}\nLoadCredential=key.pem:{KEY}\n")
+        return (dropin,), f"{base}/cert.pem", f"{base}/key.pem"
+    cert, key, _ = local_files(plan)
+    return ((File.copy(f"{directory}/cert.pem", cert, **owner),
+             File.copy(f"{directory}/key.pem", key, mode="0600", secret=True, **owner)),
+            f"{directory}/cert.pem", f"{directory}/key.pem")
 
 
 def readers(*units: str):

@@ -20,10 +20,9 @@ VALIDITY_DAYS = 45  # what the public CAs move to; short enough that a lab renew
 
 
 def settings(plan: HostPlan) -> dict:
-    cert, key = tls.credentials(UNIT)
     return {"pebble": {"listenAddress": f"{plan.host.address}:{API_PORT}",
                        "managementListenAddress": f"{plan.host.address}:{MANAGEMENT_PORT}",
-                       "certificate": cert, "privateKey": key,
+                       "certificate": tls.CERT, "privateKey": tls.KEY,
                        "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
                        "externalAccountBindingRequired": False,
                        "certificateValidityPeriod": VALIDITY_DAYS * 86400}}
@@ -34,7 +33,6 @@ def configure(plan: HostPlan) -> list[Service]:
         File.text(CONFIG, json.dumps(settings(plan), indent=2)),
         File.template(f"/etc/systemd/system/{UNIT}.service", "acme_ca/mailstack-pebble.service.j2",
                       {"config": CONFIG}),
-        tls.credentials_dropin(plan, UNIT),
     ))]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deploys.ops import directory
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment, template_path
 from mailstack.conventions import LOGIN_PORTS
@@ -75,17 +76,17 @@ def wanted_state(plan: HostPlan) -> dict:
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    cert, key = tls.credentials("glewlwyd")
+    certificate, cert, key = tls.own_copy(plan, "glewlwyd", f"{ETC}/tls", **GLEWLWYD)
     context = {"port": PORT, "external_url": f"https://{plan.host.fqdn}:{PORT}/", "etc": ETC,
                "cert": cert, "key": key}
     return [
         Service("glewlwyd", (
             File.template(f"{ETC}/glewlwyd.conf", "idp/glewlwyd.conf.j2", context),
-            tls.credentials_dropin(plan, "glewlwyd"),
+            *certificate,
             File.copy(SETUP_TOOL, template_path("idp/mailstack-idp-setup.py"), mode="0750"),
             File.text(ADMIN_SECRET, password(plan.inv, "idp-admin"), mode="0600", secret=True),
             File.text("/etc/systemd/system/glewlwyd.service.d/mailstack.conf", SEAL),
-        ), absent=(f"{ETC}/tls/cert.pem", f"{ETC}/tls/key.pem")),
+        )),
         Service(None, (
             File.text(STATE, json.dumps(wanted_state(plan), indent=1, sort_keys=True), mode="0600", secret=True),
         ), on_change=f"{SETUP_TOOL} {STATE}"),
@@ -98,6 +99,10 @@ def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
     ports = ",".join(str(p) for p in (*LOGIN_PORTS, PORT))
     return (File.template("/etc/fail2ban/jail.d/mailstack-idp.conf", "idp/fail2ban-jail.conf.j2", {"ports": ports}),
             File.template("/etc/fail2ban/filter.d/mailstack-idp.conf", "idp/fail2ban-filter.conf.j2", {}))
+
+
+def install(plan: HostPlan) -> None:
+    directory(f"{ETC}/tls", mode="0750", **GLEWLWYD)
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:
@@ -139,5 +144,6 @@ COMPONENT = Component(
     enabled=runs_glewlwyd,
     extends={"fail2ban": fail2ban_files},
     adds={"tls.readers": tls.readers("glewlwyd")},
+    install=install,
     configure=configure,
 )

@@ -66,8 +66,8 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
         "trust": tls.TRUST_DIR,  # signatures checked for each message: load only the CAs needed
-        "tls_cert": None if plaintext else tls.credentials(UNIT)[0],
-        "tls_key": None if plaintext else tls.credentials(UNIT)[1],
+        "tls_cert": None if plaintext else tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[1],
+        "tls_key": None if plaintext else tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[2],
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),
         # each copy goes back to the Postfix host it came from, checked by that host's name
         "returns": {"127.0.0.1": plan.host.fqdn} if plaintext else
@@ -91,15 +91,14 @@ def configure(plan: HostPlan) -> list[Service]:
                   mode="0640", group=USER),
         File.template("/etc/systemd/system/mailstack-smime.service", "smime/mailstack-smime.service.j2",
                       {"service_user": USER, "home": HOME, "etc": ETC}),
-        tls.credentials_dropin(plan, UNIT),
-    ), absent=(f"{ETC}/tls/cert.pem", f"{ETC}/tls/key.pem"),
-        check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
+        *tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[0],
+    ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
               f"--check {ETC}/config.json >/dev/null")]
 
 
 def install(plan: HostPlan) -> None:
     system_user(USER, home=HOME)
-    for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners"):
+    for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
         directory(path, user="root", group=USER, mode="0750")
     virtualenv(f"{HOME}/venv", name="Gateway venv (Debian's aiosmtpd and cryptography)", site_packages=True)
 

@@ -97,7 +97,7 @@ def security(plan: HostPlan) -> str:
             "filer_read_key": password(inv, "seaweedfs-filer-jwt-read")}
     text = render("storage/security.toml.j2", keys, f"{ETC}/security.toml")
     if cluster(plan):
-        cert, key = tls.credentials(UNIT)
+        _, cert, key = tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNER)
         text += "\n" + render("storage/cluster-tls.toml.j2", {"cert": cert, "key": key, "ca": tls.TRUST,
                                                              "names": ",".join(h.fqdn for h in storage_hosts(inv))},
                               f"{ETC}/security.toml")
@@ -107,7 +107,7 @@ def security(plan: HostPlan) -> str:
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.s3
     together = cluster(plan)
-    cert, key = tls.credentials(UNIT)
+    certificate, cert, key = tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNER)
     context = {"cert": cert, "key": key, "weed": WEED,
                "data_dir": settings["data_dir"], "address": plan.host.address,
                "port": settings["port"], "etc": ETC,
@@ -124,8 +124,8 @@ def configure(plan: HostPlan) -> list[Service]:
                           context),
             File.text(f"{ETC}/s3.json", identities(inv), mode="0640", group="seaweedfs", secret=True),
             File.text(f"{ETC}/security.toml", security(plan), mode="0640", group="seaweedfs", secret=True),
-            tls.credentials_dropin(plan, UNIT),
-        ), absent=(f"{ETC}/tls/cert.pem", f"{ETC}/tls/key.pem")),
+            *certificate,
+        )),
         # the buckets belong to the whole cluster: its first host makes them
         *([Service(None, (
             File.copy(BUCKETS_TOOL, template_path("storage/mailstack-s3-buckets.sh"), mode="0755"),
@@ -140,6 +140,7 @@ def install(plan: HostPlan) -> None:
     system_group("seaweedfs")
     system_user("seaweedfs", home=plan.inv.s3["data_dir"], group="seaweedfs")
     directory(plan.inv.s3["data_dir"], mode="0750", **OWNER)
+    directory(f"{ETC}/tls", mode="0750", **OWNER)
 
 
 def s3_clients(plan: HostPlan) -> list[tuple[str, ...]]:

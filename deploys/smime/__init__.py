@@ -53,7 +53,8 @@ def tenants_and_partners(plan: HostPlan) -> tuple[dict, dict, list[File]]:
     return tenants, partners, installed
 
 
-def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
+def config(plan: HostPlan, tenants: dict, partners: dict, cert: str, key: str) -> dict:
+    """The gateway's settings; `cert`, `key`: where it reads the host's certificate."""
     inv, hop, settings = plan.inv, plan.gateway, plan.inv.smime
     plaintext = hop.plaintext
     return {
@@ -66,8 +67,8 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
         "max_mime_parts": settings["max_mime_parts"],
         "openssl_timeout": settings["openssl_timeout"],
         "trust": tls.TRUST_DIR,  # signatures checked for each message: load only the CAs needed
-        "tls_cert": None if plaintext else tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[1],
-        "tls_key": None if plaintext else tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[2],
+        "tls_cert": None if plaintext else cert,
+        "tls_key": None if plaintext else key,
         "clients": ["127.0.0.1"] if plaintext else list(hop.mta_addresses),
         # each copy goes back to the Postfix host it came from, checked by that host's name
         "returns": {"127.0.0.1": plan.host.fqdn} if plaintext else
@@ -84,14 +85,16 @@ def config(plan: HostPlan, tenants: dict, partners: dict) -> dict:
 
 def configure(plan: HostPlan) -> list[Service]:
     tenants, partners, certificates = tenants_and_partners(plan)
+    server_files, cert, key = tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)
     return [Service(UNIT, (
         *(File.copy(f"{HOME}/smimegw/{f.name}", f) for f in sorted(SOURCE.glob("*.py"))),
         *certificates,
-        File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners), indent=2, sort_keys=True),
+        File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners, cert, key), indent=2,
+                                                   sort_keys=True),
                   mode="0640", group=USER),
         File.template("/etc/systemd/system/mailstack-smime.service", "smime/mailstack-smime.service.j2",
                       {"service_user": USER, "home": HOME, "etc": ETC}),
-        *tls.own_copy(plan, UNIT, f"{ETC}/tls", **OWNED)[0],
+        *server_files,
     ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
               f"--check {ETC}/config.json >/dev/null")]
 

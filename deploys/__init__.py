@@ -33,9 +33,9 @@ from mailstack.secrets import making_all
 ORDER = (
     "base",
     "tls",
-    "acme",
     "dns",
     "acme_ca",
+    "acme",
     "siem_receiver",
     "pager_receiver",
     "directory",

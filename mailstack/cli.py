@@ -105,9 +105,20 @@ def cmd_lab(args: argparse.Namespace) -> int:
             for name, address, state in lab.status():
                 print(f"{name:<10} {address:<16} {state}")
         elif args.action == "summary":
-            from mailstack.secrets import lab_ca
+            from mailstack.tls import trusted_file
 
-            print(lab.summary(lab_ca(inv)[0]))
+            print(lab.summary(trusted_file(inv)))
+        elif args.action == "acme-roots":
+            from mailstack.lab.acme import ensure_ca
+            from mailstack.tls import lab_acme_ca
+
+            if not lab_acme_ca(inv):
+                print("this lab's platform has no ACME CA of its own: nothing to do")
+            ensure_ca(inv)
+        elif args.action == "closed":
+            from mailstack.lab.recipes import closed
+
+            print(closed(Path(inv.file).read_text()), end="")
         elif args.action == "with-nauthilus":
             from mailstack.lab.recipes import with_nauthilus
 
@@ -350,13 +361,18 @@ def parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="the local container lab (systemd-nspawn, needs root)")
     inventory_option(lab, "lab inventory")
     actions = lab.add_subparsers(dest="action", required=True)
-    actions.add_parser("up", help="build the image if needed and boot every host (idempotent)")
+    actions.add_parser("up", help="build the image if needed, boot every host, and the lab's ACME CA (idempotent)")
     actions.add_parser("down", help="stop every host; remove trees, bridge and apt proxy")
     actions.add_parser("status", help="show each host and whether it runs")
     actions.add_parser("summary", help="how to use the running lab: hosts, users, a test mail")
     ssh = actions.add_parser("ssh", help="open a shell (or run a command) on a lab host")
     ssh.add_argument("host", help="lab host name")
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="command to run")
+    actions.add_parser("acme-roots", help="the lab's ACME CA runs (its host deployed alone first if it does not "
+                       "answer) and its current root is kept for the hosts' trust stores and the tests (Pebble makes "
+                       "a new one at each start; `up` does this too)")
+    actions.add_parser("closed", help="print the lab inventory with every certificate from the lab CA (no ACME: "
+                       "for hosts where systemd cannot hand credentials, as under Vagrant's docker provider)")
     gate = actions.add_parser("with-nauthilus", help="print the lab inventory with Nauthilus on `mail`, from "
                               "your copy of the program (no registry ships it; docs/lab.md)")
     gate.add_argument("program", type=Path, help="the nauthilus program (or its release .tar.gz)")

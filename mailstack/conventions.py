@@ -53,3 +53,8 @@ REDIS_ACCOUNT_SECRET = "/etc/mailstack/redis-account.secret"  # root's: the acco
 # mailstack's rspamd symbol: clamd stopped at one of its limits (rspamd reports that as a failure);
 # whoever judges attachments after ClamAV (Peekaboo) waits for it
 CLAMAV_UNSCANNED = "CLAM_VIRUS_UNSCANNED"
+
+# The lab's ACME CA (Pebble, deploys/acme_ca): its ACME API, and its management API, whose
+# /roots/0 is the current root the lab fetches for its trust stores (mailstack/lab/acme.py)
+ACME_CA_ROLE = "acme_ca"
+ACME_CA_API_PORT, ACME_CA_MANAGEMENT_PORT = 14000, 15000

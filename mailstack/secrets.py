@@ -119,6 +119,12 @@ def new_ca(common_name: str, days: int = CA_DAYS):
     return cert, key
 
 
+def lab_acme_roots(inv: Inventory) -> Path:
+    """The roots of a lab's own ACME CA (Pebble on its `acme_ca` host makes a new one at each
+    start), newest last: kept by `mailstack lab up` and `mailstack lab acme-roots`."""
+    return secrets_dir(inv) / "acme-ca-roots.pem"
+
+
 def lab_ca(inv: Inventory) -> tuple[Path, Path]:
     """The platform CA (certificate, key), created on first use."""
     directory = secrets_dir(inv) / "ca"

@@ -5,13 +5,15 @@ component (deploys/tls/) puts the files there; the others only refer to them."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailstack.component import File
-from mailstack.secrets import host_certificate, host_key, lab_ca
+from mailstack.conventions import ACME_CA_ROLE
+from mailstack.secrets import host_certificate, host_key, lab_acme_roots, lab_ca, secrets_dir
 
 TLS_DIR = "/etc/mailstack/tls"
 CERT = f"{TLS_DIR}/cert.pem"
@@ -21,6 +23,8 @@ CA = f"{TLS_DIR}/ca.pem"
 # the platform CA too (lab-ca) or the public CAs of the operator's certificates (files)
 TRUST = "/etc/ssl/certs/ca-certificates.crt"
 TRUST_DIR = "/etc/ssl/certs"  # the same store, hashed: a reader loads only the CAs a chain needs
+MAX_ROOTS = 8  # how many roots `tls.acme_roots` may hold
+LAB_ACME_ROOTS = 4  # how many roots of its own ACME CA a lab keeps (the newest: earlier certificates chain to them)
 # Mozilla "intermediate": TLS 1.2+, forward-secret AEAD ciphers only.
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -45,11 +49,35 @@ def by_acme(plan) -> bool:
     return source(plan.inv, plan.host) == "acme"
 
 
+def lab_acme_ca(inv) -> bool:
+    """Whether the platform gets its certificates from the lab's own ACME CA (an `acme_ca`
+    host), whose roots the lab keeps itself (`secrets.lab_acme_roots`)."""
+    return inv.platform["lab"] and inv.tls["source"] == "acme" and bool(inv.hosts_with(ACME_CA_ROLE))
+
+
 def trusted(inv) -> list[Path]:
     """CA certificates on this machine every host adds to its trust store: the lab CA where
-    some host's certificate comes from it, and the ACME CA's roots the inventory names."""
+    some host's certificate comes from it, the ACME CA's roots the inventory names, and the
+    roots of the lab's own ACME CA once the lab has fetched them."""
     found = [lab_ca(inv)[0]] if lab_ca_issues(inv.tls["source"], inv.platform["lab"]) else []
-    return found + ([Path(inv.tls["acme_roots"]).expanduser()] if inv.tls.get("acme_roots") else [])
+    if inv.tls.get("acme_roots"):
+        found.append(Path(inv.tls["acme_roots"]).expanduser())
+    if lab_acme_ca(inv) and lab_acme_roots(inv).is_file():
+        found.append(lab_acme_roots(inv))
+    return found
+
+
+def pem_blocks(text: str) -> list[str]:
+    """The certificates of a PEM text, each from BEGIN to END."""
+    return re.findall(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----", text, re.S)
+
+
+def trusted_file(inv) -> Path:
+    """Every CA of `trusted` in one PEM file on this machine (rewritten at each call): what a
+    client here (the tests, the benches, an operator's openssl) verifies the platform with."""
+    path = secrets_dir(inv) / "trusted.pem"
+    path.write_text("".join(block + "\n" for source in trusted(inv) for block in pem_blocks(source.read_text())))
+    return path
 
 
 def own_copy(plan, unit: str, directory: str, **owner) -> tuple[tuple[File, ...], str, str]:

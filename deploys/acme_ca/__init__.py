@@ -2,8 +2,9 @@
 platform's hosts get their certificates from under `tls.source: acme`. It checks names
 over HTTP-01 through the host's own validating resolver, as a public CA does through the
 Internet's DNS, and serves its API over HTTPS with the host's lab-CA certificate. Its
-certificates last 45 days. Pebble makes a new root at each start and keeps nothing: its current root is at
-`https://HOST:15000/roots/0`, for the trust stores of the lab (`tls.acme_roots`)."""
+certificates last 45 days. Pebble makes a new root at each start and keeps nothing: its current
+root is at `https://HOST:15000/roots/0`, where the lab fetches it for every host's trust store
+and the tests (mailstack/lab/acme.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import json
 
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service
+from mailstack.conventions import ACME_CA_API_PORT as API_PORT
+from mailstack.conventions import ACME_CA_MANAGEMENT_PORT as MANAGEMENT_PORT
+from mailstack.conventions import ACME_CA_ROLE
 from mailstack.plan import HostPlan
 
 UNIT = "mailstack-pebble"
 CONFIG = "/etc/mailstack/pebble.json"
-API_PORT, MANAGEMENT_PORT = 14000, 15000
 VALIDITY_DAYS = 45  # what the public CAs move to; short enough that a lab renewal window covers it
 
 
@@ -43,7 +46,7 @@ def openings(plan: HostPlan) -> list[Opening]:
 
 COMPONENT = Component(
     name="acme_ca",
-    roles=frozenset({"acme_ca"}),
+    roles=frozenset({ACME_CA_ROLE}),
     lab_only="plays a public ACME CA (Pebble); production names its CA in tls.acme_directory",
     packages=("pebble",),
     units=(UNIT,),

@@ -9,7 +9,6 @@ platform's convention (mailstack/tls.py), which every component reads."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from deploys.ops import directory
@@ -21,17 +20,14 @@ from mailstack.secrets import host_key
 from mailstack.tls import CA, CERT, KEY, TLS_DIR
 
 TRUST_ANCHORS = "/usr/local/share/ca-certificates"
-MAX_ROOTS = 8  # how many roots an inventory may name (the lab's Pebble makes one at each start)
+# the most trust anchors a host can have: the lab CA, `tls.acme_roots`, the lab's ACME CA's
+ANCHOR_SLOTS = 1 + tls.MAX_ROOTS + tls.LAB_ACME_ROOTS
 
 
 def roots(inv) -> list[File]:
     """The trusted CAs as update-ca-certificates reads them: one certificate a file."""
-    found = [block for path in tls.trusted(inv) for block in pem_blocks(path.read_text())]
+    found = [block for path in tls.trusted(inv) for block in tls.pem_blocks(path.read_text())]
     return [File.text(f"{TRUST_ANCHORS}/mailstack-{i}.crt", block) for i, block in enumerate(found)]
-
-
-def pem_blocks(text: str) -> list[str]:
-    return re.findall(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----", text, re.S)
 
 
 def configure(plan: HostPlan) -> list[Service]:
@@ -44,9 +40,9 @@ def configure(plan: HostPlan) -> list[Service]:
     if anchors:
         services.append(Service(None, (File.text(CA, "\n".join(f.content.decode() for f in anchors)),)))
     # the files it wrote before (other names, or a CA no longer trusted) go; then the store is rebuilt
+    unused = tuple(f"{TRUST_ANCHORS}/mailstack-{i}.crt" for i in range(len(anchors), ANCHOR_SLOTS))
     services.append(Service(None, tuple(anchors), on_change="update-ca-certificates --fresh",
-                            absent=tuple(f"{TRUST_ANCHORS}/mailstack-{i}.crt" for i in range(len(anchors), MAX_ROOTS))
-                            + ("/usr/local/share/ca-certificates/mailstack-ca.crt",)))
+                            absent=unused + (f"{TRUST_ANCHORS}/mailstack-ca.crt",)))
     return services
 
 
@@ -58,26 +54,26 @@ def rules(data: dict, pos: Positions) -> list[Problem]:
     """Every host has a certificate the deploy can read on this machine; the ACME CA's roots,
     if named, are certificates."""
     problems = []
-    tls = data["tls"]
-    if "acme_roots" in tls:
-        path = Path(tls["acme_roots"]).expanduser()
-        found = len(pem_blocks(path.read_text(errors="replace"))) if path.is_file() else 0
-        if not 0 < found <= MAX_ROOTS:
-            problems.append(pos.problem(("tls", "acme_roots"), f"{tls['acme_roots']} is not a PEM file of 1 to "
-                                        f"{MAX_ROOTS} certificates on this machine"))
+    settings = data["tls"]
+    if "acme_roots" in settings:
+        path = Path(settings["acme_roots"]).expanduser()
+        found = len(tls.pem_blocks(path.read_text(errors="replace"))) if path.is_file() else 0
+        if not 0 < found <= tls.MAX_ROOTS:
+            problems.append(pos.problem(("tls", "acme_roots"), f"{settings['acme_roots']} is not a PEM file of 1 to "
+                                        f"{tls.MAX_ROOTS} certificates on this machine"))
     hosts = {h["name"] for h in data["hosts"]}
-    covered = {f["host"] for f in tls["files"]}
-    if tls["source"] == "files":
+    covered = {f["host"] for f in settings["files"]}
+    if settings["source"] == "files":
         for i, host in enumerate(data["hosts"]):
             if host["name"] not in covered:
                 problems.append(pos.problem(("hosts", i, "name"), "tls.source is 'files' but "
                                             "tls.files has no certificate for this host"))
-    for i, entry in enumerate(tls["files"]):
+    for i, entry in enumerate(settings["files"]):
         if entry["host"] not in hosts:
             problems.append(pos.problem(("tls", "files", i, "host"),
                                         f"host {entry['host']!r} is not defined under hosts"))
         for key in ("certificate", "key"):
-            if tls["source"] == "files" and not Path(entry[key]).expanduser().is_file():
+            if settings["source"] == "files" and not Path(entry[key]).expanduser().is_file():
                 problems.append(pos.problem(("tls", "files", i, key), f"{entry[key]} is not a file on this "
                                             "machine; the deploy installs it from here"))
     return problems

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack.inventory import Inventory
+from mailstack.lab.acme import ensure_ca
 from mailstack.lab.image import Recipe, build_image
 from mailstack.lab.network import APT_PROXY_PORT, bridge_down, bridge_up, proxy_down, proxy_up
 from mailstack.lab.processes import kill_container, pid_alive, stop_pid, wait_for_port
@@ -77,7 +78,8 @@ class Lab:
         raise LabError(f"no lab host named {name!r}; hosts: {', '.join(h.name for h in self.hosts)}")
 
     def up(self) -> None:
-        """Bring every host up; hosts already running are left alone. Refused while
+        """Bring every host up; hosts already running are left alone; the lab's ACME CA runs
+        and its current root is kept (mailstack/lab/acme.py). Refused while
         hosts of another lab inventory run (they would share the bridge and names); the
         trees of its stopped hosts are removed."""
         others = [LabHost(d.name, "") for d in (STATE_DIR / "machines").glob("*")
@@ -107,6 +109,7 @@ class Lab:
             log(f"up: {', '.join(h.name for h in started)}")
         else:
             log("already up")
+        ensure_ca(self.inventory)
 
     def down(self) -> None:
         """Stop every host and remove its tree, the bridge and the apt proxy; hosts of
@@ -154,7 +157,7 @@ class Lab:
             "",
             f"Log in as {user.address}, password '{LAB_PASSWORD}' (every lab user has it):",
             f"  IMAP {platform.address}:993, POP3 :995; submission {sender.address}:587 (STARTTLS) and :465",
-            f"  CA certificate: {ca_file}",
+            f"  CA certificates (verify with these): {ca_file}",
             "Send a test mail to the outside world and read it there:",
             f"  swaks --server {sender.address}:587 --tls --auth-user {user.address} "
             f"--auth-password '{LAB_PASSWORD}' --from {user.address} --to {outside.address}",

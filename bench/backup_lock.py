@@ -26,7 +26,7 @@ from labenv import INVENTORY, SSH_CONFIG  # noqa: E402
 
 from deploys import backup_lock  # noqa: E402
 from mailstack import s3 as store  # noqa: E402
-from mailstack.secrets import lab_ca  # noqa: E402
+from mailstack.tls import trusted_file  # noqa: E402
 
 FILES = 2000
 
@@ -48,7 +48,7 @@ def main() -> None:
         resolver.resolve(host, "A")[0].address if str(host).endswith(".test") else host, *a, **k)
     key_id, secret = store.lock_credentials(INVENTORY)
     s3 = boto3.client("s3", endpoint_url=store.endpoint(INVENTORY), aws_access_key_id=key_id,
-                      aws_secret_access_key=secret, region_name="us-east-1", verify=str(lab_ca(INVENTORY)[0]),
+                      aws_secret_access_key=secret, region_name="us-east-1", verify=str(trusted_file(INVENTORY)),
                       config=Config(s3={"addressing_style": "path"}, max_pool_connections=16))
     bucket, folder = INVENTORY.s3["buckets"]["backup"], f"bench-{uuid.uuid4().hex[:8]}"
     until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)

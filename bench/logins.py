@@ -25,7 +25,7 @@ from labenv import INVENTORY  # noqa: E402
 from test_directory import DOMAIN, add_entry, delete_entry  # noqa: E402
 from test_oidc import token, xoauth2  # noqa: E402
 
-from mailstack.secrets import lab_ca  # noqa: E402
+from mailstack.tls import trusted_file  # noqa: E402
 
 LOGINS, CLIENTS, USER = 400, 4, "bob@example.test"
 
@@ -50,7 +50,7 @@ def measure(label: str, method) -> float:
     return median
 
 
-CA = str(lab_ca(INVENTORY)[0])
+CA = str(trusted_file(INVENTORY))
 
 
 def main() -> None:

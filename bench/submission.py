@@ -23,7 +23,7 @@ from helpers import PASSWORD, message, named_context  # noqa: E402
 from labenv import INVENTORY  # noqa: E402
 from throughput import empty, wait_delivered  # noqa: E402
 
-from mailstack.secrets import lab_ca  # noqa: E402
+from mailstack.tls import trusted_file  # noqa: E402
 
 MESSAGES, SESSIONS, SIZE = 1000, 20, 5000
 SENDER, SINK = "bob@example.test", "dave@tenant-b.test"
@@ -45,7 +45,7 @@ def session(count: int) -> int:
     host = INVENTORY.host("mail")
     body = "x" * (SIZE - 300) + "\n"
     with smtplib.SMTP(host.address, 587, timeout=120) as client:
-        client.starttls(context=named_context(str(lab_ca(INVENTORY)[0]), host.fqdn))
+        client.starttls(context=named_context(str(trusted_file(INVENTORY)), host.fqdn))
         client.login(SENDER, PASSWORD)
         for i in range(count):
             client.sendmail(SENDER, [SINK], message(SENDER, SINK, f"bench-{i}", body=body).as_bytes())

@@ -1,4 +1,4 @@
-"""Fixtures for tests against the running lab: hosts over SSH, addresses, the lab CA."""
+"""Fixtures for tests against the running lab: hosts over SSH, addresses, the CAs to trust."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from helpers import lab_resolver
 from labenv import INVENTORY, SSH_CONFIG, host
 
-from mailstack.secrets import lab_ca
+from mailstack.tls import trusted_file
 
 
 def pytest_collection_modifyitems(items):
@@ -62,7 +62,9 @@ def fqdn():
 
 @pytest.fixture(scope="session")
 def ca_file() -> str:
-    return str(lab_ca(INVENTORY)[0])
+    """Every CA the platform's certificates come from (the lab CA, the lab's ACME CA's roots),
+    in one file that stays at its path (test_acme rewrites it when Pebble has a new root)."""
+    return str(trusted_file(INVENTORY))
 
 
 @pytest.fixture(scope="session")

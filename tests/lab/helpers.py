@@ -15,7 +15,7 @@ from mailstack.lab import LAB_PASSWORD as PASSWORD
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
-    """Verifies the chain to the lab CA and the host name."""
+    """Verifies the chain to the CAs in `ca_file` and the host name."""
     return ssl.create_default_context(cafile=ca_file)
 
 

@@ -1,7 +1,8 @@
 """Certificates by ACME (issue 25). ext plays the public CA with Debian's Pebble, which checks
 each name over HTTP-01 through the lab's validating DNS, as a public CA does through the
-Internet's. The module deploys the lab with `tls.source: acme` onto a host that has never had
-an ACME certificate, and the lab's own inventory again at the end.
+Internet's: the lab's platform gets every certificate so (inventories/lab.yml). The module
+deploys the lab again onto a host whose ACME account and certificate are gone, and the lab's
+own inventory at the end.
 
 Operator: every public name of `mail` comes from Pebble and every TLS port serves it; a second
 deploy changes nothing; the renewal job renews with the same key (the TLSA records stay true)
@@ -20,8 +21,6 @@ import smtplib
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,50 +32,34 @@ from test_monitoring import alert
 from test_platform import deploy
 
 from deploys.acme import HOOK, NAMES, WEB_ROOT
-from deploys.acme_ca import API_PORT, MANAGEMENT_PORT, UNIT
+from deploys.acme_ca import API_PORT, UNIT
 from mailstack.conventions import METRICS_DIR
 from mailstack.inventory import load
-from mailstack.lab import STATE_DIR
+from mailstack.lab.acme import trust_current_root as lab_trusts_current_root
 from mailstack.plan import plans
-from mailstack.tls import key_digest
+from mailstack.secrets import lab_acme_roots, lab_ca
+from mailstack.tls import key_digest, trusted_file
 
-ROOTS = STATE_DIR / "acme-roots.pem"  # every root Pebble has had: it makes a new one at each start
+ROOTS = lab_acme_roots(INVENTORY)  # the newest roots of Pebble, which makes a new one at each start
 CA_HOST = INVENTORY.hosts_with("acme_ca")[0]
-SETTINGS = f"""
-tls:
-  source: acme
-  acme_directory: https://{CA_HOST.fqdn}:{API_PORT}/dir
-  acme_email: postmaster@example.test
-  acme_renew_days: 50  # Pebble's certificates last 45 days: each run of the renewal job renews
-  acme_roots: {ROOTS}
-"""
 MAIL = "mail"
 # every TLS port of mail that serves the host's certificate: (port, STARTTLS over SMTP)
 PORTS = ((25, True), (587, True), (465, False), (993, False), (995, False), (443, False), (4593, False), (8333, False))
 
 
-def pebble_root(ca_file: str) -> str:
-    """Pebble's current root, from its management port (HTTPS with ext's lab-CA certificate)."""
-    url = f"https://{CA_HOST.address}:{MANAGEMENT_PORT}/roots/0"
-    deadline = time.monotonic() + 30  # just started: it makes its keys first
-    while True:
-        try:
-            with urllib.request.urlopen(url, context=named_context(ca_file, CA_HOST.fqdn), timeout=10) as answer:
-                return answer.read().decode()
-        except urllib.error.URLError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+def with_quick_renewal(lab: str) -> str:
+    """The lab inventory, renewing at 50 days left: Pebble's certificates last 45, so that
+    each run of the renewal job renews."""
+    assert "tls:  # as on the Internet" in lab, "the lab inventory changed: its tls section is not found"
+    return lab.replace("  source: acme\n", "  source: acme\n  acme_renew_days: 50\n", 1)
 
 
-def trust_current_root(ca_file: str) -> bool:
-    """ROOTS gains Pebble's current root (the inventory's `tls.acme_roots`; a deploy installs
-    it): whether it was new."""
-    known = ROOTS.read_text() if ROOTS.exists() else ""
-    root = pebble_root(ca_file).strip() + "\n"
-    if root not in known:
-        ROOTS.write_text(known + root)
-    return root not in known
+def trust_current_root() -> bool:
+    """The lab keeps Pebble's current root, and the tests' CA file has it: whether it was new
+    (then a deploy must put it into the hosts' trust stores)."""
+    new = lab_trusts_current_root(INVENTORY, wait=30)  # just started: it makes its keys first
+    trusted_file(INVENTORY)
+    return new
 
 
 def served(address: str, port: int, starttls: bool, cafile: str | Path, name: str,
@@ -112,17 +95,16 @@ def spki_digest(cert: x509.Certificate) -> str:
 
 
 @pytest.fixture(scope="module")
-def acme_lab(tmp_path_factory, mail, ca_file):
-    """The lab deployed with ACME certificates onto a host without any; the lab's own after."""
+def acme_lab(tmp_path_factory, mail):
+    """The lab deployed again onto a host whose ACME account and orders are gone, renewing at
+    each run of the job; the lab's own inventory after."""
     inventory = tmp_path_factory.mktemp("acme") / "lab.yml"
-    inventory.write_text(Path(INVENTORY.file).read_text() + SETTINGS)
-    ROOTS.write_text(pebble_root(ca_file).strip() + "\n")  # the roots of earlier runs died with their Pebble
+    inventory.write_text(with_quick_renewal(Path(INVENTORY.file).read_text()))
     mail.check_output("rm -rf /var/lib/mailstack/acme /etc/mailstack/acme")  # no account, no certificate
     try:
+        if trust_current_root():  # Pebble restarted since the lab came up
+            deploy()
         deploy(inventory)
-        if trust_current_root(ca_file):  # the deploy restarted Pebble (its settings changed): trust its new root
-            deploy(inventory)
-            mail.check_output("mailstack-acme --force")
         yield inventory
     finally:
         deploy()
@@ -133,7 +115,7 @@ def names(acme_lab) -> list[str]:
     return list(plans(load(acme_lab))[MAIL].certificate_names)
 
 
-def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, names, addr, fqdn, ca_file):
+def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, names, addr, fqdn):
     for port, starttls in PORTS:
         cert = served(addr[MAIL], port, starttls, ROOTS, fqdn[MAIL])
         issuer = cert.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
@@ -144,7 +126,7 @@ def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, names,
     for name in names:  # each name verifies on its own (SNI), as a client of that domain asks
         served(addr[MAIL], 993, False, ROOTS, name)
     with pytest.raises(ssl.SSLCertVerificationError):  # the lab CA has nothing to do with it any more
-        served(addr[MAIL], 993, False, ca_file, fqdn[MAIL])
+        served(addr[MAIL], 993, False, lab_ca(INVENTORY)[0], fqdn[MAIL])
 
 
 def test_a_second_deploy_changes_nothing(acme_lab):
@@ -187,8 +169,7 @@ def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(ac
                      re.M)
 
 
-def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_alerts(acme_lab, mail, ext, addr, fqdn,
-                                                                                    ca_file):
+def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_alerts(acme_lab, mail, ext, addr, fqdn):
     before = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
     since = time.time()
     ext.check_output(f"systemctl stop {UNIT}")
@@ -205,7 +186,7 @@ def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_aler
     finally:
         ext.check_output(f"systemctl start {UNIT}")
     # the CA is back, with a new root (Pebble keeps nothing): trusted by the next deploy, then renewed
-    trust_current_root(ca_file)
+    assert trust_current_root()
     deploy(acme_lab)
     assert mail.run("systemctl start mailstack-acme.service").rc == 0
     assert mail.run("systemctl is-failed mailstack-acme.service").stdout.strip() != "failed"

@@ -1,4 +1,4 @@
-"""TLS on every mail port: chains to the lab CA, matches the name, TLS 1.2+ only."""
+"""TLS on every mail port: chains to the CA the certificates come from, matches the name, TLS 1.2+ only."""
 
 import smtplib
 import socket
@@ -32,7 +32,7 @@ def handshake(address: str, port: int, starttls: str | None, ca_file: str, name:
 
 
 @pytest.mark.parametrize("port", sorted(MAIL_PORTS))
-def test_tls_chains_to_lab_ca_and_matches_name(port, addr, fqdn, ca_file):
+def test_tls_chains_to_the_platform_ca_and_matches_name(port, addr, fqdn, ca_file):
     version = handshake(addr["mail"], port, MAIL_PORTS[port], ca_file, fqdn["mail"])
     assert version in ("TLSv1.2", "TLSv1.3")
 

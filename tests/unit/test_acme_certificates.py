@@ -7,9 +7,10 @@ from unitdata import VALID
 
 from deploys.acme import HOOK, NAMES, PROGRAM, SITE, state_dir
 from mailstack.inventory import check_text
+from mailstack.lab.recipes import closed
 from mailstack.plan import plans
-from mailstack.secrets import host_key
-from mailstack.tls import CERT, KEY
+from mailstack.secrets import host_key, lab_acme_roots, lab_ca
+from mailstack.tls import CERT, KEY, lab_acme_ca, pem_blocks, trusted, trusted_file
 
 ROOT_PEM = """-----BEGIN CERTIFICATE-----
 MIIBhTCCASugAwIBAgIUVq3YrqPGZ5t1v2o0lF3oYXpRZ0UwCgYIKoZIzj0EAwIw
@@ -25,8 +26,9 @@ def roots(tmp_path):
 
 
 def acme_lab(roots, extra: str = "") -> str:
-    return LAB + (f"tls:\n  source: acme\n  acme_directory: https://ext.lab.test:14000/dir\n"
-                  f"  acme_roots: {roots}\n{extra}")
+    """The lab inventory (whose certificates come by ACME) naming the CA's roots too."""
+    assert "  source: acme\n" in LAB
+    return LAB.replace("  source: acme\n", f"  source: acme\n  acme_roots: {roots}\n{extra}", 1)
 
 
 def test_an_acme_host_gets_its_key_and_the_means_to_fetch_its_certificate_never_a_certificate(roots):
@@ -105,3 +107,35 @@ def test_nauthilus_under_acme_is_refused_until_it_takes_renewals(roots):
         + "0" * 63 + "'}\n")
     with pytest.raises(Exception, match=r"Nauthilus with tls.source 'acme' is not implemented yet"):
         check_text(text, "inv.yml")
+
+
+def other_root(n: int) -> str:
+    return ROOT_PEM.replace("MIIB", f"MII{n}").strip()
+
+
+def test_the_lab_trusts_the_roots_its_own_acme_ca_had_once_it_fetched_them(roots, monkeypatch):
+    """The lab's Pebble makes a new root at each start: `lab up` keeps the newest few (older
+    certificates still chain to theirs), and every host and the tests' CA file trust them."""
+    from mailstack.lab import acme
+
+    inv = check_text(LAB, "lab.yml")
+    assert lab_acme_ca(inv) and lab_acme_roots(inv) not in trusted(inv)  # before the lab fetched any
+    starts = iter(range(1, 7))
+    monkeypatch.setattr(acme, "current_root", lambda inv, wait=0: other_root(next(starts)))
+    for _ in range(6):
+        assert acme.trust_current_root(inv)
+    kept = pem_blocks(lab_acme_roots(inv).read_text())
+    assert kept == [other_root(n) for n in range(3, 7)]  # the newest LAB_ACME_ROOTS, newest last
+    monkeypatch.setattr(acme, "current_root", lambda inv, wait=0: other_root(6))
+    assert not acme.trust_current_root(inv)  # known: no deploy needed
+    anchors = sorted(p for p in rendered(LAB, "mail") if p.startswith("/usr/local/share/ca-certificates/mailstack-"))
+    assert len(anchors) == 5  # the lab CA (ext keeps it) and the four roots
+    assert pem_blocks(trusted_file(inv).read_text()) == [lab_ca(inv)[0].read_text().strip(), *kept]
+
+
+def test_the_closed_lab_takes_every_certificate_from_the_lab_ca():
+    inv = check_text(closed(LAB), "lab.yml")
+    assert inv.tls["source"] == "lab-ca" and not lab_acme_ca(inv)
+    assert closed(LAB).replace("tls: {source: lab-ca}  # every certificate from the lab CA\n", "") == \
+        LAB[:LAB.index("\ntls:") + 1] + LAB[LAB.index("\nlimits:"):]
+    assert CERT in rendered(closed(LAB), "mail")

@@ -47,15 +47,15 @@ def test_pop3_on_110_opens_only_where_a_hosted_domain_offers_it():
 
 def test_single_host_lab_publishes_nothing_internal():
     found = rules("lab.yml")
-    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 110, 143, 443, 465, 587, 993, 995, 4593)} | {
-        "ip saddr { 10.77.0.1 } tcp dport 8333"}  # IdP; S3 for the tests' machine only (s3.clients)
+    assert found["mail"] == {f"tcp dport {p}" for p in (22, 25, 80, 110, 143, 443, 465, 587, 993, 995, 4593)} | {
+        "ip saddr { 10.77.0.1 } tcp dport 8333"}  # ACME's HTTP-01, IdP; S3 for the tests' machine only (s3.clients)
     assert {"tcp dport 53", "udp dport 53"} <= found["ext"]
 
 
 def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
     assert [c.name for c in lab["mail"].components] == [
-        "base", "tls", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "dmarc_reports",
+        "base", "tls", "acme", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "dmarc_reports",
         "rspamd", "ldap",
         "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "acme_ca", "siem-receiver", "pager-receiver",

@@ -242,7 +242,7 @@ TABLE = [
       'maildrop"}) > 5', "        expr: mailstack_account_on_hold > 0"], []),
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
-      '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-backup|'
+      '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-acme|mailstack-backup|'
       'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
       'postfix-mta-sts-resolver|postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",

@@ -58,3 +58,7 @@ CLAMAV_UNSCANNED = "CLAM_VIRUS_UNSCANNED"
 # /roots/0 is the current root the lab fetches for its trust stores (mailstack/lab/acme.py)
 ACME_CA_ROLE = "acme_ca"
 ACME_CA_API_PORT, ACME_CA_MANAGEMENT_PORT = 14000, 15000
+
+PROMETHEUS_PORT = 9090  # on loopback of each monitoring host (deploys/monitoring); `mailstack status` asks it
+# filesystems in memory, which hold no mail and fill no disk: the disk alert and `mailstack status` leave them out
+VOLATILE_FILESYSTEMS = ("tmpfs", "devtmpfs", "ramfs", "squashfs", "overlay")

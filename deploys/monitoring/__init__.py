@@ -7,9 +7,10 @@ to the inventory's webhooks, never through the mail queue it watches."""
 from __future__ import annotations
 
 from mailstack.component import Component, ExtensionConflict, File, Service, schema_fragment
+from mailstack.conventions import PROMETHEUS_PORT, VOLATILE_FILESYSTEMS
 from mailstack.plan import HostPlan
 
-PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
+ALERTMANAGER_PORT = 9093
 
 
 def jobs(plan: HostPlan) -> list[tuple[str, str]]:
@@ -50,6 +51,7 @@ def configure(plan: HostPlan) -> list[Service]:
                            "jobs": jobs(plan)}),
             File.template("/etc/prometheus/mailstack-rules.yml", "monitoring/rules.yml.j2",
                           {**settings, "mailbox_size_bytes": size_bytes(settings["mailbox_size_alert"]),
+                           "volatile_filesystems": "|".join(VOLATILE_FILESYSTEMS),
                            "rules": component_rules(plan)}),
         ), check="promtool check config /etc/prometheus/prometheus.yml >/dev/null", reload=True),
         Service("prometheus-alertmanager", (

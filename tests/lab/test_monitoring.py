@@ -8,12 +8,15 @@ the metrics ports are closed to other hosts."""
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from helpers import imap_find, message
+from labenv import INVENTORY
 from test_clamav import WAIT_FOR_CLAMD
 from test_limits import LIMITED, NEIGHBOUR, OUTSIDE, account, arrived, burst
 from test_mail_flow import smtp_from_test_machine
+from test_platform import deploy
 
 from deploys.exporters import NODE_PORT, POSTFIX_PORT
 from deploys.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
@@ -103,6 +106,40 @@ def test_an_account_put_on_hold_raises_an_alert_at_the_webhook(fresh_account, ex
     assert "put on hold" in fired["annotations"]["summary"]
     assert account("release", LIMITED).returncode == 0
     assert alert(ext, "MailstackAccountOnHold", "resolved", since, login=LIMITED) is not None, "no all-clear"
+
+
+def with_disk_percent(percent: int) -> str:
+    """The lab inventory with `monitoring.disk_percent` at `percent`."""
+    lab = Path(INVENTORY.file).read_text()
+    assert "\nmonitoring:" in lab and "disk_percent" not in lab
+    start = lab.index("\nmonitoring:")
+    line_end = lab.index("\n", start + 1)
+    return lab[:line_end + 1] + f"  disk_percent: {percent}\n" + lab[line_end + 1:]
+
+
+def disk_used_percent(host) -> float:
+    size, avail = map(int, host.check_output("df -B1 --output=size,avail / | tail -n 1").split())
+    return 100 * (1 - avail / size)
+
+
+def test_a_filling_disk_raises_an_alert(mail, ext, inv, tmp_path):
+    """No disk is filled here: the threshold goes below what the lab's root filesystem already
+    holds (a variant of the inventory), DiskFilling reaches the pager, and the lab's own
+    threshold is deployed again after."""
+    used = disk_used_percent(mail)
+    if used >= inv.monitoring["disk_percent"]:
+        pytest.skip(f"this machine's disk is {used:.0f}% full, above the lab's threshold already")
+    quiet(mail, "DiskFilling")
+    variant = tmp_path / "lab.yml"
+    variant.write_text(with_disk_percent(max(1, int(used) - 1)))
+    since = time.time()
+    try:
+        deploy(variant)
+        fired = alert(ext, "DiskFilling", "firing", since, mountpoint="/")
+        assert fired is not None, "no disk alert at the webhook"
+        assert fired["labels"]["instance"].startswith(ADDR["mail"])
+    finally:
+        deploy()
 
 
 def test_a_queue_over_its_size_raises_an_alert(mail, ext, addr, fqdn, ca_file, tag, inv):

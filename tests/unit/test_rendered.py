@@ -240,6 +240,9 @@ TABLE = [
     ("monitoring: the queue alert from the inventory's size", LAB, "mail", "/etc/prometheus/mailstack-rules.yml",
      ['        expr: sum by (instance) (postfix_showq_message_size_bytes_count{queue=~"active|incoming|deferred|'
       'maildrop"}) > 5', "        expr: mailstack_account_on_hold > 0"], []),
+    ("monitoring: the disk alert leaves filesystems in memory out", LAB, "mail", "/etc/prometheus/mailstack-rules.yml",
+     ['        expr: 100 * (1 - node_filesystem_avail_bytes{fstype!~"tmpfs|devtmpfs|ramfs|squashfs|overlay"} / '
+      'node_filesystem_size_bytes{fstype!~"tmpfs|devtmpfs|ramfs|squashfs|overlay"}) > 85'], []),
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-acme|mailstack-backup|'

@@ -13,6 +13,7 @@ from mailstack.inventory import InventoryInvalid, load
 
 DEFAULT_INVENTORY = os.environ.get("MAILSTACK_INVENTORY", "inventories/lab.yml")
 EXIT_INVALID = 2
+EXIT_PROBLEMS = 1  # mailstack status found something that differs from the inventory
 
 
 def _load_or_report(path: str):
@@ -216,6 +217,18 @@ def _report_store(inv) -> dict | None:
     return merged(stores)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailstack.plan import plans
+    from mailstack.status import as_json, audit, table
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    findings = audit(inv, plans(inv), args.nameserver)
+    print(as_json(findings) if args.json else table(findings))
+    return 0 if all(f.ok for f in findings) else EXIT_PROBLEMS
+
+
 def cmd_reports(args: argparse.Namespace) -> int:
     import json
 
@@ -402,6 +415,15 @@ def parser() -> argparse.ArgumentParser:
     for action in doing.choices.values():
         action.add_argument("login", help="the user's address")
     account.set_defaults(func=cmd_account)
+
+    status = sub.add_parser("status", help="the running platform against the inventory, read-only: units, "
+                            "scheduled jobs, ports, certificates, queues, alerts firing, DNS records (exit 1 on "
+                            "any difference)")
+    inventory_option(status)
+    status.add_argument("--json", action="store_true", help="every finding, as JSON")
+    status.add_argument("--nameserver", metavar="ADDRESS", help="ask this DNS server for the records (default: "
+                        "a lab's own, else this machine's resolver)")
+    status.set_defaults(func=cmd_status)
 
     reports = sub.add_parser("reports", help="DMARC aggregate and TLS-RPT reports about the platform's "
                                              "domains: collect them from the report mailboxes, summarise (over SSH)")

@@ -1,0 +1,81 @@
+"""`mailstack status` reading what a host prints (the lab test runs it against the lab)."""
+
+import datetime
+
+from test_rendered import LAB, secrets_home  # noqa: F401 (secrets_home: a scratch home)
+
+from mailstack.inventory import check_text
+from mailstack.plan import plans
+from mailstack.status import (
+    certificate_findings,
+    disk_findings,
+    expected_units,
+    held_findings,
+    port_findings,
+    sections,
+    unit_findings,
+)
+
+NOW = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
+
+
+def mail_plan():
+    inv = check_text(LAB, "lab.yml")
+    return inv, plans(inv)["mail"]
+
+
+def printed(plan, down=(), failed_job=None, listening=None) -> dict:
+    lines = ["== units"]
+    for unit in expected_units(plan):
+        result = "exit-code" if unit == failed_job else "success"
+        lines.append(f"{unit} ActiveState={'inactive' if unit in down else 'active'} Result={result}")
+    lines += ["== failed", "== listening"]
+    lines += listening if listening is not None else [f"{a or '0.0.0.0'}:{p}" for a, p in plan.listeners]
+    return sections("\n".join(lines))
+
+
+def test_a_host_as_planned_is_ok():
+    _, plan = mail_plan()
+    assert "mailstack-acme.service" in expected_units(plan)  # a timer's job: its last result counts
+    [units] = unit_findings("mail", plan, printed(plan))
+    [ports] = port_findings("mail", plan, printed(plan))
+    assert units.ok and ports.ok and ports.detail == f"{len(plan.listeners)} as planned"
+
+
+def test_a_stopped_daemon_a_failed_job_and_a_stray_port_are_named():
+    _, plan = mail_plan()
+    found = printed(plan, down=("dovecot.service",), failed_job="mailstack-acme.service",
+                    listening=[f"{a or '0.0.0.0'}:{p}" for a, p in plan.listeners if p != 993] + ["0.0.0.0:6666"])
+    [units] = unit_findings("mail", plan, found)
+    [ports] = port_findings("mail", plan, found)
+    assert not units.ok and units.detail == ("not running: dovecot.service; "
+                                             "last run failed: mailstack-acme.service")
+    assert not ports.ok and ports.detail == "not listening: *:993; not planned: *:6666"
+
+
+def test_a_certificate_is_held_against_the_alert_threshold():
+    inv, _ = mail_plan()
+    [soon] = certificate_findings("mail", inv, {"certificate": ["Dec 20 00:00:00 2026 GMT"]}, NOW)
+    [later] = certificate_findings("mail", inv, {"certificate": ["Jan 20 00:00:00 2027 GMT"]}, NOW)
+    [none] = certificate_findings("mail", inv, {}, NOW)
+    assert (soon.ok, later.ok, none.ok) == (False, True, False)
+    assert soon.detail == "14 days left (fewer than monitoring.certificate_days, 21)" and later.detail == "45 days left"
+
+
+def test_accounts_on_hold_are_read_from_the_account_tools_metrics():
+    metrics = ['# TYPE mailstack_account_on_hold gauge', 'mailstack_account_on_hold{login="gina@example.test"} 1',
+               '# TYPE mailstack_accounts_on_hold gauge', 'mailstack_accounts_on_hold 1']
+    [held] = held_findings("mail", {"held": metrics})
+    assert (held.ok, held.detail) == (False, "on hold: gina@example.test")
+    [none] = held_findings("mail", {"held": [metrics[0], metrics[2], "mailstack_accounts_on_hold 0"]})
+    assert (none.ok, none.detail) == (True, "no account on hold")
+    assert held_findings("ext", {"held": []}) == []  # no account tool there
+
+
+def test_each_filesystem_is_held_to_the_disk_threshold():
+    inv, _ = mail_plan()  # disk_percent: the default, 85
+    found = {"disk": ["1000 100 /", "1000 500 /var/vmail", "0 0 /proc/x"]}
+    [disk] = disk_findings("mail", inv, found)
+    assert (disk.ok, disk.detail) == (False, "fuller than 85%: / 90%")
+    [fine] = disk_findings("mail", inv, {"disk": ["1000 500 /"]})
+    assert (fine.ok, fine.detail) == (True, "/ 50%")

@@ -122,26 +122,6 @@ def disk_used_percent(host) -> float:
     return 100 * (1 - avail / size)
 
 
-def test_a_filling_disk_raises_an_alert(mail, ext, inv, tmp_path):
-    """No disk is filled here: the threshold goes below what the lab's root filesystem already
-    holds (a variant of the inventory), DiskFilling reaches the pager, and the lab's own
-    threshold is deployed again after."""
-    used = disk_used_percent(mail)
-    if used >= inv.monitoring["disk_percent"]:
-        pytest.skip(f"this machine's disk is {used:.0f}% full, above the lab's threshold already")
-    quiet(mail, "DiskFilling")
-    variant = tmp_path / "lab.yml"
-    variant.write_text(with_disk_percent(max(1, int(used) - 1)))
-    since = time.time()
-    try:
-        deploy(variant)
-        fired = alert(ext, "DiskFilling", "firing", since, mountpoint="/")
-        assert fired is not None, "no disk alert at the webhook"
-        assert fired["labels"]["instance"].startswith(ADDR["mail"])
-    finally:
-        deploy()
-
-
 def test_a_queue_over_its_size_raises_an_alert(mail, ext, addr, fqdn, ca_file, tag, inv):
     count = inv.monitoring["queue_size"] + 1
     quiet(mail, "MailQueueLarge")
@@ -231,3 +211,24 @@ def test_a_metrics_file_node_exporter_cannot_read_raises_an_alert(ext, early):
     """One unreadable line voids a whole textfile, and with it every alert on its metrics:
     that itself is an alert (the label escaping that prevents it: tests/unit)."""
     assert alert(ext, "MetricsUnreadable", "firing", early["MetricsUnreadable"]) is not None
+
+
+def test_a_filling_disk_raises_an_alert(mail, ext, inv, tmp_path):
+    """No disk is filled here: the threshold goes below what the lab's root filesystem already
+    holds (a variant of the inventory), DiskFilling reaches the pager, and the lab's own
+    threshold is deployed again after. Last in the module: a deploy starts the daemon that
+    `early` stopped for the ServiceDown test."""
+    used = disk_used_percent(mail)
+    if used >= inv.monitoring["disk_percent"]:
+        pytest.skip(f"this machine's disk is {used:.0f}% full, above the lab's threshold already")
+    quiet(mail, "DiskFilling")
+    variant = tmp_path / "lab.yml"
+    variant.write_text(with_disk_percent(max(1, int(used) - 1)))
+    since = time.time()
+    try:
+        deploy(variant)
+        fired = alert(ext, "DiskFilling", "firing", since, mountpoint="/")
+        assert fired is not None, "no disk alert at the webhook"
+        assert fired["labels"]["instance"].startswith(ADDR["mail"])
+    finally:
+        deploy()

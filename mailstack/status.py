@@ -1,9 +1,10 @@
 """`mailstack status`: the running platform against its inventory, read-only.
 
 Each platform host answers one SSH call (PROBE: it only reads) with its units, listening
-ports, certificate, queue, accounts on hold and filesystems, and the monitoring hosts with the alerts that fire; the DNS
-answers the records `mailstack dns` prints. Every check is held against the host's plan, the
-same source the deploy and the firewall use, and ends as a Finding: ok, or a problem named."""
+ports, certificate, accounts on hold and filesystems; a Postfix host with its queue, a
+monitoring host with the alerts that fire. The DNS answers the records `mailstack dns`
+prints. Every check is held against the host's plan, the same source the deploy and the
+firewall use, and ends as a Finding: ok, or a problem named."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ from mailstack.tls import CERT
 
 # Sections a host prints, each after a line "== NAME". Nothing here changes anything.
 PROBE = r"""
-units=$1 prometheus=$2
+units=$1 prometheus=$2 postfix=$3
 echo "== units"; for unit in $units; do echo "$unit" $(systemctl show --property=ActiveState,Result -- "$unit"); done
 echo "== failed"; systemctl --failed --no-legend --plain | awk '{print $1}'
 echo "== listening"; ss -Htln | awk '{print $4}'
 echo "== certificate"; openssl x509 -noout -enddate -in {cert} 2>/dev/null | cut -d= -f2
-echo "== queue"; command -v postqueue >/dev/null && postqueue -j | wc -l
+[ -n "$postfix" ] && echo "== queue" && postqueue -j | wc -l
 echo "== held"; [ -x {tool} ] && {tool} metrics
 echo "== disk"; df -B1 --output=size,avail,target {skip} | tail -n +2
 echo "== alerts"; [ -n "$prometheus" ] && timeout 20 promtool query instant -o json \
@@ -114,7 +115,8 @@ def certificate_findings(name: str, inv: Inventory, found: dict[str, list[str]],
 
 
 def queue_findings(name: str, inv: Inventory, found: dict[str, list[str]]) -> list[Finding]:
-    if "queue" not in found or not found["queue"]:
+    """The mail queue's size, on a host that runs Postfix (only such a host prints one)."""
+    if not found.get("queue"):
         return []
     size, most = int(found["queue"][0]), inv.monitoring["queue_size"]
     return [Finding(name, "queue", size <= most, f"{size} messages" + ("" if size <= most else f" (more than {most})"))]
@@ -152,7 +154,9 @@ def alert_findings(name: str, found: dict[str, list[str]]) -> list[Finding]:
 
 def host_findings(inv: Inventory, plan: HostPlan, now: datetime.datetime) -> list[Finding]:
     monitoring = "monitoring" in plan.roles
-    command = ["bash", "-c", PROBE, "probe", " ".join(expected_units(plan)), str(PROMETHEUS_PORT) if monitoring else ""]
+    postfix = any(c.name == "postfix" for c in plan.components)
+    command = ["bash", "-c", PROBE, "probe", " ".join(expected_units(plan)),
+               str(PROMETHEUS_PORT) if monitoring else "", "yes" if postfix else ""]
     try:
         done = subprocess.run(ssh_argv(plan.host, command), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

@@ -72,11 +72,17 @@ def pem_blocks(text: str) -> list[str]:
     return re.findall(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----", text, re.S)
 
 
+def trusted_certificates(inv) -> list[str]:
+    """Each certificate of the `trusted` files (PEM), in their order."""
+    return [block for path in trusted(inv) for block in pem_blocks(path.read_text())]
+
+
 def trusted_file(inv) -> Path:
     """Every CA of `trusted` in one PEM file on this machine (rewritten at each call): what a
     client here (the tests, the benches, an operator's openssl) verifies the platform with."""
     path = secrets_dir(inv) / "trusted.pem"
-    path.write_text("".join(block + "\n" for source in trusted(inv) for block in pem_blocks(source.read_text())))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(block + "\n" for block in trusted_certificates(inv)))
     return path
 
 

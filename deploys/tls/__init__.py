@@ -26,8 +26,8 @@ ANCHOR_SLOTS = 1 + tls.MAX_ROOTS + tls.LAB_ACME_ROOTS
 
 def roots(inv) -> list[File]:
     """The trusted CAs as update-ca-certificates reads them: one certificate a file."""
-    found = [block for path in tls.trusted(inv) for block in tls.pem_blocks(path.read_text())]
-    return [File.text(f"{TRUST_ANCHORS}/mailstack-{i}.crt", block) for i, block in enumerate(found)]
+    return [File.text(f"{TRUST_ANCHORS}/mailstack-{i}.crt", block)
+            for i, block in enumerate(tls.trusted_certificates(inv))]
 
 
 def configure(plan: HostPlan) -> list[Service]:

@@ -417,8 +417,8 @@ def parser() -> argparse.ArgumentParser:
     account.set_defaults(func=cmd_account)
 
     status = sub.add_parser("status", help="the running platform against the inventory, read-only: units, "
-                            "scheduled jobs, ports, certificates, queues, alerts firing, DNS records (exit 1 on "
-                            "any difference)")
+                            "scheduled jobs, ports, certificates, queues, quotas, backups, disks, alerts firing, DNS "
+                            "records (exit 1 on any difference)")
     inventory_option(status)
     status.add_argument("--json", action="store_true", help="every finding, as JSON")
     status.add_argument("--nameserver", metavar="ADDRESS", help="ask this DNS server for the records (default: "

@@ -37,6 +37,10 @@ NFT_INCLUDED = "/etc/mailstack/nftables.d"  # every *.nft here is part of /etc/n
 METRICS_DIR = "/var/lib/prometheus/node-exporter"  # *.prom here: node exporter's textfile collector
 RSYSLOG_CHECK = "rsyslogd -N1 -f /etc/rsyslog.conf"  # rsyslog's own check of its whole configuration
 
+# The backup tool's record of its last success (`last-backup`: the snapshot; `last-check`),
+# each file's time the time it ended: `mailstack status` holds their age to the inventory
+BACKUP_RECORDS = "/var/lib/mailstack/backup"
+
 ACCOUNT_TOOL = "/usr/local/sbin/mailstack-account"  # `mailstack account`: the sending limits' holds
 LIMITS_KEYS = "mailstack:limits:"  # the prefix of the sending limits' Redis keys (the account tool's only ones)
 

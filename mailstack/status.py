@@ -2,7 +2,8 @@
 
 Each platform host answers one SSH call (PROBE: it only reads) with its units, listening
 ports, certificate, accounts on hold and filesystems; a Postfix host with its queue, a
-monitoring host with the alerts that fire. The DNS answers the records `mailstack dns`
+mailbox host with its mailboxes' quotas and its last good backup and check, a monitoring
+host with the alerts that fire. The DNS answers the records `mailstack dns`
 prints. Every check is held against the host's plan, the same source the deploy and the
 firewall use, and ends as a Finding: ok, or a problem named."""
 
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 import dns.exception
 import dns.resolver
 
-from mailstack.conventions import ACCOUNT_TOOL, PROMETHEUS_PORT, VOLATILE_FILESYSTEMS
+from mailstack.conventions import ACCOUNT_TOOL, BACKUP_RECORDS, PROMETHEUS_PORT, VOLATILE_FILESYSTEMS
 from mailstack.dns import Record, zones
 from mailstack.inventory import Inventory
 from mailstack.plan import HostPlan
@@ -28,18 +29,22 @@ from mailstack.tls import CERT
 
 # Sections a host prints, each after a line "== NAME". Nothing here changes anything.
 PROBE = r"""
-units=$1 prometheus=$2 postfix=$3
+units=$1 prometheus=$2 parts=" $3 "
+has() { case "$parts" in *" $1 "*) true;; *) false;; esac; }
 echo "== units"; for unit in $units; do echo "$unit" $(systemctl show --property=ActiveState,Result -- "$unit"); done
 echo "== failed"; systemctl --failed --no-legend --plain | awk '{print $1}'
 echo "== listening"; ss -Htln | awk '{print $4}'
 echo "== certificate"; openssl x509 -noout -enddate -in {cert} 2>/dev/null | cut -d= -f2
-[ -n "$postfix" ] && echo "== queue" && postqueue -j | wc -l
+has queue && echo "== queue" && postqueue -j | wc -l
+has quota && echo "== quota" && doveadm -f tab quota get -A
+has backup && echo "== backup" && for record in last-backup last-check; do
+  echo "$record $(stat -c %Y {records}/$record 2>/dev/null || echo never) $(cat {records}/$record 2>/dev/null)"; done
 echo "== held"; [ -x {tool} ] && {tool} metrics
 echo "== disk"; df -B1 --output=size,avail,target {skip} | tail -n +2
 echo "== alerts"; [ -n "$prometheus" ] && timeout 20 promtool query instant -o json \
   "http://127.0.0.1:$prometheus" 'ALERTS{alertstate="firing"}' && echo "[end]"
 true
-""".replace("{cert}", CERT).replace("{tool}", ACCOUNT_TOOL).replace(
+""".replace("{cert}", CERT).replace("{records}", BACKUP_RECORDS).replace("{tool}", ACCOUNT_TOOL).replace(
     "{skip}", " ".join(f"-x {kind}" for kind in VOLATILE_FILESYSTEMS))
 TIMEOUT = 60  # seconds for one host's answer
 ALERT_SUBJECTS = ("name", "instance", "account")  # labels that say what an alert is about
@@ -134,6 +139,48 @@ def disk_findings(name: str, inv: Inventory, found: dict[str, list[str]]) -> lis
     return [Finding(name, "disk", not full, f"fuller than {most}%: {', '.join(full)}" if full else shown or "none")]
 
 
+def quota_findings(name: str, inv: Inventory, found: dict[str, list[str]]) -> list[Finding]:
+    """Each mailbox's use of its quota, storage and message count as Dovecot reckons it
+    (`doveadm quota get -A`: user, quota, type, value, limit, percent; no limit: "-")."""
+    if "quota" not in found:
+        return []
+    if not found["quota"]:
+        return [Finding(name, "quota", False, "Dovecot did not answer")]
+    most, full, users = inv.monitoring["quota_percent"], [], set()
+    for row in found["quota"][1:]:
+        user, _, kind, _, limit, percent = row.split("\t")
+        users.add(user)
+        if limit != "-" and int(percent) > most:
+            full.append(f"{user} {percent}%" + (" of its messages" if kind == "MESSAGE" else ""))
+    detail = f"fuller than {most}% of the quota: {', '.join(sorted(full))}" if full else \
+        f"{len(users)} mailboxes, none fuller than {most}% of the quota"
+    return [Finding(name, "quota", not full, detail)]
+
+
+def backup_findings(name: str, inv: Inventory, found: dict[str, list[str]], now: datetime.datetime) -> list[Finding]:
+    """The last good backup against `backup.max_age_hours`, and the repository's last check:
+    what the backup tool recorded when each succeeded ("RECORD TIME|never [TEXT]")."""
+    if "backup" not in found:
+        return []
+    records = {line.split()[0]: line.split()[1:] for line in found["backup"]}
+    most, problems = inv.backup["max_age_hours"], []
+
+    def hours(record: str) -> float | None:
+        when = records.get(record, ["never"])[0]
+        return None if when == "never" else (now.timestamp() - int(when)) / 3600
+
+    backup, check = hours("last-backup"), hours("last-check")
+    if backup is None:
+        problems.append("no good backup yet")
+        shown = ""
+    else:
+        shown = f"last good backup {backup:.0f} h ago (snapshot {records['last-backup'][1]})"
+        if backup > most:
+            problems.append(shown + f", more than backup.max_age_hours ({most})")
+    checked = "repository not checked yet" if check is None else f"repository checked {check:.0f} h ago"
+    return [Finding(name, "backup", not problems, "; ".join(problems or [shown]) + f"; {checked}")]
+
+
 def held_findings(name: str, found: dict[str, list[str]]) -> list[Finding]:
     """Accounts the sending limits put on hold (the account tool's metrics, where it runs)."""
     if not found.get("held"):
@@ -154,9 +201,12 @@ def alert_findings(name: str, found: dict[str, list[str]]) -> list[Finding]:
 
 def host_findings(inv: Inventory, plan: HostPlan, now: datetime.datetime) -> list[Finding]:
     monitoring = "monitoring" in plan.roles
-    postfix = any(c.name == "postfix" for c in plan.components)
+    components = {c.name for c in plan.components}
+    parts = [part for part, wanted in (("queue", "postfix" in components),
+                                       ("quota", "mailbox" in plan.roles and "dovecot" in components),
+                                       ("backup", "backup" in components)) if wanted]
     command = ["bash", "-c", PROBE, "probe", " ".join(expected_units(plan)),
-               str(PROMETHEUS_PORT) if monitoring else "", "yes" if postfix else ""]
+               str(PROMETHEUS_PORT) if monitoring else "", " ".join(parts)]
     try:
         done = subprocess.run(ssh_argv(plan.host, command), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -167,6 +217,7 @@ def host_findings(inv: Inventory, plan: HostPlan, now: datetime.datetime) -> lis
     found = sections(done.stdout)
     findings = unit_findings(plan.name, plan, found) + port_findings(plan.name, plan, found) + \
         certificate_findings(plan.name, inv, found, now) + queue_findings(plan.name, inv, found) + \
+        quota_findings(plan.name, inv, found) + backup_findings(plan.name, inv, found, now) + \
         held_findings(plan.name, found) + disk_findings(plan.name, inv, found)
     return findings + (alert_findings(plan.name, found) if monitoring else [])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mailstack import s3
 from mailstack.component import Component, File, Service, schema_fragment
-from mailstack.conventions import MAIL_ROOT
+from mailstack.conventions import BACKUP_RECORDS, MAIL_ROOT
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
 
@@ -33,8 +33,8 @@ def configure(plan: HostPlan) -> list[Service]:
     return [
         Service(None, (
             File.text(ENVIRONMENT, environment(plan), mode="0600", secret=True),
-            File.template(TOOL, "backup/mailstack-backup.py.j2",
-                          {"environment": ENVIRONMENT, "mail": MAIL_ROOT, **keep}, mode="0750"),
+            File.template(TOOL, "backup/mailstack-backup.py.j2", {"environment": ENVIRONMENT, "mail": MAIL_ROOT,
+                                                                  "records": BACKUP_RECORDS, **keep}, mode="0750"),
         )),
         *(Service(f"{unit}.timer", (
             File.template(f"{UNITS}/{unit}.service", "backup/mailstack-backup.service.j2",

@@ -2,21 +2,24 @@
 inventory, read-only. Operator: the healthy lab's units, ports, certificate, queue and DNS are
 found as planned, in a table and as JSON. Then one thing breaks at a time and status names it
 and exits 1: a daemon stopped (its unit and its port), a scheduled job that failed, an account
-on hold, DNS that does not serve what the inventory says (a domain added to the inventory,
-never deployed)."""
+on hold, a mailbox nearly at its quota, a backup too old, DNS that does not serve what the
+inventory says (a domain added to the inventory, never deployed)."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from labenv import INVENTORY, ROOT
 from test_monitoring import disk_used_percent, with_disk_percent
 
+from deploys.backup import TOOL as BACKUP_TOOL
 from deploys.exporters import NODE_PORT
+from mailstack.conventions import BACKUP_RECORDS
 
 NODE_EXPORTER = "prometheus-node-exporter"
 
@@ -117,3 +120,39 @@ def test_dns_that_does_not_serve_what_the_inventory_says_is_named(grown):
     records = finding(report, "dns", "records")
     assert not records["ok"] and "newcomer.test MX: missing" in records["detail"]
     assert "example.test MX" not in records["detail"]  # what is published stays found
+
+
+def test_a_mailbox_nearly_at_its_quota_is_named(mail, inv, tag):
+    """hana's 20 MB (lab.yml) filled to 95% by one message saved on the host."""
+    user = "hana@sso.test"
+    limit_kib = int(re.search(r"Type=STORAGE Value=\d+ Limit=(\d+) ",
+                              mail.check_output(f"doveadm -f flow quota get -u {user}"))[1])
+    filler = "python3 -c 'import sys; n = int(sys.argv[1]); sys.stdout.write(sys.argv[2] + (\"x\" * 75 + \"\\n\") * n)'"
+    mail.check_output(f"{filler} {int(limit_kib * 1024 * 0.95) // 76} 'Subject: {tag}\n\n' | doveadm save -u {user}")
+    try:
+        code, report = status()
+    finally:
+        mail.check_output(f"doveadm expunge -u {user} mailbox INBOX header Subject {tag}")
+    quota = finding(report, "mail", "quota")
+    shown = re.fullmatch(rf"fuller than {inv.monitoring['quota_percent']}% of the quota: {re.escape(user)} (\d+)%",
+                         quota["detail"])
+    assert code == 1 and not quota["ok"] and shown and 90 < int(shown[1]) <= 100, quota
+    fine = finding(status()[1], "mail", "quota")
+    assert fine["ok"] and re.fullmatch(r"\d+ mailboxes, none fuller than \d+% of the quota", fine["detail"])
+
+
+def test_the_last_good_backup_is_named_and_one_too_old_fails(mail, inv):
+    snapshot = re.search(r"backup done: snapshot (\w+)", mail.check_output(f"{BACKUP_TOOL} run"))[1]
+    backup = finding(status()[1], "mail", "backup")
+    assert backup["ok"] and backup["detail"].startswith(f"last good backup 0 h ago (snapshot {snapshot})"), backup
+    hours = inv.backup["max_age_hours"] + 1  # as if every run since then had failed
+    record = f"{BACKUP_RECORDS}/last-backup"
+    mail.check_output(f"touch -d @{int(time.time()) - hours * 3600} {record}")
+    try:
+        code, report = status()
+    finally:
+        mail.check_output(f"touch {record}")
+    backup = finding(report, "mail", "backup")
+    assert code == 1 and not backup["ok"], backup
+    assert backup["detail"].startswith(f"last good backup {hours} h ago (snapshot {snapshot}), more than "
+                                       f"backup.max_age_hours ({inv.backup['max_age_hours']})"), backup

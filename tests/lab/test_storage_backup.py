@@ -26,6 +26,7 @@ from test_monitoring import alert
 from deploys import storage
 from deploys.backup import ENVIRONMENT, TOOL
 from mailstack import s3 as store
+from mailstack.conventions import BACKUP_RECORDS
 
 BACKUP_BUCKET = INVENTORY.s3["buckets"]["backup"]
 ARCHIVE_BUCKET = INVENTORY.s3["buckets"]["archive"]
@@ -361,11 +362,16 @@ def test_the_lock_is_renewed_daily_and_only_what_ran_out_is_removed(mail, ca_fil
 
 
 def test_a_failed_backup_is_a_failed_unit_and_an_alert(mail, ext):
+    """... and it leaves the record of the last good backup alone (`mailstack status` ages it)."""
+    backup_run(mail)
+    record = f"stat -c '%Y %s' {BACKUP_RECORDS}/last-backup && cat {BACKUP_RECORDS}/last-backup"
+    good = mail.check_output(record)
     since = time.time()
     mail.check_output("systemctl stop mailstack-seaweedfs")
     try:
         assert mail.run("systemctl start mailstack-backup.service").rc != 0
         assert mail.service("mailstack-backup.service").systemd_properties["ActiveState"] == "failed"
+        assert mail.check_output(record) == good
         fired = alert(ext, "ScheduledJobFailed", "firing", since, timeout=120, name="mailstack-backup.service")
         assert fired is not None, "no alert on a failed backup"
     finally:

@@ -7,11 +7,13 @@ from test_rendered import LAB, secrets_home  # noqa: F401 (secrets_home: a scrat
 from mailstack.inventory import check_text
 from mailstack.plan import plans
 from mailstack.status import (
+    backup_findings,
     certificate_findings,
     disk_findings,
     expected_units,
     held_findings,
     port_findings,
+    quota_findings,
     sections,
     unit_findings,
 )
@@ -79,3 +81,38 @@ def test_each_filesystem_is_held_to_the_disk_threshold():
     assert (disk.ok, disk.detail) == (False, "fuller than 85%: / 90%")
     [fine] = disk_findings("mail", inv, {"disk": ["1000 500 /"]})
     assert (fine.ok, fine.detail) == (True, "/ 50%")
+
+
+def test_each_mailbox_is_held_to_its_quota():
+    inv, _ = mail_plan()  # quota_percent: the default, 90
+    header = "Username\tQuota name\tType\tValue\tLimit\t%"
+    rows = ["hana@sso.test\tUser quota\tSTORAGE\t19000\t20480\t92",
+            "hana@sso.test\tUser quota\tMESSAGE\t3\t-\t0",
+            "bob@example.test\tUser quota\tSTORAGE\t10\t1048576\t0",
+            "bob@example.test\tUser quota\tMESSAGE\t95\t100\t95"]
+    [full] = quota_findings("mail", inv, sections("\n".join(["== quota", header, *rows])))
+    assert (full.ok, full.detail) == (
+        False, "fuller than 90% of the quota: bob@example.test 95% of its messages, hana@sso.test 92%")
+    [fine] = quota_findings("mail", inv, sections("\n".join(["== quota", header, rows[1], rows[2]])))
+    assert (fine.ok, fine.detail) == (True, "2 mailboxes, none fuller than 90% of the quota")
+    [silent] = quota_findings("mail", inv, sections("== quota\n== disk"))
+    assert (silent.ok, silent.detail) == (False, "Dovecot did not answer")
+    assert quota_findings("ext", inv, {}) == []  # no mailboxes there
+
+
+def test_the_last_good_backup_is_held_to_its_age():
+    inv, _ = mail_plan()  # max_age_hours: the default, 26
+    hour = 3600
+    now = int(NOW.timestamp())
+
+    def found(backup: str, check: str) -> dict:
+        return sections(f"== backup\nlast-backup {backup}\nlast-check {check}")
+
+    [fresh] = backup_findings("mail", inv, found(f"{now - 2 * hour} 1a2b3c4d", f"{now - 30 * hour} no errors"), NOW)
+    assert (fresh.ok, fresh.detail) == (
+        True, "last good backup 2 h ago (snapshot 1a2b3c4d); repository checked 30 h ago")
+    [old] = backup_findings("mail", inv, found(f"{now - 27 * hour} 1a2b3c4d", "never"), NOW)
+    assert (old.ok, old.detail) == (False, "last good backup 27 h ago (snapshot 1a2b3c4d), more than "
+                                           "backup.max_age_hours (26); repository not checked yet")
+    [none] = backup_findings("mail", inv, found("never", "never"), NOW)
+    assert (none.ok, none.detail) == (False, "no good backup yet; repository not checked yet")

@@ -182,6 +182,8 @@ class Gateway:
             raise ReinjectError(code, text.decode(errors="replace")) from None
         except smtplib.SMTPResponseException as err:
             client.close()
+            if reused and 400 <= err.smtp_code < 500:  # the kept session may be what failed (its milter
+                return self.reinject(target, sender, recipients, data)  # reloaded under it): once more, fresh
             raise ReinjectError(err.smtp_code, err.smtp_error.decode(errors="replace")) from None
         except BaseException:
             client.close()

@@ -375,6 +375,37 @@ def test_a_kept_connection_the_server_timed_out_is_replaced(pki):
     assert sink.timed_out == 1 and len(sink.messages) == 2 and len(set(sink.peers)) == 2
 
 
+class ReloadedMilterSink(Sink):
+    """Answers 451 at the end of DATA on a connection it has already used, as Postfix does when
+    the milter session under a kept connection ended (rspamd reloaded); a new connection works."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.refused = set(), 0
+
+    async def handle_DATA(self, server, session, envelope):
+        if session.peer in self.seen:
+            self.refused += 1
+            return "451 4.7.1 Service unavailable - try again later"
+        self.seen.add(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_kept_connection_whose_milter_went_away_is_replaced_not_deferred(pki):
+    sink, inbound, gateway_port = ReloadedMilterSink(), free_port(), free_port()
+    config = Config(hostname="gw.test", listen="127.0.0.1", port=gateway_port, trust=pki["ca"],
+                    returns={"127.0.0.1": "mta.test"}, inbound_port=inbound,
+                    outbound_port=inbound, reinject_ca=None)
+    controllers = [start(sink, inbound), start(Gateway(config), gateway_port)]
+    try:
+        for i in range(2):
+            send(gateway_port, "someone@elsewhere.test", ["u@a.test"], plain(subject=f"m{i}"))
+    finally:
+        for c in controllers:
+            c.stop()
+    assert sink.refused == 1 and len(sink.messages) == 2 and len(set(sink.peers)) == 2  # once each, no loss
+
+
 # --- the attacker's side: nothing decided by addresses, nothing decrypted on the way out ---
 
 def encrypted_to(pki, domain: str, text: str, subject: str = "x") -> bytes:

@@ -287,6 +287,29 @@ def cmd_dmarc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dkim(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mailstack import dkim
+    from mailstack.inventory import InventoryInvalid
+
+    if _load_or_report(args.inventory) is None:
+        return EXIT_INVALID
+    nameservers = (args.nameserver,) if args.nameserver else None
+    try:
+        if args.action == "rotate":
+            dkim.rotate(Path(args.inventory), args.domain.lower(), args.selector, args.wait, nameservers)
+        else:
+            dkim.retire(Path(args.inventory), args.domain.lower(), nameservers)
+    except InventoryInvalid as invalid:
+        print(invalid, file=sys.stderr)
+        return EXIT_INVALID
+    except dkim.RotationError as error:
+        print(f"dkim: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from deploys.backup import TOOL
 
@@ -444,6 +467,24 @@ def parser() -> argparse.ArgumentParser:
     for command in (impact, advance):
         command.add_argument("domain", help="a platform domain")
     dmarc.set_defaults(func=cmd_dmarc)
+
+    keys = sub.add_parser("dkim", help="rotate a domain's DKIM key (edits the inventory and deploys), or retire "
+                                       "the old one after the grace period")
+    inventory_option(keys)
+    keys.add_argument("--nameserver", metavar="ADDRESS", help="the DNS server to watch for the new key (default: "
+                      "a lab's own, else this machine's resolver)")
+    turn = keys.add_subparsers(dest="action", required=True)
+    rotate = turn.add_parser("rotate", help="name a new selector in the inventory (the old one as dkim.previous), "
+                                            "deploy, wait until the DNS serves the new key, deploy to sign with it; "
+                                            "run again to finish a rotation under way")
+    rotate.add_argument("--selector", help="the new selector (default: s and today's date, s20261206)")
+    rotate.add_argument("--wait", type=int, default=3600, metavar="SECONDS",
+                        help="how long to wait for the DNS (default: 3600)")
+    retire = turn.add_parser("retire", help="take the previous selector out of the inventory and the DNS (once "
+                                            "the new key is served)")
+    for command in (rotate, retire):
+        command.add_argument("domain", help="a platform domain")
+    keys.set_defaults(func=cmd_dkim)
 
     backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore, rewind (over SSH)")
     inventory_option(backup)

@@ -6,8 +6,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from mailstack.dkim import key_name, key_record, selectors
 from mailstack.inventory import Domain, Host, Inventory
-from mailstack.secrets import dkim_key, dkim_public_record
 
 TTL = 300
 
@@ -84,9 +84,7 @@ def domain_records(inv: Inventory, domain: Domain) -> list[Record]:
     records.append(Record(f"_smtp._tls.{d}", "TXT",
                           f"v=TLSRPTv1; rua=mailto:{inv.platform['postmaster']}"))
     if domain.dkim["enabled"]:
-        key = dkim_key(inv, d, domain.dkim["selector"], domain.dkim["bits"])
-        records.append(Record(f"{domain.dkim['selector']}._domainkey.{d}", "TXT",
-                              dkim_public_record(key)))
+        records += [Record(key_name(domain, s), "TXT", key_record(inv, domain, s)) for s in selectors(domain)]
     records += address_records(imap_name(domain), reading_hosts(inv, domain))
     if domain.imap:
         records.append(Record(f"_imaps._tcp.{d}", "SRV", f"0 1 993 {imap_name(domain)}."))

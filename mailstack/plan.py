@@ -228,11 +228,10 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
         components = registry.components()
     own = own_domains(inv)
     mtas = [h for h in inv.hosts if not h.outside and MTA_ROLES & set(h.roles)]
-    nameservers = inv.hosts_with("dns")
-    isolated = bool(inv.platform["lab"] and nameservers)
+    isolated = bool(inv.lab_nameservers())
     lab_zones = sorted(zones(inv)) if isolated else []
     resolver = Resolver(isolated=isolated, zones=tuple(sorted({*lab_zones, *parents(lab_zones)})),
-                        nameservers=tuple(h.address for h in nameservers), anchors=anchors(inv, lab_zones))
+                        nameservers=tuple(h.address for h in inv.hosts_with("dns")), anchors=anchors(inv, lab_zones))
     own_names = {d.name for d in own}
     lab_partners = tuple(p["domain"] for p in inv.smime["partners"]
                          if lab_ca_issues(inv.tls["source"], inv.platform["lab"]) and "certificate" not in p

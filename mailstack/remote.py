@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 from mailstack.inventory import Host
 
@@ -25,3 +28,13 @@ def ssh_argv(host: Host, command: list[str]) -> list[str]:
     if "key" in host.ssh:
         options += ["-i", os.path.expanduser(host.ssh["key"]), "-o", "IdentitiesOnly=yes"]
     return ["ssh", *options, f"{host.ssh['user']}@{host.address}", shlex.join(command)]
+
+
+def deploy(inventory: str | Path, limit: str | None = None, capture: bool = True) -> subprocess.CompletedProcess:
+    """The project's deploy (pyinfra) of `inventory`, on host or group `limit` only if given;
+    its output captured, or shown as it runs."""
+    pyinfra = Path(sys.executable).parent / "pyinfra"
+    return subprocess.run([str(pyinfra), "-y", *(["--limit", limit] if limit else []), "inventory.py", "deploy.py"],
+                          cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "MAILSTACK_INVENTORY": str(Path(inventory).resolve())},
+                          capture_output=capture, text=True)

@@ -262,8 +262,8 @@ def audit(inv: Inventory, plans: dict[str, HostPlan], nameserver: str | None = N
     platform = [plans[h.name] for h in inv.hosts if not h.outside]
     with ThreadPoolExecutor(8) as pool:
         per_host = list(pool.map(lambda plan: host_findings(inv, plan, now), platform))
-    if nameserver is None and inv.platform["lab"] and inv.hosts_with("dns"):
-        nameserver = inv.hosts_with("dns")[0].address
+    if nameserver is None and inv.lab_nameservers():
+        nameserver = inv.lab_nameservers()[0]
     added = next(iter(plans.values())).contributed("dns.records")
     return [f for found in per_host for f in found] + dns_findings(inv, added, nameserver)
 

@@ -21,6 +21,7 @@ from mailstack.conventions import (
     SMIME_RESULT,
     SUBMISSION_VIA_GATEWAY,
 )
+from mailstack.dkim import key_name, signing_selector
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -71,10 +72,16 @@ def policies(plan: HostPlan) -> list[tuple[str, dict]]:
 
 
 def _signing(plan: HostPlan) -> list[dict]:
-    """DKIM keys of the platform's own domains: (name, selector, path on the host, key here)."""
-    return [{"name": d.name, "selector": d.dkim["selector"], "path": f"{DKIM_DIR}/{d.name}.{d.dkim['selector']}.key",
-             "source": dkim_key(plan.inv, d.name, d.dkim["selector"], d.dkim["bits"])}
-            for d in plan.own_domains if d.dkim["enabled"]]
+    """DKIM keys of the platform's own domains: (name, selector, path on the host, key here).
+    A domain in a rotation signs with its new key only once the DNS serves it."""
+    nameservers = plan.inv.lab_nameservers()
+    signing = [(d, signing_selector(plan.inv, d, nameservers)) for d in plan.own_domains if d.dkim["enabled"]]
+    for d, selector in signing:
+        if selector != d.dkim["selector"]:
+            print(f"DKIM: {d.name} signs with {selector!r} until the DNS serves "
+                  f"{key_name(d, d.dkim['selector'])}: deploy again then (`mailstack dkim rotate` waits for it)")
+    return [{"name": d.name, "selector": selector, "path": f"{DKIM_DIR}/{d.name}.{selector}.key",
+             "source": dkim_key(plan.inv, d.name, selector, d.dkim["bits"])} for d, selector in signing]
 
 
 PACKAGED_TLDS = "/usr/share/rspamd/effective_tld_names.dat"

@@ -116,6 +116,11 @@ class Inventory:
     def hosts_with(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if role in h.roles)
 
+    def lab_nameservers(self) -> tuple[str, ...]:
+        """A lab's own nameservers, which every lab host asks (the outside world's DNS is not
+        the lab's); none on a platform (its hosts and the control machine ask their own)."""
+        return tuple(h.address for h in self.hosts_with("dns")) if self.platform["lab"] else ()
+
     def domain(self, name: str) -> Domain:
         return self._domains_by_name[name]
 

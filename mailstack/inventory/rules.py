@@ -106,6 +106,9 @@ def _domain_problems(data: dict, pos: Positions) -> list[Problem]:
             if "submission" not in roles_of.get(name, set()):
                 problems.append(pos.problem(("domains", i, "submission", j), f"host {name!r} is "
                                             "not defined or has no 'submission' role"))
+        if domain["dkim"].get("previous") == domain["dkim"]["selector"]:
+            problems.append(pos.problem(("domains", i, "dkim", "previous"), "is the selector that signs: a "
+                                        "rotation names the new selector in `selector`, the old one here"))
         if "mailbox" not in domain and len(mailbox_hosts(domain, hosts)) > 1:
             problems.append(pos.problem(("domains", i), "several mailbox hosts could hold this "
                                         "domain: say which in domains[].mailbox"))

@@ -7,19 +7,16 @@ lab the CA is deployed first, alone, so that the whole deploy after it already t
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from mailstack import tls
 from mailstack.conventions import ACME_CA_MANAGEMENT_PORT as MANAGEMENT_PORT
 from mailstack.conventions import ACME_CA_ROLE as ROLE
 from mailstack.inventory import Inventory
 from mailstack.lab.util import LabError, log
+from mailstack.remote import deploy
 from mailstack.secrets import lab_acme_roots, lab_ca
 
 
@@ -76,11 +73,7 @@ def ensure_ca(inv: Inventory) -> None:
         pass
     log(f"deploying the lab's ACME CA first ({', '.join(h.name for h in inv.hosts_with(ROLE))}): "
         "the hosts must trust its root before they ask it for certificates")
-    pyinfra = Path(sys.executable).parent / "pyinfra"
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([str(pyinfra), "-y", "--limit", ROLE, "inventory.py", "deploy.py"], cwd=root,
-                          env={**os.environ, "MAILSTACK_INVENTORY": str(Path(inv.file).resolve())},
-                          capture_output=True, text=True)
+    done = deploy(inv.file, limit=ROLE)
     if done.returncode != 0:
         raise LabError(f"deploying the ACME CA failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     trust_current_root(inv, wait=60)

@@ -45,6 +45,8 @@ EXTENSION_POINTS = {
                    "(ACME), each is reloaded (restarted if it cannot reload) with the new one",
     "dns.records": "DNS records the platform publishes, [mailstack.dns.Record]; each in a zone of the platform",
     "monitoring.targets": "what Prometheus scrapes on the host, [(job, 'address:port')]",
+    "monitoring.certificates": "more certificate files on the host (besides its own) whose expiry its metrics "
+                               "report, the expiry alert and `mailstack status` watch, [path]",
     "monitoring.rules": "alerts on what it exports, [mailstack.component.AlertRule]; one alert name, one rule",
     "directory.accounts": "accounts a directory the platform runs must hold for its clients, [(dn, password)]",
 }

@@ -29,12 +29,13 @@ from mailstack.tls import CERT
 
 # Sections a host prints, each after a line "== NAME". Nothing here changes anything.
 PROBE = r"""
-units=$1 prometheus=$2 parts=" $3 "
+units=$1 prometheus=$2 parts=" $3 " certificates=$4
 has() { case "$parts" in *" $1 "*) true;; *) false;; esac; }
 echo "== units"; for unit in $units; do echo "$unit" $(systemctl show --property=ActiveState,Result -- "$unit"); done
 echo "== failed"; systemctl --failed --no-legend --plain | awk '{print $1}'
 echo "== listening"; ss -Htln | awk '{print $4}'
-echo "== certificate"; openssl x509 -noout -enddate -in {cert} 2>/dev/null | cut -d= -f2
+echo "== certificate"; for path in $certificates; do
+  echo "$path $(openssl x509 -noout -enddate -in "$path" 2>/dev/null | cut -d= -f2)"; done
 has queue && echo "== queue" && postqueue -j | wc -l
 has quota && echo "== quota" && doveadm -f tab quota get -A
 has backup && echo "== backup" && for record in last-backup last-check; do
@@ -44,7 +45,7 @@ echo "== disk"; df -B1 --output=size,avail,target {skip} | tail -n +2
 echo "== alerts"; [ -n "$prometheus" ] && timeout 20 promtool query instant -o json \
   "http://127.0.0.1:$prometheus" 'ALERTS{alertstate="firing"}' && echo "[end]"
 true
-""".replace("{cert}", CERT).replace("{records}", BACKUP_RECORDS).replace("{tool}", ACCOUNT_TOOL).replace(
+""".replace("{records}", BACKUP_RECORDS).replace("{tool}", ACCOUNT_TOOL).replace(
     "{skip}", " ".join(f"-x {kind}" for kind in VOLATILE_FILESYSTEMS))
 TIMEOUT = 60  # seconds for one host's answer
 ALERT_SUBJECTS = ("name", "instance", "account")  # labels that say what an alert is about
@@ -109,14 +110,26 @@ def port_findings(name: str, plan: HostPlan, found: dict[str, list[str]]) -> lis
 
 def certificate_findings(name: str, inv: Inventory, found: dict[str, list[str]],
                          now: datetime.datetime) -> list[Finding]:
-    dates = found.get("certificate", [])
-    if not dates:
-        return [Finding(name, "certificate", False, f"no certificate at {CERT}")]
-    expires = datetime.datetime.strptime(dates[0], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
-    days = (expires - now).days
-    least = inv.monitoring["certificate_days"]
-    warning = "" if days >= least else f" (fewer than monitoring.certificate_days, {least})"
-    return [Finding(name, "certificate", days >= least, f"{days} days left{warning}")]
+    """Days left of the host's certificate ("certificate") and of those its daemons sign with
+    (`monitoring.certificates`: "certificates"), against `monitoring.certificate_days`."""
+    least, days = inv.monitoring["certificate_days"], {}
+    for line in found.get("certificate", []):
+        path, _, end = line.partition(" ")
+        days[path] = (datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
+                      - now).days if end else None
+    own = days.pop(CERT, None)
+    if own is None:
+        findings = [Finding(name, "certificate", False, f"no certificate at {CERT}")]
+    else:
+        warning = "" if own >= least else f" (fewer than monitoring.certificate_days, {least})"
+        findings = [Finding(name, "certificate", own >= least, f"{own} days left{warning}")]
+    if days:
+        shown = [f"{path}: " + ("none" if left is None else f"{left} days left")
+                 for path, left in sorted(days.items(), key=lambda item: (item[1] is not None, item[1] or 0))]
+        short = [path for path, left in days.items() if left is None or left < least]
+        findings.append(Finding(name, "certificates", not short, "; ".join(shown) + (
+            f" (fewer than monitoring.certificate_days, {least})" if short else "")))
+    return findings
 
 
 def queue_findings(name: str, inv: Inventory, found: dict[str, list[str]]) -> list[Finding]:
@@ -206,7 +219,8 @@ def host_findings(inv: Inventory, plan: HostPlan, now: datetime.datetime) -> lis
                                        ("quota", "mailbox" in plan.roles and "dovecot" in components),
                                        ("backup", "backup" in components)) if wanted]
     command = ["bash", "-c", PROBE, "probe", " ".join(expected_units(plan)),
-               str(PROMETHEUS_PORT) if monitoring else "", " ".join(parts)]
+               str(PROMETHEUS_PORT) if monitoring else "", " ".join(parts),
+               " ".join([CERT, *plan.contributed("monitoring.certificates")])]
     try:
         done = subprocess.run(ssh_argv(plan.host, command), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

@@ -34,7 +34,8 @@ def configure(plan: HostPlan) -> list[Service]:
                           {"port": NODE_PORT, "directory": METRICS_DIR, "units": watched_units(plan)}),)),
         Service("mailstack-metrics.timer", (
             File.template(METRICS, "exporters/mailstack-metrics.py.j2",
-                          {"directory": METRICS_DIR, "cert": tls.CERT, "account_tool": ACCOUNT_TOOL},
+                          {"directory": METRICS_DIR, "account_tool": ACCOUNT_TOOL,
+                           "certificates": [tls.CERT, *plan.contributed("monitoring.certificates")]},
                           mode="0755"),
             File.template("/etc/systemd/system/mailstack-metrics.service", "exporters/mailstack-metrics.service.j2",
                           {"program": METRICS}),

@@ -28,6 +28,16 @@ def _tenant_files(plan: HostPlan, domain) -> tuple[str | Path, str | Path]:
     return domain_certificate(plan.inv, domain.name)
 
 
+def tenant_certificate(domain: str) -> str:
+    """Where the gateway reads a tenant's certificate (its key beside it, .key)."""
+    return f"{ETC}/tenants/{domain}.pem"
+
+
+def certificates(inv, host) -> list[str]:
+    """The tenants' certificates the gateway signs and decrypts with: their expiry is watched."""
+    return [tenant_certificate(d.name) for d in inv.own_domains() if d.smime_enabled]
+
+
 def tenants_and_partners(plan: HostPlan) -> tuple[dict, dict, list[File]]:
     """Tenants and partners as the gateway sees them, and their certificate files."""
     tenants, partners, installed = {}, {}, []
@@ -36,7 +46,8 @@ def tenants_and_partners(plan: HostPlan) -> tuple[dict, dict, list[File]]:
         tenants[domain.name] = {"sign": domain.smime["sign"], "encrypt": domain.smime["encrypt"]}
         if domain.smime_enabled:
             cert, key = _tenant_files(plan, domain)
-            paths = {"cert": f"{ETC}/tenants/{domain.name}.pem", "key": f"{ETC}/tenants/{domain.name}.key"}
+            certificate = tenant_certificate(domain.name)
+            paths = {"cert": certificate, "key": certificate.removesuffix(".pem") + ".key"}
             tenants[domain.name].update(paths)
             installed += [File.copy(paths["cert"], cert, **OWNED),
                           File.copy(paths["key"], key, mode="0600", secret=True, **OWNED)]
@@ -167,6 +178,6 @@ COMPONENT = Component(
     rules=(rules,),
     openings=openings,
     install=install,
-    adds={"tls.readers": tls.readers(UNIT)},
+    adds={"tls.readers": tls.readers(UNIT), "monitoring.certificates": certificates},
     configure=configure,
 )

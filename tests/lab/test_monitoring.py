@@ -7,6 +7,7 @@ the metrics ports are closed to other hosts."""
 
 import json
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -108,13 +109,13 @@ def test_an_account_put_on_hold_raises_an_alert_at_the_webhook(fresh_account, ex
     assert alert(ext, "MailstackAccountOnHold", "resolved", since, login=LIMITED) is not None, "no all-clear"
 
 
-def with_disk_percent(percent: int) -> str:
-    """The lab inventory with `monitoring.disk_percent` at `percent`."""
+def with_monitoring(setting: str, value: int) -> str:
+    """The lab inventory with `monitoring.SETTING` at `value`."""
     lab = Path(INVENTORY.file).read_text()
-    assert "\nmonitoring:" in lab and "disk_percent" not in lab
+    assert "\nmonitoring:" in lab and f"  {setting}:" not in lab
     start = lab.index("\nmonitoring:")
     line_end = lab.index("\n", start + 1)
-    return lab[:line_end + 1] + f"  disk_percent: {percent}\n" + lab[line_end + 1:]
+    return lab[:line_end + 1] + f"  {setting}: {value}\n" + lab[line_end + 1:]
 
 
 def disk_used_percent(host) -> float:
@@ -185,6 +186,18 @@ def scraped(mail, expression: str) -> float:
     return float(result[0]["value"][1]) if result else -1
 
 
+def test_the_expiry_of_each_certificate_a_daemon_uses_reaches_prometheus(mail):
+    """The host's certificate and the S/MIME gateway's tenant certificate: the expiry alert
+    watches both, each with the date openssl reads on the host."""
+    for path in ("/etc/mailstack/tls/cert.pem", "/etc/mailstack-smime/tenants/example.test.pem"):
+        end = mail.check_output(f"openssl x509 -noout -enddate -in {path}").split("=", 1)[1]
+        expected = ssl.cert_time_to_seconds(end)
+        deadline = time.monotonic() + 90  # the metrics job runs at every scrape interval
+        while scraped(mail, f'mailstack_certificate_expiry_timestamp_seconds{{path="{path}"}}') != expected:
+            assert time.monotonic() < deadline, f"no expiry of {path} in Prometheus"
+            time.sleep(5)
+
+
 def test_dovecot_and_rspamd_own_counters_reach_prometheus(mail, addr, fqdn, ca_file, tag):
     logins = 'mailstack_dovecot_events_total{event="auth_success"}'
     scans = "rspamd_scanned_total"
@@ -223,7 +236,7 @@ def test_a_filling_disk_raises_an_alert(mail, ext, inv, tmp_path):
         pytest.skip(f"this machine's disk is {used:.0f}% full, above the lab's threshold already")
     quiet(mail, "DiskFilling")
     variant = tmp_path / "lab.yml"
-    variant.write_text(with_disk_percent(max(1, int(used) - 1)))
+    variant.write_text(with_monitoring("disk_percent", max(1, int(used) - 1)))
     since = time.time()
     try:
         deploy(variant)

@@ -4,13 +4,14 @@ import json
 import re
 import smtplib
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
 from helpers import imap_find, message, named_context, submit
-from labenv import INVENTORY
+from labenv import INVENTORY, run_deploy
 
 from deploys.clamav import EICAR
 from mailstack.secrets import domain_certificate, lab_ca
@@ -194,3 +195,56 @@ def test_plain_mail_for_a_tenant_takes_no_gateway_pass_and_gets_its_verdict(mail
     assert raw is not None, "plain mail waited for the gateway"
     assert header_values(raw, "X-Mailstack-SMIME") == ["decrypted=no; signature=none"]
     assert not header_values(raw, "X-Mailstack-SMIME-Pass")
+
+
+def test_a_renewed_tenant_certificate_is_taken_with_no_mail_lost_or_mis_signed(mail, addr, fqdn, ca_file, tag,
+                                                                             gateway_up, rspamd_ready, tmp_path):
+    """Issue 27: the lab CA renews example.test's certificate (same key, as a renewal does) and
+    a deploy hands it to the gateway while alice keeps writing to the partner. Every message
+    reaches ext, and each opens and verifies: signed with the old certificate, then with the new,
+    never back, never with a certificate and a key that do not belong together."""
+    cert_path = domain_certificate(INVENTORY, "example.test")[0]
+    old = cert_path.read_bytes()
+    sent, stop = [], threading.Event()
+
+    def send() -> None:
+        subject = f"{tag}-{len(sent):03d}"
+        submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
+               message("alice@example.test", "carol@ext.test", subject, body=f"Signed {subject}\n"))
+        sent.append(subject)
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            send()
+            stop.wait(1)
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        cert_path.unlink()  # the next deploy has the lab CA issue it again
+        done = run_deploy()
+    finally:
+        stop.set()
+        sender.join()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    new = cert_path.read_bytes()
+    assert new != old and mail.check_output("cat /etc/mailstack-smime/tenants/example.test.pem") == new.decode().strip()
+    send()  # after the deploy
+    partner_cert, partner_key = domain_certificate(INVENTORY, "ext.test")
+    signers = []
+    for subject in sent:
+        raw = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", subject, timeout=20)
+        if raw is None:  # the gateway restarted under it: the mail waits at Postfix (4xx), sent on now
+            mail.check_output("postqueue -f")
+            raw = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", subject)
+        assert raw is not None, f"{subject} was lost"
+        opened = cms("-decrypt", "-recip", str(partner_cert), "-inkey", str(partner_key), data=raw)
+        assert opened.returncode == 0, opened.stderr
+        signer = tmp_path / f"{subject}.pem"
+        verified = cms("-verify", "-CAfile", str(lab_ca(INVENTORY)[0]), "-signer", str(signer), data=opened.stdout)
+        assert verified.returncode == 0 and f"Signed {subject}".encode() in verified.stdout, verified.stderr
+        leaf = signer.read_bytes().strip()
+        assert leaf in old or leaf in new, f"{subject}: signed with neither certificate"
+        signers.append("new" if leaf in new else "old")
+    assert signers[0] == "old" and signers[-1] == "new", signers  # the change came while mail flowed
+    assert signers == sorted(signers, key=lambda s: s == "new"), signers

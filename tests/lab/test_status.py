@@ -7,6 +7,7 @@ inventory says (a domain added to the inventory, never deployed)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from labenv import INVENTORY, ROOT
-from test_monitoring import disk_used_percent, with_disk_percent
+from test_monitoring import disk_used_percent, with_monitoring
 
 from deploys.backup import TOOL as BACKUP_TOOL
 from deploys.exporters import NODE_PORT
 from mailstack.conventions import BACKUP_RECORDS
+from mailstack.lab.recipes import closed
 
 NODE_EXPORTER = "prometheus-node-exporter"
 
@@ -106,7 +108,7 @@ def grown(tmp_path) -> Path:
 
 def test_a_filesystem_fuller_than_the_threshold_is_named(mail, tmp_path):
     strict = tmp_path / "lab.yml"  # the same platform, with a threshold below what / holds
-    strict.write_text(with_disk_percent(1))
+    strict.write_text(with_monitoring("disk_percent", 1))
     code, report = status(inventory=strict)
     disk = finding(report, "mail", "disk")
     assert code == 1 and not disk["ok"]
@@ -156,3 +158,19 @@ def test_the_last_good_backup_is_named_and_one_too_old_fails(mail, inv):
     assert code == 1 and not backup["ok"], backup
     assert backup["detail"].startswith(f"last good backup {hours} h ago (snapshot {snapshot}), more than "
                                        f"backup.max_age_hours ({inv.backup['max_age_hours']})"), backup
+
+
+def test_a_certificate_a_daemon_signs_with_is_held_to_the_threshold_too(mail, tmp_path):
+    """The S/MIME gateway's tenant certificate, beside the host's own: a threshold beyond
+    both names both, with the days each has left (as openssl reads them on the host). The
+    threshold is past ACME's renewal window, which `check` refuses: the lab-CA variant."""
+    tenant = "/etc/mailstack-smime/tenants/example.test.pem"
+    end = mail.check_output(f"openssl x509 -noout -enddate -in {tenant}").split("=", 1)[1]
+    days = (datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z") - datetime.datetime.utcnow()).days
+    strict = tmp_path / "lab.yml"
+    strict.write_text(closed(with_monitoring("certificate_days", days + 10)))
+    code, report = status(inventory=strict)
+    certificates = finding(report, "mail", "certificates")
+    assert code == 1 and not certificates["ok"] and not finding(report, "mail", "certificate")["ok"]
+    assert f"{tenant}: {days} days left" in certificates["detail"], certificates
+    assert finding(status()[1], "mail", "certificates")["ok"]  # the lab's own threshold: far off

@@ -248,6 +248,9 @@ TABLE = [
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-acme|mailstack-backup|'
       'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
       'postfix-mta-sts-resolver|postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
+    ("monitoring: the metrics watch the S/MIME tenants' certificates too", LAB, "mail",
+     "/usr/local/sbin/mailstack-metrics",
+     ['CERTIFICATES = ["/etc/mailstack/tls/cert.pem", "/etc/mailstack-smime/tenants/example.test.pem"]  # the host\'s own first: it must be there'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
      ['      - url: "https://ext.lab.test:8444/alerts"', "  group_wait: 5s"], ["email_configs"]),
     ("monitoring: Prometheus and Alertmanager on loopback", LAB, "mail", "/etc/default/prometheus-alertmanager",

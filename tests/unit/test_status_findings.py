@@ -17,6 +17,7 @@ from mailstack.status import (
     sections,
     unit_findings,
 )
+from mailstack.tls import CERT
 
 NOW = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
 
@@ -57,11 +58,23 @@ def test_a_stopped_daemon_a_failed_job_and_a_stray_port_are_named():
 
 def test_a_certificate_is_held_against_the_alert_threshold():
     inv, _ = mail_plan()
-    [soon] = certificate_findings("mail", inv, {"certificate": ["Dec 20 00:00:00 2026 GMT"]}, NOW)
-    [later] = certificate_findings("mail", inv, {"certificate": ["Jan 20 00:00:00 2027 GMT"]}, NOW)
-    [none] = certificate_findings("mail", inv, {}, NOW)
+    [soon] = certificate_findings("mail", inv, {"certificate": [f"{CERT} Dec 20 00:00:00 2026 GMT"]}, NOW)
+    [later] = certificate_findings("mail", inv, {"certificate": [f"{CERT} Jan 20 00:00:00 2027 GMT"]}, NOW)
+    [none] = certificate_findings("mail", inv, {"certificate": [f"{CERT} "]}, NOW)
     assert (soon.ok, later.ok, none.ok) == (False, True, False)
     assert soon.detail == "14 days left (fewer than monitoring.certificate_days, 21)" and later.detail == "45 days left"
+
+
+def test_the_certificates_daemons_sign_with_are_held_to_it_too():
+    inv, plan = mail_plan()
+    tenants = [p for p in plan.contributed("monitoring.certificates")]
+    assert "/etc/mailstack-smime/tenants/example.test.pem" in tenants  # the S/MIME gateway's tenants
+    found = {"certificate": [f"{CERT} Jan 20 00:00:00 2027 GMT", f"{tenants[0]} Dec 10 00:00:00 2026 GMT",
+                             "/etc/x/b.pem Dec 6 00:00:00 2028 GMT", "/etc/x/gone.pem "]}
+    [own, others] = certificate_findings("mail", inv, found, NOW)
+    assert own.ok and not others.ok
+    assert others.detail == (f"/etc/x/gone.pem: none; {tenants[0]}: 4 days left; /etc/x/b.pem: 731 days left "
+                             "(fewer than monitoring.certificate_days, 21)")
 
 
 def test_accounts_on_hold_are_read_from_the_account_tools_metrics():

@@ -310,6 +310,24 @@ def cmd_dkim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import json
+
+    from mailstack import migrate
+
+    inv = _load_or_report(args.inventory)
+    if inv is None:
+        return EXIT_INVALID
+    try:
+        results = migrate.migrate(inv, args.user and args.user.lower(), args.domain and args.domain.lower(),
+                                  "verify" if args.verify_only else "sync")
+    except migrate.MigrationError as error:
+        print(f"migrate: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(results, indent=1) if args.json else migrate.text(results))
+    return EXIT_PROBLEMS if any(r["problems"] for r in results) else 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from deploys.backup import TOOL
 
@@ -485,6 +503,17 @@ def parser() -> argparse.ArgumentParser:
     for command in (rotate, retire):
         command.add_argument("domain", help="a platform domain")
     keys.set_defaults(func=cmd_dkim)
+
+    moving = sub.add_parser("migrate", help="move mailboxes in from the old IMAP server (the inventory's "
+                                            "migration section) with dsync, then prove every old message is here "
+                                            "(exit 1 otherwise); rerun up to and after the cutover")
+    inventory_option(moving)
+    whom = moving.add_mutually_exclusive_group()
+    whom.add_argument("--user", metavar="ADDRESS", help="only this platform user's entry")
+    whom.add_argument("--domain", help="only the entries of this domain")
+    moving.add_argument("--verify-only", action="store_true", help="compare the old and the new mailboxes only")
+    moving.add_argument("--json", action="store_true", help="every account's result, per folder, as JSON")
+    moving.set_defaults(func=cmd_migrate)
 
     backup = sub.add_parser("backup", help="the mailbox backups: list, run, restore, rewind (over SSH)")
     inventory_option(backup)

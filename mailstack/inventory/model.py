@@ -92,7 +92,7 @@ class Alias:
 
 # top-level sections that describe the platform itself; every other section of the
 # schema holds the settings of one component
-CORE_SECTIONS = ("platform", "hosts", "domains", "users", "aliases", "tls", "artifacts", "lab")
+CORE_SECTIONS = ("platform", "hosts", "domains", "users", "aliases", "tls", "artifacts", "migration", "lab")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class Inventory:
     aliases: tuple[Alias, ...]
     tls: Mapping
     artifacts: Mapping
+    migration: Mapping
     lab: Mapping
     components: Mapping
 
@@ -178,7 +179,7 @@ def model(data: dict, file: str, sections) -> Inventory:
     return Inventory(
         file=file, platform=freeze(platform), hosts=tuple(hosts), domains=tuple(domains),
         users=tuple(users), aliases=tuple(aliases), tls=freeze(data["tls"]),
-        artifacts=freeze(data["artifacts"]), lab=freeze(data["lab"]),
+        artifacts=freeze(data["artifacts"]), migration=freeze(data["migration"]), lab=freeze(data["lab"]),
         components=freeze({name: data[name] for name in sections}),
     )
 

@@ -50,7 +50,7 @@ def submission_hosts(domain: dict, hosts: list[dict]) -> list[str]:
 def platform_problems(data: dict, pos: Positions) -> list[Problem]:
     """Every rule of this module, all problems at once."""
     return [problem for rule in (_host_problems, _domain_problems, _policy_problems, _list_problems, _address_problems,
-                                 _send_as_problems, _lab_only_problems)
+                                 _send_as_problems, _migration_problems, _lab_only_problems)
             for problem in rule(data, pos)]
 
 
@@ -231,6 +231,22 @@ def _send_as_problems(data: dict, pos: Positions) -> list[Problem]:
                 problems.append(pos.problem(("users", i, "send_as", j), f"{address!r} is not an address of "
                                             f"tenant {tenant!r}; send_as may only grant addresses of the "
                                             "user's own tenant"))
+    return problems
+
+
+def _migration_problems(data: dict, pos: Positions) -> list[Problem]:
+    """Each mailbox moved in goes to one platform user, from a named old server."""
+    migration, problems = data["migration"], []
+    users = {u["address"].lower() for u in data["users"]}
+    if migration["users"] and "source" not in migration:
+        problems.append(pos.problem(("migration",), "migration.users needs migration.source: the old server"))
+    problems += _duplicates([u["address"].lower() for u in migration["users"]],
+                            [("migration", "users", i, "address") for i in range(len(migration["users"]))], pos,
+                            "address")
+    for i, entry in enumerate(migration["users"]):
+        if entry["address"].lower() not in users:
+            problems.append(pos.problem(("migration", "users", i, "address"), f"{entry['address']!r} is not a user "
+                                        "under users: mail moves into a platform user's mailbox"))
     return problems
 
 

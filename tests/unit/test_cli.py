@@ -20,7 +20,7 @@ def mailstack(*args, cwd=ROOT):
 def test_check_valid_prints_summary():
     proc = mailstack("check", "inventories/lab.yml", "inventories/multi-host.example.yml")
     assert proc.returncode == 0, proc.stderr
-    assert "inventories/lab.yml: ok — 2 hosts, 6 domains, 9 users, 3 aliases" in proc.stdout
+    assert "inventories/lab.yml: ok — 2 hosts, 6 domains, 11 users, 3 aliases" in proc.stdout
     assert "inventories/multi-host.example.yml: ok — 3 hosts" in proc.stdout
 
 

@@ -6,6 +6,7 @@ import imaplib
 import poplib
 import smtplib
 import ssl
+import threading
 import time
 from email.message import EmailMessage
 
@@ -131,3 +132,35 @@ def login_replies(server: str, server_name: str, ca_file: str, user: str, passwo
         except smtplib.SMTPAuthenticationError as err:
             said["smtp"] = f"{err.smtp_code} {err.smtp_error.decode()}"
     return said
+
+
+class Sending:
+    """alice keeps writing to carol@ext.test, a message a second, in a thread, for as long as
+    the `with` block runs (a rotation, a renewal under way): `sent` holds (subject, when each
+    was accepted); `send()` sends one more."""
+
+    def __init__(self, addr: dict, fqdn: dict, ca_file: str, tag: str):
+        self.addr, self.fqdn, self.ca_file, self.tag = addr, fqdn, ca_file, tag
+        self.sent: list[tuple[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_sending)
+
+    def send(self) -> str:
+        subject = f"{self.tag}-{len(self.sent):03d}"
+        submit(self.addr["mail"], self.fqdn["mail"], self.ca_file, "alice@example.test",
+               message("alice@example.test", "carol@ext.test", subject, body=f"Signed {subject}\n"))
+        self.sent.append((subject, time.monotonic()))
+        return subject
+
+    def _keep_sending(self) -> None:
+        while not self._stop.is_set():
+            self.send()
+            self._stop.wait(1)
+
+    def __enter__(self) -> Sending:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import dkim
 import dns.resolver
 import pytest
-from helpers import imap_find, lab_resolver, message, submit
+from helpers import Sending, imap_find, lab_resolver
 from labenv import INVENTORY, ROOT, run_deploy
 
 from mailstack.dkim import resolver, served
@@ -45,32 +44,13 @@ def rotated_copy(tmp_path):
 
 def test_a_rotation_keeps_every_message_verifiable_and_retires_the_old_key(rotated_copy, mail, addr, fqdn, ca_file,
                                                                           nameserver, tag, rspamd_ready):
-    sent, stop = [], threading.Event()  # (subject, when it was accepted)
-
-    def send() -> str:
-        subject = f"{tag}-{len(sent):03d}"
-        submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
-               message("alice@example.test", "carol@ext.test", subject))
-        sent.append((subject, time.monotonic()))
-        return subject
-
-    def keep_sending() -> None:
-        while not stop.is_set():
-            send()
-            stop.wait(1)
-
-    sender = threading.Thread(target=keep_sending)
-    sender.start()
     steps = {}  # each line the command printed: when
-    try:
-        with subprocess.Popen([sys.executable, "-m", "mailstack.cli", "dkim", "-i", str(rotated_copy), "rotate",
-                               "--selector", NEW, "--wait", "120", DOMAIN], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) as rotation:
-            for line in rotation.stdout:
-                steps[line.strip()] = time.monotonic()
-    finally:
-        stop.set()
-        sender.join()
+    command = [sys.executable, "-m", "mailstack.cli", "dkim", "-i", str(rotated_copy), "rotate", "--selector", NEW,
+               "--wait", "120", DOMAIN]
+    with Sending(addr, fqdn, ca_file, tag) as sending, \
+            subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as rotation:
+        for line in rotation.stdout:
+            steps[line.strip()] = time.monotonic()
     printed = "\n".join(steps)
     assert rotation.returncode == 0, printed
     assert f"dkim: {DOMAIN} signs with '{NEW}'" in printed
@@ -97,11 +77,11 @@ def test_a_rotation_keeps_every_message_verifiable_and_retires_the_old_key(rotat
     # every message arrives and verifies. None sent before the switching deploy began (2 s
     # before: the gateway's hop) was signed with the new key: the publishing deploy kept the old
     # one. After the switch, the new key signs.
-    selectors = {subject: verified_selector(subject) for subject, _ in sent}
-    early = [selectors[subject] for subject, when in sent if when < steps[switching] - 2]
+    selectors = {subject: verified_selector(subject) for subject, _ in sending.sent}
+    early = [selectors[subject] for subject, when in sending.sent if when < steps[switching] - 2]
     assert early and set(early) == {"mail"}, selectors
     deadline = time.monotonic() + 30  # rspamd's reload: its new workers take over within seconds
-    while verified_selector(send()) != NEW:
+    while verified_selector(sending.send()) != NEW:
         assert time.monotonic() < deadline, "rspamd did not sign with the new key after the rotation"
 
     retired = mailstack("dkim", "-i", str(rotated_copy), "retire", DOMAIN)
@@ -109,4 +89,4 @@ def test_a_rotation_keeps_every_message_verifiable_and_retires_the_old_key(rotat
     assert f'dkim: {{selector: "{NEW}"}}' in rotated_copy.read_text()
     with pytest.raises(dns.resolver.NXDOMAIN):
         resolver.resolve(f"mail._domainkey.{DOMAIN}", "TXT")
-    assert verified_selector(send()) == NEW
+    assert verified_selector(sending.send()) == NEW

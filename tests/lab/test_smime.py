@@ -4,13 +4,12 @@ import json
 import re
 import smtplib
 import subprocess
-import threading
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
-from helpers import imap_find, message, named_context, submit
+from helpers import Sending, imap_find, message, named_context, submit
 from labenv import INVENTORY, run_deploy
 
 from deploys.clamav import EICAR
@@ -205,34 +204,16 @@ def test_a_renewed_tenant_certificate_is_taken_with_no_mail_lost_or_mis_signed(m
     never back, never with a certificate and a key that do not belong together."""
     cert_path = domain_certificate(INVENTORY, "example.test")[0]
     old = cert_path.read_bytes()
-    sent, stop = [], threading.Event()
-
-    def send() -> None:
-        subject = f"{tag}-{len(sent):03d}"
-        submit(addr["mail"], fqdn["mail"], ca_file, "alice@example.test",
-               message("alice@example.test", "carol@ext.test", subject, body=f"Signed {subject}\n"))
-        sent.append(subject)
-
-    def keep_sending() -> None:
-        while not stop.is_set():
-            send()
-            stop.wait(1)
-
-    sender = threading.Thread(target=keep_sending)
-    sender.start()
-    try:
+    with Sending(addr, fqdn, ca_file, tag) as sending:
         cert_path.unlink()  # the next deploy has the lab CA issue it again
         done = run_deploy()
-    finally:
-        stop.set()
-        sender.join()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     new = cert_path.read_bytes()
     assert new != old and mail.check_output("cat /etc/mailstack-smime/tenants/example.test.pem") == new.decode().strip()
-    send()  # after the deploy
+    sending.send()  # after the deploy
     partner_cert, partner_key = domain_certificate(INVENTORY, "ext.test")
     signers = []
-    for subject in sent:
+    for subject, _ in sending.sent:
         raw = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", subject, timeout=20)
         if raw is None:  # the gateway restarted under it: the mail waits at Postfix (4xx), sent on now
             mail.check_output("postqueue -f")

@@ -114,9 +114,10 @@ def configure(plan: HostPlan) -> list[Service]:
                # one host: the internals on loopback; a cluster: on the host's address, by name (TLS)
                "ip": plan.host.fqdn if together else "127.0.0.1",
                "bind": plan.host.address if together else "127.0.0.1",
+               # one host: its master stops with its volume, so telling it first (10 s) serves no one
                "cluster_flags": f"-master.peers={','.join(f'{h.fqdn}:9333' for h in storage_hosts(inv))} "
                                 f"-master.defaultReplication={REPLICATION}"
-                                if together else ""}
+                                if together else "-volume.preStopSeconds=0"}
     return [
         Service(UNIT, (
             File.copy(WEED, program(LOCK, "weed"), mode="0755"),

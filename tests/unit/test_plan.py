@@ -208,7 +208,7 @@ def test_storage_hosts_form_one_cluster_that_only_they_reach():
     assert makers == {"store1": ["/usr/local/sbin/mailstack-s3-buckets /etc/seaweedfs/buckets store1.lab.test:9333"],
                       "store2": [], "store3": []}  # the cluster's buckets are made once, not raced for
     single = next(s for s in storage.configure(plans(load(ROOT / "inventories" / "lab.yml"))["mail"]) if s.unit)
-    assert "-ip=127.0.0.1 -ip.bind=127.0.0.1  " in single.file(UNIT).content.decode()  # one host: loopback, no peers
+    assert "-ip=127.0.0.1 -ip.bind=127.0.0.1 -volume.preStopSeconds=0 " in single.file(UNIT).content.decode()  # one host: loopback, no peers, no pre-stop wait
     alone = single.file("/etc/seaweedfs/security.toml")  # one host: no peers, but no way around S3 either
     assert alone.secret and "[jwt.filer_signing.read]" in alone.lines and "[grpc]" not in alone.lines
 

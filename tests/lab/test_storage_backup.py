@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from helpers import PASSWORD, named_context
 from labenv import INVENTORY, ROOT
 from test_monitoring import alert
+from test_status import finding, status
 
 from deploys import storage
 from deploys.backup import ENVIRONMENT, TOOL
@@ -372,6 +373,8 @@ def test_a_failed_backup_is_a_failed_unit_and_an_alert(mail, ext):
         assert mail.run("systemctl start mailstack-backup.service").rc != 0
         assert mail.service("mailstack-backup.service").systemd_properties["ActiveState"] == "failed"
         assert mail.check_output(record) == good
+        code, report = status()  # and `mailstack status` names it
+        assert code == 1 and "last run failed: mailstack-backup.service" in finding(report, "mail", "units")["detail"]
         fired = alert(ext, "ScheduledJobFailed", "firing", since, timeout=120, name="mailstack-backup.service")
         assert fired is not None, "no alert on a failed backup"
     finally:

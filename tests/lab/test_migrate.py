@@ -1,6 +1,6 @@
 """Migration in (issue 27): ext plays the old platform, whose Dovecot holds olga@ext.test's
 mailbox, seeded here by IMAP like any mail client would have filled it: folders with non-ASCII
-names, flags and keywords, old dates, an Office attachment, a 20 MB message. `mailstack migrate`
+names, flags and keywords, old dates, a Word attachment, a 20 MB message. `mailstack migrate`
 moves it into mia@legacy.test on the platform and proves every old message arrived.
 
 Operator: the first pass keeps folders, flags, dates and bytes; a second pass moves only what
@@ -14,12 +14,14 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import imaplib
+import io
 import poplib
 import re
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from labenv import INVENTORY, ROOT
 
 OLD, NEW = "olga@ext.test", "mia@legacy.test"
 FOLDERS = ("Geschäftlich", "Archiv/2025", "Ärger & Ölpreis")
-SAMPLE = ROOT.parent / "shared" / "samples" / "office-clean.docm"
+
 BIG = 20 * 1024 * 1024
 
 
@@ -71,6 +73,16 @@ def letter(number: int, folder: str, attachment: bytes | None = None, size: int 
     return msg.as_bytes()
 
 
+def office_document() -> bytes:
+    """A small Word document (a ZIP with its parts), as a binary attachment."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as document:
+        document.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                          'package/2006/content-types"/>')
+        document.writestr("word/document.xml", "<w:document>" + "Bericht über das Jahr 2025. " * 200 + "</w:document>")
+    return out.getvalue()
+
+
 def mailstack(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mailstack.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
@@ -93,7 +105,7 @@ def migration(tmp_path_factory, mail, ext, addr, fqdn, ca_file) -> Path:
                 flags = r"(\Seen \Flagged $Wichtig)" if number % 10 == 0 else r"(\Seen)"
                 assert client.append(utf7(folder) if folder != "INBOX" else "INBOX", flags, when,
                                      letter(number, folder))[0] == "OK"
-        assert client.append("INBOX", r"(\Seen)", when, letter(9001, "INBOX", SAMPLE.read_bytes()))[0] == "OK"
+        assert client.append("INBOX", r"(\Seen)", when, letter(9001, "INBOX", office_document()))[0] == "OK"
         assert client.append(utf7("Archiv/2025"), None, when, letter(9002, "Archiv/2025", size=BIG))[0] == "OK"
     secret = tmp_path_factory.mktemp("migration") / "olga.secret"
     secret.write_text(PASSWORD + "\n")

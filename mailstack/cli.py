@@ -249,7 +249,7 @@ def cmd_dmarc(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mailstack import dmarc
-    from mailstack.inventory import InventoryInvalid
+    from mailstack.inventory import InventoryInvalid, rewrite
 
     inv = _load_or_report(args.inventory)
     if inv is None:
@@ -280,9 +280,7 @@ def cmd_dmarc(args: argparse.Namespace) -> int:
     except InventoryInvalid as invalid:
         print(invalid, file=sys.stderr)
         return EXIT_INVALID
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.replace(path)
+    rewrite(path, text)
     print(f"{path}: {args.domain} now at dmarc.policy {report['next']}; deploy to publish it")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import dns.exception
 import dns.resolver
 
-from mailstack.inventory import Domain, Inventory, check_text, load
+from mailstack.inventory import Domain, Inventory, check_text, load, rewrite
 from mailstack.inventory.source import load_yaml
 from mailstack.remote import deploy
 from mailstack.secrets import dkim_key, dkim_public_record
@@ -104,10 +104,7 @@ def _signing_domain(inv: Inventory, name: str) -> Domain:
 
 def _edit(path: Path, name: str, changes: dict, dropped: tuple[str, ...] = ()) -> Inventory:
     """Write the change into the inventory file (whole, or not at all); the inventory after it."""
-    text = with_dkim(path.read_text(), str(path), name, changes, dropped)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.replace(path)
+    rewrite(path, with_dkim(path.read_text(), str(path), name, changes, dropped))
     return load(path)
 
 

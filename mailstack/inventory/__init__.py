@@ -97,3 +97,12 @@ def load(path: str | Path) -> Inventory:
     except (OSError, UnicodeDecodeError) as err:
         raise InventoryInvalid([Problem(str(path), 1, "(top level)", f"cannot read: {err}")]) from None
     return check_text(text, str(path))
+
+
+def rewrite(path: str | Path, text: str) -> None:
+    """Replace the inventory file with `text` (a command's checked edit) whole or not at all:
+    written beside it, then renamed over it."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)

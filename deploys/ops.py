@@ -321,8 +321,12 @@ def _user(user: str, home: str, group: str | None, uid: int | None):
                                   system=uid is None)
 
 
+UNIT_TYPES = frozenset({"service", "socket", "timer", "target", "path", "mount", "slice"})
+
+
 def unit_name(unit: str) -> str:
-    return unit if "." in unit else f"{unit}.service"
+    """A unit's full name: `.service` unless it names its type (php8.2-fpm is a service)."""
+    return unit if unit.rpartition(".")[2] in UNIT_TYPES else f"{unit}.service"
 
 
 def _state(file: File) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploys.ops import directory
+from pyinfra.operations import server
+
+from deploys.ops import directory, unless
 from mailstack import tls
 from mailstack.component import Component, File, Service, schema_fragment, template_path
 from mailstack.conventions import LOGIN_PORTS
 from mailstack.inventory import Inventory, Positions, Problem
-from mailstack.logins import IDP_CLIENT_SECRET
+from mailstack.logins import IDP_CLIENT_SECRET, webmail_domains, webmail_redirect_uri
 from mailstack.logins import IDP_PORT as PORT
 from mailstack.plan import HostPlan
 from mailstack.secrets import password
@@ -28,6 +30,12 @@ SETUP_TOOL = "/usr/local/sbin/mailstack-idp-setup"
 # before every start, the package's well-known admin password is replaced offline: it never answers
 SEAL = f"# Managed by mailstack\n[Service]\nExecStartPre=+{SETUP_TOOL} --seal {ADMIN_SECRET}\n"
 GLEWLWYD = {"user": "glewlwyd", "group": "root"}  # as the package has it: no group of its own
+# Debian's login pages link to other packages' scripts and styles, and name their settings
+# through a link to a directory: Glewlwyd serves neither (nothing outside its folder), so its
+# browsers get real copies, made again whenever one of those packages changes
+WEBAPP = "/var/lib/mailstack/idp-webapp"
+WEBAPP_SOURCES = "glewlwyd-common libjs-jquery libjs-bootstrap4 libjs-popper.js fonts-fork-awesome"
+WEBAPP_MADE_FROM = f"$(dpkg-query -W -f='${{Version}} ' {WEBAPP_SOURCES})"
 
 
 def runs_glewlwyd(inv: Inventory) -> bool:
@@ -59,14 +67,16 @@ def wanted_state(plan: HostPlan) -> dict:
             "auth-type-client-enabled": False, "auth-type-device-enabled": False,
             "auth-type-refresh-enabled": True, "scope": [], "additional-parameters": [], "claims": [],
             "jwks-show": True, "secret-type": "pairwise", "subject-type": "public", "name-claim": "no",
-            "email-claim": "no", "scope-claim": "no", "address-claim": {"type": "no"},
+            "email-claim": "mandatory", "scope-claim": "no", "address-claim": {"type": "no"},
             "allowed-scope": scopes, "pkce-allowed": True, "introspection-revocation-allowed": True,
             "introspection-revocation-auth-scope": [], "introspection-revocation-allow-target-client": True,
         },
         "client": {
             "client_id": settings["client_id"], "name": "mail (mailstack)", "confidential": True,
             "password": password(inv, IDP_CLIENT_SECRET), "enabled": True, "scope": scopes,
-            "authorization_type": ["code", "password", "refresh_token"], "redirect_uri": [],
+            "authorization_type": ["code", "password", "refresh_token"],
+            # the browser goes back only to a webmail site, exactly (none: no code flow at all)
+            "redirect_uri": [webmail_redirect_uri(d) for d in webmail_domains(inv)],
             "token_endpoint_auth_method": ["client_secret_basic", "client_secret_post"],
         },
         "users": [{"username": u.address, "email": u.address, "name": u.name or u.address,
@@ -77,8 +87,8 @@ def wanted_state(plan: HostPlan) -> dict:
 
 def configure(plan: HostPlan) -> list[Service]:
     certificate, cert, key = tls.own_copy(plan, "glewlwyd", f"{ETC}/tls", **GLEWLWYD)
-    context = {"port": PORT, "external_url": f"https://{plan.host.fqdn}:{PORT}/", "etc": ETC,
-               "cert": cert, "key": key}
+    context = {"port": PORT, "external_url": f"https://{plan.host.fqdn}:{PORT}", "etc": ETC,
+               "cert": cert, "key": key, "webapp": WEBAPP}
     return [
         Service("glewlwyd", (
             File.template(f"{ETC}/glewlwyd.conf", "idp/glewlwyd.conf.j2", context),
@@ -103,6 +113,11 @@ def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
 
 def install(plan: HostPlan) -> None:
     directory(f"{ETC}/tls", mode="0750", **GLEWLWYD)
+    unless(f'[ "$(cat {WEBAPP}.made-from 2>/dev/null)" = "{WEBAPP_MADE_FROM}" ]', server.shell,
+           name="Glewlwyd's login pages, as files it serves", commands=[
+               f"rm -rf {WEBAPP}.new && cp -rL /usr/share/glewlwyd/webapp {WEBAPP}.new",
+               f"rm -rf {WEBAPP}.new/config.json && cp /etc/glewlwyd/config-2.7.json/config.json {WEBAPP}.new/",
+               f"rm -rf {WEBAPP} && mv {WEBAPP}.new {WEBAPP} && echo \"{WEBAPP_MADE_FROM}\" > {WEBAPP}.made-from"])
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

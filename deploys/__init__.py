@@ -59,6 +59,7 @@ ORDER = (
     "srs",
     "outbound_tls",
     "postfix",
+    "webmail",
     "web",
     "bruteforce",
     "backup",

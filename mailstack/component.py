@@ -48,6 +48,8 @@ EXTENSION_POINTS = {
     "monitoring.certificates": "more certificate files on the host (besides its own) whose expiry its metrics "
                                "report, the expiry alert and `mailstack status` watch, [path]",
     "monitoring.rules": "alerts on what it exports, [mailstack.component.AlertRule]; one alert name, one rule",
+    "bruteforce.ports": "more ports where the host takes passwords (besides IMAP, POP3 and submission), [port]: "
+                        "a banned address is refused there too",
     "directory.accounts": "accounts a directory the platform runs must hold for its clients, [(dn, password)]",
 }
 # points whose additions are gathered from every host and handed to every host's plan

@@ -38,6 +38,10 @@ def smtp_name(domain: Domain) -> str:
     return f"smtp.{domain.name}"
 
 
+def webmail_name(domain: Domain) -> str:
+    return f"webmail.{domain.name}"
+
+
 def reading_hosts(inv: Inventory, domain: Domain) -> list[Host]:
     """Where the domain's users read mail: the platform's proxies, else its mailbox hosts."""
     proxies = [h for h in inv.hosts_with("proxy") if not h.outside]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from mailstack.inventory import Inventory
+from mailstack.dns import webmail_name
+from mailstack.inventory import Domain, Inventory
 from mailstack.plan import platform_hosts
 from mailstack.secrets import password
 
@@ -47,5 +48,21 @@ def introspection(inv: Inventory) -> tuple[str, str, str]:
     if settings["provider"] == "external":
         secret = Path(settings["client_secret_file"]).expanduser().read_text().strip()
         return settings["introspection_url"], settings["client_id"], secret
-    url = f"https://{issuer_host(inv).fqdn}:{IDP_PORT}/api/oidc/introspect"
+    url = provider_url(inv, "introspect")
     return url, settings["client_id"], password(inv, IDP_CLIENT_SECRET)
+
+
+def provider_url(inv: Inventory, endpoint: str) -> str:
+    """An OpenID Connect endpoint (auth, token, userinfo) of the platform's own provider."""
+    return f"https://{issuer_host(inv).fqdn}:{IDP_PORT}/api/oidc/{endpoint}"
+
+
+def webmail_redirect_uri(domain: Domain) -> str:
+    """Where the provider sends a browser back to the domain's webmail (Roundcube's own
+    path): the one address it redirects to for that site, registered exactly."""
+    return f"https://{webmail_name(domain)}/index.php/login/oauth"
+
+
+def webmail_domains(inv: Inventory) -> tuple[Domain, ...]:
+    """The platform's domains whose webmail is served (by the host with the `webmail` role)."""
+    return tuple(d for d in inv.own_domains() if d.webmail) if inv.hosts_with("webmail") else ()

@@ -73,6 +73,9 @@ class HostPlan:
     login_domains: tuple[Domain, ...]  # domains whose users' passwords Dovecot here checks
     mailbox_users: tuple[User, ...]  # users whose mailboxes are on this host
     proxies: tuple[Host, ...]  # the Dovecot proxies in front of the mailbox hosts
+    # hosts that tell Dovecot here their clients' addresses: the proxies in front of a mailbox
+    # host, and the webmail host (its browsers' addresses)
+    client_forwarders: tuple[Host, ...]
     milter: str | None  # where Postfix here reaches rspamd, or the tunnel to it (None: no filter)
     filter_link: FilterLink | None  # this host's end of the milter tunnel, if it has one
     lmtp_clients: tuple[Host, ...]  # MX hosts elsewhere that deliver here over LMTP
@@ -264,6 +267,8 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
             lmtp_clients=lmtp_clients(inv, host),
             mailbox_users=tuple(u for u in inv.users if u.mailbox == host.name),
             proxies=() if host.outside else proxies,  # the outside world has none in front of it
+            client_forwarders=() if host.outside else (
+                *(p for p in proxies if mailbox and p.name != host.name), *platform_hosts(inv, "webmail")),
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
             certificate_names=tuple(dict.fromkeys((*service_names(inv, host),

@@ -135,6 +135,11 @@ def key_digest(inv, host) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def nginx_protocols(inv) -> str:
+    """nginx's `ssl_protocols` for the inventory's minimum version."""
+    return "TLSv1.3" if inv.tls["min_version"] == "TLSv1.3" else "TLSv1.2 TLSv1.3"
+
+
 def context(plan) -> dict:
     """TLS settings every service template uses; the fingerprint changes with the
     certificate, so services that embed it restart on renewal (an ACME host renews on its own

@@ -21,7 +21,7 @@ def configure(plan: HostPlan) -> list[Service]:
     settings = plan.inv.bruteforce
     context = {"max_failures": settings["max_failures"], "window": settings["window"],
                "ban_time": settings["ban_time"], "never_ban": never_ban(plan),
-               "ports": ",".join(str(p) for p in LOGIN_PORTS)}
+               "ports": ",".join(str(p) for p in (*LOGIN_PORTS, *plan.contributed("bruteforce.ports")))}
     return [Service("fail2ban", (
         File.template("/etc/fail2ban/jail.d/mailstack.conf", "bruteforce/jail.conf.j2", context),
         File.template("/etc/fail2ban/filter.d/mailstack-logins.conf", "bruteforce/filter.conf.j2", {}),

@@ -135,8 +135,8 @@ def configure(plan: HostPlan) -> list[Service]:
         "pop3_plain_port": POP3_STARTTLS_PORT if pop3_starttls(plan) else 0,
         "pop3_starttls_port": POP3_STARTTLS_PORT,
         "protocols": "imap pop3 lmtp" if mailbox else "imap pop3" if plan.is_proxy else "none",
-        # a proxy hands on the client's address; a mailbox host behind proxies believes them
-        "trusted_proxies": " ".join(plan.peers(plan.proxies)) if mailbox else "",
+        # a proxy or the webmail host hands on its client's address: Dovecot here believes them
+        "trusted_proxies": " ".join(sorted({h.address for h in plan.client_forwarders})),
         "client_trust": tls.TRUST,
         "login_chroot": "" if plan.is_proxy else "login",
         "auth_mechanisms": "plain login oauthbearer xoauth2" if inv.oidc["enabled"] else "plain login",

@@ -86,7 +86,7 @@ def domain_files(plan: HostPlan, domain: Domain) -> list[File]:
 def configure(plan: HostPlan) -> list[Service]:
     domains = plan.own_domains
     context = {**tls.context(plan),
-               "protocols": "TLSv1.3" if plan.inv.tls["min_version"] == "TLSv1.3" else "TLSv1.2 TLSv1.3",
+               "protocols": tls.nginx_protocols(plan.inv),
                "sites": [{"names": " ".join(site_names(d)), "root": f"{ROOT}/{d.name}"} for d in domains]}
     return [
         # answers are files nginx reads on each request: no reload for a changed one

@@ -57,6 +57,7 @@ class Domain:
     limits: Mapping
     smime: Mapping
     mta_sts: str
+    webmail: bool
 
     @property
     def smime_enabled(self) -> bool:

@@ -29,11 +29,11 @@ def with_nauthilus(lab: str, program: Path) -> str:
     lab = closed(lab)
     start = lab.index(DIRECTORY_SECTION)
     section = lab[start:lab.index("\n\n", start) + 2]
-    for part in (DIRECTORY_DOMAIN, "storage, web]", "siem, pager, directory]"):
+    for part in (DIRECTORY_DOMAIN, "storage, web, webmail]", "siem, pager, directory]"):
         if part not in lab:
             raise ValueError(f"the lab inventory changed: {part!r} not found")
     digest = hashlib.sha256(program.read_bytes()).hexdigest()
     return (lab.replace(DIRECTORY_DOMAIN, "").replace(section, "")
-            .replace("storage, web]", "storage, web, auth]").replace("siem, pager, directory]", "siem, pager]")
+            .replace("storage, web, webmail]", "storage, web, webmail, auth]").replace("siem, pager, directory]", "siem, pager]")
             + f"\nnauthilus: {{enabled: true}}\nartifacts:\n  nauthilus:\n    version: local\n"
               f"    sha256: {digest}\n    mirror: {program}\n")

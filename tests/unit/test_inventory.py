@@ -133,7 +133,7 @@ BAD = [
      "address: ann@one.example", 2, "aliases[0].address: 'ann@one.example' is both a user and an alias"),
     ("unknown role", ("roles: [smime]", "roles: [dsn]"), "roles: [dsn]", 1,
      "hosts[1].roles[0]: 'dsn' is not one of ['dns', 'acme_ca', 'siem', 'pager', 'directory', 'idp', 'storage', 'filter', "
-     "'sandbox', 'auth', 'submission', 'mx', 'mailbox', 'proxy', 'smime', 'web', 'monitoring']"),
+     "'sandbox', 'auth', 'submission', 'mx', 'mailbox', 'proxy', 'smime', 'webmail', 'web', 'monitoring']"),
     ("SIEM over plain HTTP", ("    to: [ann@one.example]\n", "    to: [ann@one.example]\nsiem:\n  http:\n"
                                   "    - http://siem.example/records\n"), "http://siem", 1,
      "siem.http[0]: 'http://siem.example/records' is not an https URL (records carry mail metadata: plain http is "
@@ -395,9 +395,9 @@ def test_a_component_whose_section_the_schema_lacks_is_named_not_a_traceback(mon
     from mailstack import registry
     from mailstack.component import Component
 
-    stray = Component(name="webmail", roles=frozenset({"mailbox"}), section="webmail")
+    stray = Component(name="calendar", roles=frozenset({"mailbox"}), section="calendar")
     monkeypatch.setattr(registry, "_components", (*registry.components(), stray))
     with pytest.raises(InventoryInvalid) as refused:
         check_text(VALID, "inventory.yml")
-    assert "component 'webmail' declares the section 'webmail', which schemas/inventory.schema.json does not " \
+    assert "component 'calendar' declares the section 'calendar', which schemas/inventory.schema.json does not " \
            "define" in str(refused.value)

@@ -57,7 +57,7 @@ def test_components_follow_the_roles_in_one_order():
     assert [c.name for c in lab["mail"].components] == [
         "base", "tls", "acme", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "dmarc_reports",
         "rspamd", "ldap",
-        "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
+        "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "webmail", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "acme_ca", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]
 

@@ -79,7 +79,7 @@ TABLE = [
     ("the token user must be allowed", OIDC, "mx1", "/etc/dovecot/mailstack/token-passdb.conf",
      ["  result_success = continue-ok", "  skip = unauthenticated", "  result_failure = return-fail"], []),
     ("the IdP speaks TLS only", OIDC, "other", "/etc/glewlwyd/glewlwyd.conf",
-     ["use_secure_connection=true", 'external_url="https://other.t.example:4593/"'], ["use_secure_connection=false"]),
+     ["use_secure_connection=true", 'external_url="https://other.t.example:4593"'], ["use_secure_connection=false"]),
     ("pop3 per domain: STARTTLS users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3-starttls",
      ["ann@one.example:{SHA512-CRYPT}$6$abcdefgh$0123456789abcdef::::::"], ["ben@two.example"]),
     ("pop3 per domain: 995 users", POP3_MIX, "mx1", "/etc/dovecot/mailstack/passdb-pop3",
@@ -215,7 +215,7 @@ TABLE = [
     ("bruteforce: bans on every login port, never the platform's hosts", LAB, "mail",
      "/etc/fail2ban/jail.d/mailstack.conf",
      ["ignoreip = 127.0.0.1/8 ::1 10.77.0.10 10.77.0.1", "maxretry = 3", "findtime = 10m", "bantime = 30s",
-      "banaction = nftables-multiport", "port = 143,993,110,995,587,465",
+      "banaction = nftables-multiport", "port = 143,993,110,995,587,465,443",
       "journalmatch = _SYSTEMD_UNIT=dovecot.service", "[sshd]", "enabled = false"], ["10.77.0.20"]),
     ("bruteforce: Dovecot writes a line per failed login", VALID, "mx1", "/etc/dovecot/dovecot.conf",
      ["auth_verbose = yes"], ["auth_verbose_passwords"]),
@@ -712,7 +712,7 @@ def test_autoconfig_offers_only_what_the_domain_allows():
 
 
 def test_mta_sts_without_a_web_host_is_refused():
-    text = LAB.replace(", web]\n", "]\n", 1)
+    text = LAB.replace(", web, webmail]\n", "]\n", 1)
     with pytest.raises(Exception, match=r"domains\[0\]\.mta_sts.*needs a host with the 'web' role"):
         check_text(text, "lab.yml")
 

@@ -34,6 +34,7 @@ def with_nauthilus(lab: str, program: Path) -> str:
             raise ValueError(f"the lab inventory changed: {part!r} not found")
     digest = hashlib.sha256(program.read_bytes()).hexdigest()
     return (lab.replace(DIRECTORY_DOMAIN, "").replace(section, "")
-            .replace("storage, web, webmail]", "storage, web, webmail, auth]").replace("siem, pager, directory]", "siem, pager]")
+            .replace("storage, web, webmail]", "storage, web, webmail, auth]")
+            .replace("siem, pager, directory]", "siem, pager]")
             + f"\nnauthilus: {{enabled: true}}\nartifacts:\n  nauthilus:\n    version: local\n"
               f"    sha256: {digest}\n    mirror: {program}\n")

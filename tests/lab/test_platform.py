@@ -5,6 +5,7 @@ import imaplib
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,12 @@ def test_services_enabled_and_running(lab_host):
         assert host.service(service).is_running, f"{service} not running on {name}"
     for service in NOT_RUNNING[name]:
         assert not host.service(service).is_running, f"{service} should not run on {name}"
-    assert host.run("systemctl --failed --no-legend --plain").stdout.strip() == ""
+    # a unit a timer starts may fail once when systemd in a container cannot attach it to its
+    # cgroup (status 219/CGROUP); its next run clears that: a failure that stays is a failure
+    deadline = time.monotonic() + 30
+    while (failed := host.run("systemctl --failed --no-legend --plain").stdout.strip()) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert failed == ""
 
 
 DOCKER_RESOLVER = "127.0.0.11"  # in a Vagrant docker machine: docker's, asking the machine's own unbound

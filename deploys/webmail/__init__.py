@@ -10,7 +10,7 @@ so wrong passwords count where they come from. At a domain's name only that doma
 log in; a domain without `password_login` is sent to the provider straight away.
 
 The database is SQLite (Debian's dbconfig made it at install): it holds sessions, contacts
-and preferences of one instance, needs no daemon, and goes with the host's backup."""
+and preferences of one instance and needs no daemon. The backups do not take it yet."""
 
 from __future__ import annotations
 

@@ -45,12 +45,21 @@ def test_each_site_logs_in_its_own_domains_users_at_its_own_servers_and_tokens_o
     assert common["oauth_auth_uri"] == "https://other.t.example:4593/api/oidc/auth"
     assert common["imap_conn_options"]["ssl"]["verify_peer"] and common["plugins"] == ["mailstack_client_ip"]
     assert not common["enable_installer"] and common["display_product_info"] == 0
+    assert common["session_lifetime"] == 30 and common["login_rate_limit"] == 0  # no per-account lockout
     secret = rendered["/etc/roundcube/mailstack.json"]
     assert secret.secret and secret.mode == "0640" and secret.group == "www-data" and len(common["des_key"]) >= 24
     site = rendered["/etc/nginx/sites-enabled/mailstack-webmail"].content.decode()
     assert "server_name webmail.one.example webmail.two.example;" in site and "server_tokens off;" in site
     assert "frame-ancestors 'self'" in site and "limit_req zone=webmail_logins" in site
+    assert "zone=webmail_logins:1m rate=10r/m;" in site
     assert "installer" not in site.split("location / { return 404; }")[0].split("root ")[1].split("\n", 1)[1]
+
+
+def test_the_inventory_sets_the_session_length_and_the_login_rate():
+    tuned = WEBMAIL + "webmail: {session_minutes: 90, logins_per_minute: 4}\n"
+    rendered = files(tuned, "other")
+    assert json.loads(rendered["/etc/roundcube/mailstack.json"].content)["common"]["session_lifetime"] == 90
+    assert "rate=4r/m;" in rendered["/etc/nginx/sites-enabled/mailstack-webmail"].content.decode()
 
 
 def test_a_site_asked_for_by_another_name_gets_nothing():

@@ -1,8 +1,8 @@
 """Hosts with `mailbox`, `submission` or `proxy` (where Dovecot checks every password:
-IMAP, POP3, and SMTP AUTH through its SASL service) and `idp`: fail2ban from Debian counts
-failed logins in Dovecot's log (and, from deploys/idp/, in the identity provider's) and
-bans the client address on every login port, through nftables, for a time from the
-inventory. Never the platform's own hosts. The protection everyone gets, with or without
+IMAP, POP3, and SMTP AUTH through its SASL service), `idp` and `webmail`: fail2ban from Debian
+counts failed logins in Dovecot's log (and, from deploys/idp/ and deploys/webmail/, in the
+identity provider's and Roundcube's) and bans the client address on every login port, through
+nftables, for a time from the inventory. Never the platform's own hosts. The protection everyone gets, with or without
 Nauthilus."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def configure(plan: HostPlan) -> list[Service]:
 COMPONENT = Component(
     name="bruteforce",
     schema=schema_fragment(__file__),
-    roles=frozenset({"mailbox", "submission", "proxy", "idp"}),  # idp: its jail comes from deploys/idp/
+    # idp, webmail: their jails come from deploys/idp/ and deploys/webmail/
+    roles=frozenset({"mailbox", "submission", "proxy", "idp", "webmail"}),
     packages=("fail2ban", "python3-systemd"),
     units=("fail2ban",),
     section="bruteforce",

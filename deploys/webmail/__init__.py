@@ -18,6 +18,7 @@ import json
 
 from mailstack import tls
 from mailstack.component import Component, File, Service, guard, schema_fragment, template_path
+from mailstack.conventions import LOGIN_PORTS
 from mailstack.dns import Record, address_records, imap_name, smtp_name, webmail_name
 from mailstack.inventory import Inventory, Positions, Problem
 from mailstack.inventory.model import Host
@@ -110,6 +111,14 @@ def configure(plan: HostPlan) -> list[Service]:
         Service("nginx", (site(plan),), check="nginx -t -q")]
 
 
+def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
+    """The jail that counts Roundcube's failed logins (an item of fail2ban's service here)."""
+    ports = ",".join(str(p) for p in (*LOGIN_PORTS, 443))
+    return (File.template("/etc/fail2ban/jail.d/mailstack-webmail.conf", "webmail/fail2ban-jail.conf.j2",
+                          {"ports": ports}),
+            File.template("/etc/fail2ban/filter.d/mailstack-webmail.conf", "webmail/fail2ban-filter.conf.j2", {}))
+
+
 def login_ports(inv: Inventory, host: Host) -> list[int]:
     """Where this host takes passwords besides the mail ports: a ban closes it too."""
     return [443]
@@ -152,5 +161,6 @@ COMPONENT = Component(
     platform_only=True,
     rules=(rules,),
     adds={"tls.names": names, "dns.records": records, "bruteforce.ports": login_ports},
+    extends={"fail2ban": fail2ban_files},
     configure=configure,
 )

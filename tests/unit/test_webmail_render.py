@@ -87,6 +87,10 @@ def test_dovecot_believes_the_webmail_host_about_its_browsers_and_a_ban_closes_h
     jail = files(moved, "mx1")["/etc/fail2ban/jail.d/mailstack.conf"].lines
     assert "port = 143,993,110,995,587,465,443" in jail
     assert "port = 143,993,110,995,587,465" in files(VALID, "mx1")["/etc/fail2ban/jail.d/mailstack.conf"].lines
+    # where webmail runs, Roundcube's own failed logins are counted too (Dovecot may run elsewhere)
+    webmail_jail = files(WEBMAIL, "other")["/etc/fail2ban/jail.d/mailstack-webmail.conf"].lines
+    assert "journalmatch = SYSLOG_IDENTIFIER=roundcube" in webmail_jail
+    assert "port = 143,993,110,995,587,465,443" in webmail_jail
 
 
 def test_the_inventory_refuses_webmail_without_its_host_or_its_nginx_or_an_idp_for_tokens_only():

@@ -103,6 +103,21 @@ class Browser:
                     return None
             self.driver.refresh()
 
+    def compose(self, domain: str, query: str = "") -> None:
+        """Open the compose page (a reply with `query`); Roundcube now and then answers a compose
+        opened right after the login with "compose session not found": it is opened again."""
+        for _ in range(3):
+            self.driver.get(url(domain, f"/?_task=mail&_action=compose{query}"))
+            try:
+                WebDriverWait(self.driver, 30).until(lambda driver: any(
+                    e.is_displayed() for e in driver.find_elements(By.CSS_SELECTOR, "#compose-subject, .boxerror")))
+            except TimeoutException:
+                continue
+            if self.driver.find_elements(By.CSS_SELECTOR, "#compose-subject"):
+                return
+        self.shot("compose-refused")
+        raise AssertionError("Roundcube did not open the compose page")
+
     def cookie_header(self) -> str:
         return "; ".join(f"{c['name']}={c['value']}" for c in self.driver.get_cookies())
 

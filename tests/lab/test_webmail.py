@@ -75,7 +75,7 @@ def test_a_user_reads_mail_from_ext_replies_encrypted_and_logs_out(browser, addr
     browser.driver.get(url("example.test", f"/?_task=mail&_action=show&_uid={uid}&_mbox=INBOX"))
     assert "Hello from the lab." in browser.wait("#messagebody").text
     browser.shot("message")
-    browser.driver.get(url("example.test", f"/?_task=mail&_action=compose&_reply_uid={uid}&_mbox=INBOX"))
+    browser.compose("example.test", f"&_reply_uid={uid}&_mbox=INBOX")
     body = browser.wait("#composebody")
     body.send_keys(f"Reply from webmail {tag}\n")
     browser.shot("reply")
@@ -190,8 +190,7 @@ def test_a_held_account_cannot_send_from_webmail(browser, addr, fqdn, ca_file, t
     user = "gina@example.test"
     browser.login("example.test", user)
     browser.wait("#mailboxlist")
-    browser.driver.get(url("example.test", "/?_task=mail&_action=compose"))
-    browser.wait("#compose-subject")
+    browser.compose("example.test")
     try:
         assert account("hold", user).returncode == 0
         next(f for f in browser.driver.find_elements(By.CSS_SELECTOR, "ul.recipient-input input")

@@ -33,6 +33,8 @@ ETC = "/etc/roundcube"
 SITE = "/etc/nginx/sites-enabled/mailstack-webmail"
 PLUGIN = "mailstack_client_ip"
 UPLOAD_MB = 25  # an attachment; a message with it fits in the platform's message size
+POST_MB = UPLOAD_MB + 5  # a request carrying one (encoding and form fields)
+HTTPS = 443  # the web role's port, where webmail takes passwords
 DES_KEY = "webmail-des-key"  # secrets/passwords/: encrypts the password in the session
 READABLE_BY_PHP = {"mode": "0640", "group": "www-data", "secret": True}
 
@@ -95,13 +97,13 @@ def settings(plan: HostPlan) -> dict:
 def site(plan: HostPlan) -> File:
     """The server block of the web role's nginx (after the host's certificate exists)."""
     context = {**tls.context(plan), "protocols": tls.nginx_protocols(plan.inv), "socket": SOCKET, "csp": CSP,
-               "names": " ".join(names(plan.inv, plan.host)), "post_mb": UPLOAD_MB + 5,
+               "names": " ".join(names(plan.inv, plan.host)), "post_mb": POST_MB,
                "logins_per_minute": plan.inv.webmail["logins_per_minute"]}
     return File.template(SITE, "webmail/nginx-webmail.conf.j2", context)
 
 
 def configure(plan: HostPlan) -> list[Service]:
-    pool = {"socket": SOCKET, "max_children": 8, "upload_mb": UPLOAD_MB, "post_mb": UPLOAD_MB + 5}
+    pool = {"socket": SOCKET, "max_children": 8, "upload_mb": UPLOAD_MB, "post_mb": POST_MB}
     return [Service(FPM, (
         File.template(f"/etc/php/{PHP}/fpm/pool.d/roundcube.conf", "webmail/php-fpm-pool.conf.j2", pool),
         File.copy(f"{ETC}/config.inc.php", template_path("webmail/config.inc.php"), **READABLE_BY_PHP),
@@ -113,7 +115,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
     """The jail that counts Roundcube's failed logins (an item of fail2ban's service here)."""
-    ports = ",".join(str(p) for p in (*LOGIN_PORTS, 443))
+    ports = ",".join(str(p) for p in (*LOGIN_PORTS, HTTPS))
     return (File.template("/etc/fail2ban/jail.d/mailstack-webmail.conf", "webmail/fail2ban-jail.conf.j2",
                           {"ports": ports}),
             File.template("/etc/fail2ban/filter.d/mailstack-webmail.conf", "webmail/fail2ban-filter.conf.j2", {}))
@@ -121,7 +123,7 @@ def fail2ban_files(plan: HostPlan) -> tuple[File, ...]:
 
 def login_ports(inv: Inventory, host: Host) -> list[int]:
     """Where this host takes passwords besides the mail ports: a ban closes it too."""
-    return [443]
+    return [HTTPS]
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

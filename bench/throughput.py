@@ -4,13 +4,14 @@
 1. through the full filter chain (postscreen, smtpd, rspamd milter, LMTP into Dovecot)
    to a tenant without S/MIME (dave@tenant-b.test);
 2. the same with the milter bypassed;
-3. plain mail to a tenant with S/MIME (bob@example.test): the chain alone (only S/MIME content
-   takes the gateway; rspamd writes the gateway's verdict);
-4. S/MIME mail to that tenant (signed by the partner ext.test): the chain plus the gateway pass,
-   which verifies each signature.
+3. plain mail to a tenant with S/MIME (bob@example.test): the chain alone (only encrypted
+   content takes the gateway; rspamd writes the gateway's verdict);
+4. signed mail to that tenant (signed by the partner ext.test): the chain plus the first-pass
+   signature check (smimegw.verifier, asked by rspamd). bench/smime_path.py compares it with
+   the same bytes unsigned.
 Prints accepted msgs/s (smtp-source done) and end-to-end msgs/s (all delivered), the
 filtered/bypassed ratio (target: filtered end-to-end at least 50 msgs/s on 2 cores) and the
-S/MIME path against the chain (issue 24: at least 0.9).
+signed mail against the chain (bench/smime_path.py is the A/B the issue asks for).
 """
 
 import subprocess
@@ -64,6 +65,7 @@ def signed_message() -> None:
     signed = subprocess.run(["openssl", "cms", "-sign", "-signer", str(cert), "-inkey", str(key), "-md", "sha256",
                              "-from", "carol@ext.test", "-to", SMIME_SINK, "-subject", "bench"],
                             input=entity, capture_output=True, check=True).stdout
+    signed = signed.replace(b"\r\n", b"\n")  # openssl writes the signed part with CRLF; smtp-source adds CR itself
     subprocess.run(["ssh", "-F", str(SSH_CONFIG), "ext", f"cat > {SIGNED}"], input=signed, check=True, timeout=60)
 
 
@@ -96,12 +98,12 @@ def main() -> None:
                     "rm /root/main.cf.bench")
     run_once("plain, S/MIME tenant", address, SMIME_SINK)
     signed_message()
-    smime = run_once("S/MIME, chain + gateway", address, SMIME_SINK, content=SIGNED)
+    smime = run_once("signed, chain + S/MIME check", address, SMIME_SINK, content=SIGNED)
     for sink in (CORE_SINK, SMIME_SINK):
         empty(sink)
     ssh("ext", f"rm -f {SIGNED}")
     print(f"filtered / bypassed: {filtered / bypassed:.2f}   (target: filtered >= 50 msgs/s)")
-    print(f"S/MIME mail through the gateway / chain: {smime / filtered:.2f}   (issue 24: at least 0.9)")
+    print(f"signed mail / the chain's plain mail: {smime / filtered:.2f}   (bench/smime_path.py: the same bytes)")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ ORDER = (
     "nauthilus",
     "limits",
     "dmarc_reports",
+    "smime_verify",
     "rspamd",
     "filter_link",
     "lmtp_link",

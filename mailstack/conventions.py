@@ -11,10 +11,12 @@ SUBMISSION_VIA_GATEWAY = "SUBMISSION-VIA-SMIME"
 SMIME_DECRYPTED = "SMIME-DECRYPTED"
 # ... and submitted mail back from the gateway (or straight from submission without one): signed here
 ORIGINATING = "ORIGINATING"
-# Inbound mail passes the S/MIME gateway only when it is S/MIME: a Content-Type (of the message
-# or any part) naming pkcs7 (every S/MIME media type does, and a MIME parser cannot see one
-# without the word); Postfix routes by it (header_checks FILTER), rspamd tells plain mail by it
-SMIME_CONTENT = "pkcs7"
+# Inbound mail passes the S/MIME gateway only when it is encrypted or opaque-signed: a
+# Content-Type (of the message or any part) naming pkcs7-mime (application/pkcs7-mime and its
+# x- spelling; no MIME parser sees either without the word). Postfix routes by it (header_checks
+# FILTER); rspamd tells such mail by it from signed (multipart/signed, checked in the first pass
+# by smime_verify) and plain mail
+SMIME_CONTENT = "pkcs7-mime"
 SMIME_RESULT = "X-Mailstack-SMIME"  # the gateway's verdict on a local copy; rspamd's for plain mail
 
 LOGIN_PORTS = (143, 993, 110, 995, 587, 465)  # IMAP, POP3 and submission: where passwords arrive

@@ -44,6 +44,22 @@ def signer_domain(pem: bytes) -> str:
     return cert.subject.rfc4514_string()
 
 
+async def verdict(entity: bytes, decrypted: bool, trust: str, timeout: float) -> bytes:
+    """What a local copy's X-Mailstack-SMIME says: opened or not, and its signature checked
+    against `trust` (the gateway's, and the first-pass check's for signed mail: smimegw.verifier)."""
+    parts = [f"decrypted={'yes' if decrypted else 'no'}"]
+    if mime.is_encrypted(entity):
+        parts.append("encrypted=not-for-this-recipient")
+    elif mime.is_signed(entity):
+        result = await cms.verify(mime.join([], mime.unfolded(entity)), trust, timeout)
+        signer = signer_domain(result.signer_pem)
+        parts.append(f"signature=verified; signer={signer}" if result.ok
+                     else f"signature=INVALID; signer={signer}; reason={result.reason[:120]}")
+    else:
+        parts.append("signature=none")
+    return "; ".join(parts).encode()
+
+
 class Gateway:
     """aiosmtpd handler for one listener: `submitted` says whether it is the submission
     listener (mail of authenticated users) or the inbound one (mail from outside).
@@ -117,7 +133,8 @@ class Gateway:
                 tenant = config.tenants[plan.sign_as]
                 body = await cms.sign(body, tenant.cert, tenant.key, config.openssl_timeout)
             if plan.local:
-                headers.insert(0, RESULT + b": " + await self.describe(body, decrypted))
+                headers.insert(0, RESULT + b": " + await verdict(body, decrypted, config.trust,
+                                                                  config.openssl_timeout))
             elif plan.encrypt_to and not mime.is_encrypted(body):
                 body = await cms.encrypt(body, [plan.encrypt_to], config.openssl_timeout)
             copies[(self.return_port(port, decrypted), tuple(recipients))] = mime.join(headers, body)
@@ -147,20 +164,6 @@ class Gateway:
         inner = mime.split(mime.normalize(opened))[1]
         mime.check_structure(inner, self.config.max_mime_depth, self.config.max_mime_parts)
         return inner, True
-
-    async def describe(self, entity: bytes, decrypted: bool) -> bytes:
-        parts = [f"decrypted={'yes' if decrypted else 'no'}"]
-        if mime.is_encrypted(entity):
-            parts.append("encrypted=not-for-this-recipient")
-        elif mime.is_signed(entity):
-            result = await cms.verify(mime.join([], mime.unfolded(entity)), self.config.trust,
-                                     self.config.openssl_timeout)
-            signer = signer_domain(result.signer_pem)
-            parts.append(f"signature=verified; signer={signer}" if result.ok
-                         else f"signature=INVALID; signer={signer}; reason={result.reason[:120]}")
-        else:
-            parts.append("signature=none")
-        return "; ".join(parts).encode()
 
     def reinject(self, target: tuple[str, int], sender: str, recipients: tuple[str, ...], data: bytes) -> None:
         """Hand one copy back to Postfix at `target` (address, port), over a kept-open (TLS)

@@ -51,11 +51,11 @@ def postmasters(plan: HostPlan) -> list[tuple[str, str]]:
 
 
 def to_gateway(plan: HostPlan) -> str:
-    """The header check that sends inbound S/MIME content (a Content-Type naming pkcs7, of the
-    message or of any part: Postfix checks MIME headers with header_checks too) through the S/MIME
-    gateway, when this MX has tenants with S/MIME. Plain mail goes on without the hop; rspamd
-    writes its result (signature=none) instead. Submitted mail has its own checks and always
-    passes the gateway (content_filter)."""
+    """The header check that sends inbound encrypted and opaque-signed mail (a Content-Type naming
+    pkcs7-mime, of the message or of any part: Postfix checks MIME headers with header_checks too)
+    through the S/MIME gateway, when this MX has tenants with S/MIME. Signed and plain mail go on
+    without the hop; rspamd writes their verdict instead. Submitted mail has its own checks and
+    always passes the gateway (content_filter)."""
     if not plan.gateway or not any(d.smime_enabled for d in plan.mx_domains):
         return ""
     return f"/^Content-Type[ \\t]*:.*{SMIME_CONTENT}/ FILTER smime:{plan.gateway.nexthop(plan.inv.smime['port'])}"

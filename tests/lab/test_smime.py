@@ -196,6 +196,73 @@ def test_plain_mail_for_a_tenant_takes_no_gateway_pass_and_gets_its_verdict(mail
     assert not header_values(raw, "X-Mailstack-SMIME-Pass")
 
 
+def partner_signed(tag: str, text: str) -> bytes:
+    """A message carol's S/MIME client signs (multipart/signed, ext.test's certificate)."""
+    cert, key = domain_certificate(INVENTORY, "ext.test")
+    entity = f"Content-Type: text/plain; charset=utf-8\n\n{text}\n".encode()
+    signed = cms("-sign", "-signer", str(cert), "-inkey", str(key), "-md", "sha256", "-from", "carol@ext.test",
+                 "-to", "alice@example.test", "-subject", tag, data=entity).stdout
+    assert signed.count(b"multipart/signed") == 1
+    return (f"Date: {format_datetime(datetime.now(UTC))}\nMessage-ID: <{tag}@ext.test>\n").encode() + signed
+
+
+def send_as_carol(addr, fqdn, ca_file, data: bytes, recipient: str = "alice@example.test") -> None:
+    with smtplib.SMTP(addr["ext"], 587, timeout=30) as client:  # carol's own provider
+        client.starttls(context=named_context(ca_file, fqdn["ext"]))
+        client.login("carol@ext.test", "correct horse lab")
+        client.sendmail("carol@ext.test", [recipient], data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def test_signed_mail_is_checked_in_the_first_pass_and_a_forged_or_tampered_one_is_not_believed(
+        mail, addr, fqdn, ca_file, tag, gateway_up, rspamd_ready):
+    """Issue 24: signed mail from outside pays no gateway pass; rspamd has its signature checked
+    (smimegw.verifier) and writes the verdict. The attacker's part: a verdict header of his own
+    never arrives, and a signed message changed on the way is marked INVALID. Sent while the
+    gateway is down: only the first pass can have decided."""
+    genuine, changed = f"{tag}-genuine", f"{tag}-changed"
+    forged = b"X-Mailstack-SMIME: decrypted=no; signature=verified; signer=bank.test\n"
+    tampered = partner_signed(changed, f"Pay 10 EUR {tag}").replace(b"Pay 10 EUR", b"Pay 9000 EUR")
+    mail.check_output("systemctl stop mailstack-smime")
+    try:
+        send_as_carol(addr, fqdn, ca_file, forged + partner_signed(genuine, f"Signed by the partner {tag}"))
+        send_as_carol(addr, fqdn, ca_file, forged + tampered)
+        kept = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", genuine, timeout=60)
+        broken = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", changed, timeout=30)
+    finally:
+        mail.check_output("systemctl start mailstack-smime")
+    assert kept is not None and broken is not None, "signed mail waited for the gateway"
+    assert header_values(kept, "X-Mailstack-SMIME") == ["decrypted=no; signature=verified; signer=ext.test"]
+    assert b"Pay 9000 EUR" in broken
+    assert [v.split(";")[:2] for v in header_values(broken, "X-Mailstack-SMIME")] == [
+        ["decrypted=no", " signature=INVALID"]]
+    assert not header_values(kept, "X-Mailstack-SMIME-Pass") and not header_values(broken, "X-Mailstack-SMIME-Pass")
+
+
+def test_no_signature_check_means_signed_mail_waits_then_goes(mail, ext, addr, fqdn, ca_file, tag, rspamd_ready):
+    """Nothing lost, nothing unchecked: while the first-pass check does not answer, signed mail
+    gets a temporary error (it waits in the sender's queue); once it answers, the mail arrives
+    with its verdict. Plain mail goes on meanwhile."""
+    plain, signed = f"{tag}-plain", f"{tag}-signed"
+    mail.check_output("systemctl stop mailstack-smime-verify")
+    try:
+        send_as_carol(addr, fqdn, ca_file, partner_signed(signed, f"Signed while the check is down {tag}"))
+        submit(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", message("carol@ext.test", "alice@example.test",
+                                                                            plain))
+        assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", plain, timeout=60) is not None
+        waiting = ext.check_output(
+            "for i in $(seq 60); do postqueue -j | grep -q 'signature check unavailable' && break; sleep 1; done;"
+            " postqueue -j")
+        assert "alice@example.test" in waiting and "S/MIME signature check unavailable" in waiting
+        assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", signed, timeout=3) is None
+    finally:
+        mail.check_output("systemctl start mailstack-smime-verify")
+    mail.check_output("for i in $(seq 30); do ss -ltn | grep -q '127.0.0.1:10030 ' && break; sleep 1; done")
+    ext.check_output("postqueue -f")
+    raw = imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", signed, timeout=120)
+    assert raw is not None
+    assert header_values(raw, "X-Mailstack-SMIME") == ["decrypted=no; signature=verified; signer=ext.test"]
+
+
 def test_a_renewed_tenant_certificate_is_taken_with_no_mail_lost_or_mis_signed(mail, addr, fqdn, ca_file, tag,
                                                                              gateway_up, rspamd_ready, tmp_path):
     """Issue 27: the lab CA renews example.test's certificate (same key, as a renewal does) and

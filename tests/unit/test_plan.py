@@ -56,7 +56,7 @@ def test_components_follow_the_roles_in_one_order():
     lab = plans(load(ROOT / "inventories" / "lab.yml"))
     assert [c.name for c in lab["mail"].components] == [
         "base", "tls", "acme", "idp", "storage", "backup_lock", "clamav", "peekaboo", "siem", "redis", "limits", "dmarc_reports",
-        "rspamd", "ldap",
+        "smime_verify", "rspamd", "ldap",
         "dovecot", "reports", "smime", "srs", "outbound_tls", "postfix", "webmail", "web", "bruteforce", "backup", "exporters", "monitoring", "loopback"]
     assert [c.name for c in lab["ext"].components] == ["base", "tls", "dns", "acme_ca", "siem-receiver", "pager-receiver",
                                                        "directory", "dovecot", "postfix", "bruteforce", "exporters"]
@@ -261,6 +261,7 @@ def test_loopback_ports_take_only_their_own_clients():
     assert 'oif "lo" tcp dport 11332 meta skuid != { root, postfix } reject with tcp reset' in single
     assert 'oif "lo" tcp dport 6379 meta skuid != { root, _rspamd, dovecot } reject with tcp reset' in single
     assert 'oif "lo" tcp dport 11333 meta skuid != { root } reject with tcp reset' in single
+    assert 'oif "lo" tcp dport 10030 meta skuid != { root, _rspamd } reject with tcp reset' in single  # S/MIME checks
     multi = plans(load(ROOT / "inventories" / "lab-multi.yml"))
     assert 'oif "lo" tcp dport 11332 meta skuid != { root, stunnel4 } reject with tcp reset' in loopback.rules(multi["filter1"])
     assert loopback.rules(multi["mx1"]) == [f'oif "lo" tcp dport {port} meta skuid != {{ root, postfix }} reject with tcp '

@@ -102,9 +102,14 @@ TABLE = [
      ["postmaster@ext.test"]),
     ("no S/MIME tenant: no FILTER", VALID, "mx1", "/etc/postfix/mailstack/header-checks", [], ["FILTER"]),
     ("S/MIME content to the gateway", SMIME_TENANT, "mx1", "/etc/postfix/mailstack/header-checks",
-     ["/^Content-Type[ \\t]*:.*pkcs7/ FILTER smime:[other.t.example]:10025"], []),
+     ["/^Content-Type[ \\t]*:.*pkcs7-mime/ FILTER smime:[other.t.example]:10025"], []),
     ("plain mail for an S/MIME tenant: rspamd writes the verdict", SMIME_TENANT, "mx1", "/etc/rspamd/rspamd.local.lua",
      ['  ["one.example"] = true,'], ['  ["two.example"] = true,']),
+    ("signed mail for an S/MIME tenant: rspamd asks the verifier on loopback", SMIME_TENANT, "mx1",
+     "/etc/rspamd/mailstack.d/smime_verify.lua", ['local URL = "http://127.0.0.1:10030/verify"'], []),
+    ("the verifier: loopback, the system trust store, the gateway's limits", SMIME_TENANT, "mx1",
+     "/etc/mailstack-smime-verify/config.json",
+     ['  "listen": "127.0.0.1",', '  "port": 10030,', '  "trust": "/etc/ssl/certs"', '  "max_mime_depth": 16,'], []),
     ("gateway listens for its MTAs only", SMIME_TENANT, "other", "/etc/mailstack-smime/config.json",
      ['  "listen": "192.0.2.2",', '    "192.0.2.1"', '  "port": 10025,', '  "submission_port": 10028,'], []),
     ("internal headers stripped (default)", VALID, "mx1", "/etc/postfix/mailstack/submission-header-checks",
@@ -246,7 +251,7 @@ TABLE = [
     ("monitoring: node exporter watches this host's daemons", LAB, "mail", "/etc/default/prometheus-node-exporter",
      ['ARGS="--web.listen-address=:9100 --collector.textfile.directory=/var/lib/prometheus/node-exporter '
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-acme|mailstack-backup|'
-      'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|nftables|nginx|postfix|'
+      'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|mailstack-smime-verify|nftables|nginx|postfix|'
       'postfix-mta-sts-resolver|postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
     ("monitoring: the metrics watch the S/MIME tenants' certificates too", LAB, "mail",
      "/usr/local/sbin/mailstack-metrics",
@@ -278,6 +283,14 @@ def secrets_home(tmp_path_factory):
 def services(text: str, host: str):
     plan = plans(check_text(text, "inv.yml"))[host]
     return [s for c in plan.components for s in configured(c, plan)]
+
+
+def test_signed_mail_is_checked_on_every_filter_host_and_only_with_s_mime():
+    """smime_verify runs where rspamd runs, once a domain has S/MIME, and nowhere else."""
+    assert "/etc/rspamd/mailstack.d/smime_verify.lua" in rendered(SMIME_TENANT, "mx1")
+    assert not any("smime" in path for path in rendered(VALID, "mx1"))
+    multi = plans(check_text((ROOT / "inventories" / "lab-multi.yml").read_text(), "lab-multi.yml"))
+    assert [h for h, plan in multi.items() if any(c.name == "smime_verify" for c in plan.components)] == ["filter1"]
 
 
 def rendered(text: str, host: str) -> dict[str, File]:

@@ -2,7 +2,9 @@
 
 from pyinfra import host, logger
 
-from deploys import converge, served_roles
+from deploys import converge, operation_order, served_roles
+
+operation_order.install()
 
 plan = host.data.mailstack_plan
 for role in sorted(set(plan.roles) - served_roles()):

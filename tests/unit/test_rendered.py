@@ -498,7 +498,7 @@ def test_a_hosts_questions_go_in_one_command_and_its_probes_skip_pyinfras_own():
     probes, accounts, files, failed = ops.Together().process(output)
     assert ops.Probes().process(probes) == ["yes", "no", "no"]
     assert ops.Accounts().process(accounts)["passwd"]["root"][0] == "root"
-    assert files == ["missing"] and failed is None
+    assert ops.FileStates().process(files) == ["missing"] and failed is None
 
 
 def test_a_probe_that_holds_skips_the_operation_without_asking(monkeypatch):
@@ -564,10 +564,12 @@ def test_a_big_file_is_hashed_once_then_known_by_its_stamp(monkeypatch, tmp_path
     def states():
         command = ops.FileStates().command([str(program), str(small), str(tmp_path / "none")],
                                            stamped=(str(program),))
-        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout.split("\n")
+        output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+        return ops.FileStates().process(output.splitlines())
 
     first = states()
     assert first[0].endswith(hashlib.sha256(program.read_bytes()).hexdigest()) and first[2] == "missing"
+    assert first[1].split()[2:] == [oct(small.stat().st_mode & 0o777)[2:], hashlib.sha256(b"x").hexdigest()]
     [stamp] = (tmp_path / "stamps").iterdir()
     stamp.write_text(stamp.read_text().rsplit(" ", 1)[0] + " from-the-stamp\n")
     assert states()[0].endswith(" from-the-stamp")  # not read again: the stamp answers

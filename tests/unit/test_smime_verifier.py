@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -96,7 +97,9 @@ def test_the_verifier_refuses_what_the_gateway_refuses(server, pki):
     deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(8)) + b"x\n"
     status, text = post(server, deep)
     assert status == 422 and "the S/MIME gateway does not process it" in text
-    assert post(server, b"x" * (1024 * 1024 + 1))[0] == 413
+    with socket.create_connection(("127.0.0.1", server), timeout=30) as oversize:  # refused before any body
+        oversize.sendall(b"POST /verify HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (1024 * 1024 + 1))
+        assert oversize.recv(100).startswith(b"HTTP/1.1 413 ")
     assert post(server, b"x", path="/other")[0] == 404
 
 

@@ -43,10 +43,8 @@ def configure(plan: HostPlan) -> list[Service]:
 
 def rspamd_files(plan: HostPlan) -> tuple[File, ...]:
     """The rspamd rule that asks it (one file in mailstack.d)."""
-    tenants = sorted(d.name for d in plan.own_domains if d.smime_enabled)
     return (File.template("/etc/rspamd/mailstack.d/smime_verify.lua", "smime_verify/smime_verify.lua.j2", {
-        "port": PORT, "timeout": plan.inv.smime["openssl_timeout"] + 5, "tenants": tenants,
-        "result_header": SMIME_RESULT}),)
+        "port": PORT, "timeout": plan.inv.smime["openssl_timeout"] + 5, "result_header": SMIME_RESULT}),)
 
 
 def install(plan: HostPlan) -> None:

@@ -1,12 +1,13 @@
-"""Hosts with `smime`: the multi-tenant S/MIME gateway (smimegw/), in a venv on the host,
-run by a dedicated user under a hardened systemd unit, TLS-only towards Postfix."""
+"""Hosts with `smime`: the multi-tenant S/MIME gateway (smimegw/) on Debian's python3 (its
+aiosmtpd and cryptography), run by a dedicated user under a hardened systemd unit, TLS-only
+towards Postfix."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from deploys.ops import directory, system_user, virtualenv
+from deploys.ops import directory, gone, system_user
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
@@ -18,6 +19,7 @@ HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
 SOURCE = Path(__file__).resolve().parents[2] / "smimegw"
 OWNED = {"user": USER, "group": USER}
+UNIT_TEMPLATE = "smime/smimegw.service.j2"  # the gateway's unit and smime_verify's
 
 
 def _tenant_files(plan: HostPlan, domain) -> tuple[str | Path, str | Path]:
@@ -103,10 +105,11 @@ def configure(plan: HostPlan) -> list[Service]:
         File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners, cert, key), indent=2,
                                                    sort_keys=True),
                   mode="0640", group=USER),
-        File.template("/etc/systemd/system/mailstack-smime.service", "smime/mailstack-smime.service.j2",
-                      {"service_user": USER, "home": HOME, "etc": ETC}),
+        File.template("/etc/systemd/system/mailstack-smime.service", UNIT_TEMPLATE,
+                      {"description": "mailstack multi-tenant S/MIME gateway", "module": "smimegw",
+                       "service_user": USER, "home": HOME, "config": f"{ETC}/config.json"}),
         *server_files,
-    ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} {HOME}/venv/bin/python -m smimegw "
+    ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} python3 -m smimegw "
               f"--check {ETC}/config.json >/dev/null")]
 
 
@@ -114,7 +117,7 @@ def install(plan: HostPlan) -> None:
     system_user(USER, home=HOME)
     for path in (HOME, f"{HOME}/smimegw", ETC, f"{ETC}/tenants", f"{ETC}/partners", f"{ETC}/tls"):
         directory(path, user="root", group=USER, mode="0750")
-    virtualenv(f"{HOME}/venv", name="Gateway venv (Debian's aiosmtpd and cryptography)", site_packages=True)
+    gone(f"{HOME}/venv", name="No gateway venv (it ran Debian's python3 alone)")
 
 
 def openings(plan: HostPlan) -> list[Opening]:
@@ -171,7 +174,7 @@ COMPONENT = Component(
     name="smime",
     schema=schema_fragment(__file__),
     roles=frozenset({"smime"}),
-    packages=("python3-aiosmtpd", "python3-cryptography", "python3-venv", "openssl"),
+    packages=("python3-aiosmtpd", "python3-cryptography", "openssl"),
     units=(UNIT,),
     local=local,
     section="smime",

@@ -9,21 +9,26 @@ master=${2:-127.0.0.1:9333}
 limit=${WAIT:-120}
 # weed shell waits for ever on a master that has no leader yet: every call has a time limit
 shell() { timeout $((limit < 15 ? limit : 15)) weed shell -master="$master"; }
+listed() { printf '%s\n' "$2" | grep -q "^ *$1[[:space:]]"; }
 deadline=$(($(date +%s) + limit))
-until echo "s3.bucket.list" | shell >/dev/null 2>&1; do
+until existing=$(echo "s3.bucket.list" | shell 2>/dev/null); do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "mailstack-s3-buckets: SeaweedFS does not answer" >&2; exit 1; }
-  sleep 1
+  sleep 0.2  # a master just started answers within seconds
 done
-existing=$(echo "s3.bucket.list" | shell 2>/dev/null)
+creates= missing=
 while read -r bucket lock; do
-  [ -n "$bucket" ] || continue
-  if ! printf '%s\n' "$existing" | grep -q "^ *$bucket[[:space:]]"; then
-    # another run may have made it meanwhile: only a bucket still missing afterwards is an error
-    if ! echo "s3.bucket.create -name $bucket${lock:+ -withLock}" | shell >/dev/null 2>&1 &&
-        ! echo "s3.bucket.list" | shell 2>/dev/null | grep -q "^ *$bucket[[:space:]]"; then
-      echo "mailstack-s3-buckets: cannot create bucket $bucket" >&2
-      exit 1
-    fi
-    echo "created bucket $bucket${lock:+ (object lock)}"
-  fi
+  [ -n "$bucket" ] && ! listed "$bucket" "$existing" || continue
+  creates="${creates}s3.bucket.create -name $bucket${lock:+ -withLock}
+"
+  missing="$missing $bucket${lock:+:locked}"
 done < "$1"
+[ -n "$missing" ] || exit 0
+# one shell for them all; another run may have made one meanwhile: only a bucket still
+# missing afterwards is an error
+printf '%s' "$creates" | shell >/dev/null 2>&1 || true
+after=$(echo "s3.bucket.list" | shell 2>/dev/null) || after=
+for entry in $missing; do
+  bucket=${entry%:locked}
+  listed "$bucket" "$after" || { echo "mailstack-s3-buckets: cannot create bucket $bucket" >&2; exit 1; }
+  echo "created bucket $bucket$([ "$entry" = "$bucket" ] || echo ' (object lock)')"
+done

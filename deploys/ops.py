@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
+import tarfile
 from dataclasses import dataclass, field
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdEnabled
-from pyinfra.operations import apt, files, pip, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mailstack.component import File, Service
@@ -228,7 +229,9 @@ def _wanted(kind: str, *names: str) -> None:
 def unless(holds: str, operation, name: str, **arguments):
     """pyinfra's `operation` with `arguments`, skipped while the host is settled and the shell
     test `holds` is true there: every such test of a host is asked in one command, where each
-    of pyinfra's operations would ask its own facts (a round trip each, most of a no-op run)."""
+    of pyinfra's operations would ask its own facts (a round trip each, most of a no-op run).
+    The operation makes `holds` true and changes nothing else the stock knows (the deploy's
+    files and units, its directories and accounts): the host stays settled."""
     _wanted("probes", holds)
     options = {key: arguments.pop(key) for key in [k for k in arguments if k.startswith("_")]}  # pyinfra's own
     return _unless(name=name, holds=holds, operation=operation, arguments=arguments, **options)
@@ -240,10 +243,27 @@ def absent(path: str, name: str):
     return unless(f"[ ! -e {quoted} ] && [ ! -L {quoted} ]", files.file, name=name, path=path, present=False)
 
 
-def virtualenv(path: str, name: str, site_packages: bool = False):
-    """pip.virtualenv with Debian's python3, from the stock while settled."""
-    return unless(f"[ -f {shlex.quote(path)}/bin/activate ]", pip.virtualenv, name=name, path=path,
-                  python="python3", venv=True, site_packages=site_packages)
+def gone(path: str, name: str):
+    """A directory (and all in it) removed, from the stock while settled."""
+    quoted = shlex.quote(path)
+    return unless(f"[ ! -e {quoted} ] && [ ! -L {quoted} ]", files.directory, name=name, path=path, present=False)
+
+
+def virtualenv(path: str, name: str):
+    """A venv of Debian's python3 with no pip of its own (ensurepip takes seconds; `pip_install`
+    installs into it with Debian's pip wheel), from the stock while settled."""
+    quoted = shlex.quote(path)
+    return unless(f"[ -x {quoted}/bin/python ]", server.shell, name=name,
+                  commands=[f"python3 -m venv --without-pip {quoted}"])
+
+
+PIP_WHEEL = "/usr/share/python-wheels/pip-*.whl"  # Debian's python3-pip-whl (python3-venv needs it)
+
+
+def pip_install(venv: str, wheels: str) -> str:
+    """The command that installs `wheels`/requirements.txt into `venv` from those wheels only."""
+    return (f"set -- {PIP_WHEEL} && {venv}/bin/python \"$1/pip\" install --quiet --disable-pip-version-check "
+            f"--no-index --find-links {wheels} -r {wheels}/requirements.txt")
 
 
 def symlink(path: str, target: str, name: str):
@@ -255,11 +275,13 @@ def symlink(path: str, target: str, name: str):
 @operation()
 def _unless(holds: str, operation, arguments: dict):
     answers = _stocked("probes")
-    if answers and dict(zip(wanted("probes"), answers, strict=False)).get(holds) == "yes":
+    tests = wanted("probes")
+    if answers and dict(zip(tests, answers, strict=False)).get(holds) == "yes":
         host.noop("as wanted")
         return
-    unsettle()
     yield from operation._inner(**arguments)
+    if answers:  # done: it holds from now on
+        answers[tests.index(holds)] = "yes"
 
 
 EXTRAS = {"directories": (DirectoryStates, "paths"), "accounts": (Accounts, "names"), "probes": (Probes, "tests")}
@@ -284,6 +306,14 @@ def _stocked(kind: str):
     return known.extra.get(kind)
 
 
+def _ask_again() -> None:
+    """An account is made: the next question about directories, accounts or probes reads them
+    all again (one command), the files and units stay as stocked."""
+    known = stock()
+    if known:
+        known.extra = None
+
+
 def directory(path: str, mode: str = "0755", user: str = "root", group: str = "root") -> None:
     """files.directory, decided from the stock while the host is settled."""
     _wanted("directories", path)
@@ -297,8 +327,9 @@ def _directory(path: str, mode: str, user: str, group: str):
     if found.get(path) == f"{user} {group} {int(mode, 8):o}":
         host.noop(f"{path} is as wanted")
         return
-    unsettle()
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
+    if states:  # done: as the stock now says, and the host stays settled
+        states[wanted("directories").index(path)] = f"{user} {group} {int(mode, 8):o}"
 
 
 def system_group(group: str, gid: int | None = None) -> None:
@@ -314,8 +345,11 @@ def _group(group: str, gid: int | None):
     if entry and (gid is None or entry[2] == str(gid)):
         host.noop(f"group {group} exists")
         return
-    unsettle()
-    yield from server.group._inner(group=group, gid=gid, system=gid is None)
+    if found and not entry:  # a new group: the command pyinfra would run, without its facts
+        yield f"groupadd {'-r' if gid is None else f'-g {gid}'} {shlex.quote(group)}"
+    else:
+        yield from server.group._inner(group=group, gid=gid, system=gid is None)
+    _ask_again()
 
 
 def system_user(user: str, home: str, group: str | None = None, uid: int | None = None) -> None:
@@ -334,9 +368,15 @@ def _user(user: str, home: str, group: str | None, uid: int | None):
             and (group is None or (primary and primary[2] == entry[3])):
         host.noop(f"user {user} exists")
         return
-    unsettle()
-    yield from server.user._inner(user=user, home=home, group=group, uid=uid, shell=NOLOGIN, ensure_home=False,
-                                  system=uid is None)
+    if found and not entry:  # a new user: the command pyinfra would run, without its facts (seconds)
+        own = group or (user if user in found["group"] else None)  # a group of its name: that one
+        yield " ".join(["useradd -M", f"-d {shlex.quote(home)} -s {NOLOGIN}",
+                        *([f"-g {shlex.quote(own)}"] if own else []), "-r" if uid is None else f"--uid {uid}",
+                        shlex.quote(user)])
+    else:
+        yield from server.user._inner(user=user, home=home, group=group, uid=uid, shell=NOLOGIN,
+                                      ensure_home=False, system=uid is None)
+    _ask_again()
 
 
 UNIT_TYPES = frozenset({"service", "socket", "timer", "target", "path", "mount", "slice"})
@@ -385,25 +425,64 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = (), pending
     if not changed and not stale and not unapplied:
         host.noop(f"{len(files)} files are current")
         return
-    if known:  # what this writes is known: the stock stays true, the host settled (a new user's
-        # maps do not make every later operation ask the host again, hashing its files)
+    mark = [f"mkdir -p {PENDING} && touch {pending}"] if markers else []  # before any file changes
+    remove = ["rm -f " + " ".join(shlex.quote(path) for path in stale)] if stale else []  # stamps too
+    if changed:
+        yield from _write(changed, mark, remove)
+    else:
+        yield " && ".join([*mark, *remove])
+    # done (pyinfra's change detection stops at the first command: never here): what this wrote
+    # is known, the stock stays true and the host settled (a new user's maps do not make every
+    # later operation ask the host again, hashing its files)
+    if known:
         known.files.update({**dict.fromkeys(stale, "missing"), **{f.path: _state(f) for f in changed}})
-    if markers:
-        yield f"mkdir -p {PENDING} && touch {pending}"
-    if stale:
-        yield "rm -f " + " ".join(shlex.quote(path) for path in stale)  # a stamp left behind matches no new file
-    if not changed:
-        return
-    yield f"install -d -m 0700 -o root -g root {STAGING}"
+
+
+def _write(changed: list[File], mark: list[str], remove: list[str]):
+    """The commands that upload the changed files and put them in place, after `mark` and `remove`."""
+    if host.name not in STAGED:  # once a run: an upload needs it there
+        yield f"install -d -m 0700 -o root -g root {STAGING}"
+        STAGED.add(host.name)
+    small = [f for f in changed if len(f.content) < BIG]
+    if small:  # one upload for all of them: a round trip or two each made a fresh deploy wait
+        yield FileUploadCommand(_bundle(small), f"{STAGING}/{BUNDLE}")
     for file in changed:
-        staged = f"{STAGING}/{hashlib.sha256(file.path.encode()).hexdigest()[:16]}"
-        yield FileUploadCommand(io.BytesIO(file.content), staged)
-        parent = shlex.quote(file.path.rsplit("/", 1)[0] or "/")
-        yield (f"chown {shlex.quote(file.user)}:{shlex.quote(file.group)} {staged} && chmod {file.mode} {staged}"
-               f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
         if len(file.content) >= BIG:
-            yield (f"mkdir -p {STAMPS} && echo \"$(stat -c '{IDENTITY}' {shlex.quote(file.path)})\" "
-                   f"{digest(file.content)} > {stamp_path(file.path)}")
+            yield FileUploadCommand(io.BytesIO(file.content), _staged(file))
+    steps = [*mark, *remove]
+    if small:
+        steps.append(f"tar -x --no-same-owner --touch -f {STAGING}/{BUNDLE} -C {STAGING} && rm {STAGING}/{BUNDLE}")
+    for file in changed:
+        staged, parent = _staged(file), shlex.quote(file.path.rsplit("/", 1)[0] or "/")
+        steps.append(f"chown {shlex.quote(file.user)}:{shlex.quote(file.group)} {staged} && chmod {file.mode} {staged}"
+                     f" && mkdir -p {parent} && mv -f {staged} {shlex.quote(file.path)}")
+        if len(file.content) >= BIG:
+            steps.append(f"mkdir -p {STAMPS} && echo \"$(stat -c '{IDENTITY}' {shlex.quote(file.path)})\" "
+                         f"{digest(file.content)} > {stamp_path(file.path)}")
+    yield " && ".join(steps)  # one command puts every file in place
+
+
+STAGED: set[str] = set()  # the hosts whose STAGING this run has made sure of
+BUNDLE = "files.tar"  # the small changed files of one operation, uploaded together into STAGING
+
+
+def _staged(file: File) -> str:
+    """Where a changed file waits in STAGING to get its owner and mode."""
+    return f"{STAGING}/{hashlib.sha256(file.path.encode()).hexdigest()[:16]}"
+
+
+def _bundle(files: list[File]) -> io.BytesIO:
+    """A tar of `files` under their staging names, root's and unreadable to others (the
+    command that places them gives each its owner and mode; `tar --touch` the time it is
+    written, as daemons that reload a file newer than they read, NSD's zones, need)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for file in files:
+            member = tarfile.TarInfo(_staged(file).rsplit("/", 1)[1])
+            member.size, member.mode = len(file.content), 0o600
+            archive.addfile(member, io.BytesIO(file.content))
+    buffer.seek(0)
+    return buffer
 
 
 MANIFESTS = "/var/lib/mailstack/components"  # per component: the units and files it put on this host
@@ -515,9 +594,30 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
     if not wanted:
         host.noop(f"{unit} is {'running' if running else 'enabled'}")
         return
-    unsettle()
     for action in wanted:
         yield f"{action} {shlex.quote(name)}"
+    _note_unit(name, active="active" if running else None, file_state="enabled" if enabled else None)
+
+
+def _note_unit(name: str, active: str | None = None, file_state: str | None = None) -> None:
+    """What this deploy did to a unit, entered in the stock: the host stays settled (a start
+    or an enable changes nothing else the stock holds). Like every entry an operation makes in
+    the stock, after its last command: pyinfra's change detection runs an operation up to its
+    first command, then runs it again."""
+    known = stock()
+    if known:
+        was_active, _, was_file = known.units.get(name, "").partition(" ")
+        known.units[name] = f"{active or was_active} {file_state or was_file}".strip()
+
+
+@operation()
+def restart(unit: str, reread: bool = False, reload: bool = False):
+    """The unit restarted (or reloaded, when `reload`), systemd re-reading its units first when
+    `reread`, in one command; it is running then (in the stock too)."""
+    name = unit_name(unit)
+    yield " && ".join([*(["systemctl daemon-reload"] if reread else []),
+                       f"systemctl {'reload' if reload else 'restart'} {shlex.quote(name)}"])
+    _note_unit(name, active="active")
 
 
 def enabled(unit: str, **kwargs) -> None:
@@ -582,9 +682,9 @@ def _keep_running(service: Service, changed) -> None:
         # unless this deploy just started it (systemd in a container often fails to attach a
         # reload's process to the cgroup of a unit that started a moment ago: 219/CGROUP)
         started = unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None, **RETRIED)
-        systemd.service(name=f"Reload {service.unit} (configuration changed)", service=service.unit,
-                        reloaded=True, _if=lambda: changed() and not started.did_change(), **RETRIED)
+        restart(name=f"Reload {service.unit} (configuration changed)", unit=service.unit, reload=True,
+                _if=lambda: changed() and not started.did_change(), **RETRIED)
     else:
-        systemd.service(name=f"Restart {service.unit} (configuration changed)", service=service.unit,
-                        restarted=True, daemon_reload=reread, _if=changed, **RETRIED)
+        restart(name=f"Restart {service.unit} (configuration changed)", unit=service.unit, reread=reread,
+                _if=changed, **RETRIED)
         unit_state(name=f"{service.unit} running", unit=service.unit, enabled=None, **RETRIED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.facts.server import Command
-from pyinfra.operations import server, systemd
+from pyinfra.operations import server
 
 from deploys.ops import absent, symlink
 from mailstack.component import Component, File, Service, schema_fragment
@@ -77,8 +77,8 @@ def install(plan: HostPlan) -> None:
         return
     masked = symlink("/etc/systemd/system/clamav-freshclam.service", "/dev/null",
                      name="No signature updates in a lab (freshclam masked)")
-    systemd.service(name="freshclam stopped", service="clamav-freshclam", running=False, daemon_reload=True,
-                    _if=masked.did_change)
+    # stopped now (systemd reads the mask at the deploy's one reload, reload_units)
+    server.shell(name="freshclam stopped", commands=["systemctl stop clamav-freshclam.service"], _if=masked.did_change)
     absent("/etc/network/if-up.d/clamav-freshclam-ifupdown", name="No freshclam run when an interface comes up")
 
 

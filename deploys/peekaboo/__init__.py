@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploys.ops import directory, system_user, virtualenv
+from deploys.ops import directory, pip_install, system_user, virtualenv
 from mailstack.component import Component, File, Service, schema_fragment, seconds, template_path
 from mailstack.conventions import CLAMAV_UNSCANNED, SUBMISSION_VIA_GATEWAY
 from mailstack.inventory import Positions, Problem, resolve, schema
@@ -34,12 +34,10 @@ def configure(plan: HostPlan) -> list[Service]:
     settings = plan.inv.peekaboo
     wheels = wheelhouse(LOCK)
     paths = {"user": USER, "home": HOME, "etc": ETC, "state": STATE, "port": settings["port"]}
-    pip_install = (f"{HOME}/venv/bin/pip install --quiet --no-index --find-links {HOME}/wheels "
-                   f"-r {HOME}/wheels/requirements.txt")
     return [
         Service(None, (*(File.copy(f"{HOME}/wheels/{w.name}", w) for w in wheels),
                        File.text(f"{HOME}/wheels/requirements.txt", "\n".join(requirements(LOCK)))),
-                on_change=pip_install),
+                on_change=pip_install(f"{HOME}/venv", f"{HOME}/wheels")),
         Service("mailstack-peekaboo", (
             File.template(f"{ETC}/peekaboo.conf", "peekaboo/peekaboo.conf.j2", paths, group=USER, mode="0640"),
             File.template(f"{ETC}/ruleset.conf", "peekaboo/ruleset.conf.j2", ruleset(plan), group=USER, mode="0640"),
@@ -92,7 +90,7 @@ COMPONENT = Component(
     name="peekaboo",
     schema=schema_fragment(__file__),
     roles=frozenset({"sandbox"}),
-    packages=("python3-venv", "libmagic1"),
+    packages=("python3-venv", "libmagic1"),  # python3-venv brings the pip wheel pip_install runs
     units=("mailstack-peekaboo",),
     local=lambda plan: {("127.0.0.1", plan.inv.peekaboo["port"])},
     loopback_clients=lambda plan: {plan.inv.peekaboo["port"]: ("_rspamd",)},  # its rule runs in rspamd

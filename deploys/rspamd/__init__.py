@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import re
 
-from pyinfra.operations import server, systemd
+from pyinfra.operations import server
 
-from deploys.ops import absent, directory, unless
+from deploys.ops import absent, directory, restart, unless
 from mailstack.component import Component, File, Service, guard, schema_fragment, table
 from mailstack.conventions import (
     ORIGINATING,
@@ -161,7 +161,7 @@ def install(plan: HostPlan) -> None:
         joined = unless("id -nG _rspamd | tr ' ' '\\n' | grep -qx clamav", server.user,
                         name="rspamd may use clamd's socket", user="_rspamd", groups=["clamav"], append=True,
                         ensure_home=False)
-        systemd.service(name="rspamd takes its new group", service="rspamd", restarted=True, _if=joined.did_change)
+        restart(name="rspamd takes its new group", unit="rspamd", _if=joined.did_change)
     directory(DKIM_DIR, user="root", group="_rspamd", mode="0750")
     directory(MAPS_DIR, mode="0755")
     absent(f"{ETC}/local.d/worker-controller.inc", name="No controller settings left in local.d (override.d has them)")

@@ -6,8 +6,10 @@ import hashlib
 import importlib.util
 import json
 import subprocess
+import tarfile
 
 import pytest
+from pyinfra.api import FileUploadCommand
 from unitdata import ROOT, VALID
 
 from deploys import COMPONENTS, configured, ops
@@ -450,10 +452,13 @@ def test_install_files_changes_only_what_differs(monkeypatch, change, uploads):
     fake = FakeHost(states)
     monkeypatch.setattr(ops, "host", fake)
     commands = list(ops.install_files._inner(files=files))
-    moved = [c for c in commands if isinstance(c, str) and "mv -f" in c]
+    moved = [step for c in commands if isinstance(c, str) for step in c.split(" && chown ")[1:]]
     assert len(moved) == uploads
     if uploads:
-        assert moved[0].startswith("chown root:dovecot") and "chmod 0640" in moved[0] and moved[0].endswith("/etc/b")
+        assert moved[0].startswith("root:dovecot") and "chmod 0640" in moved[0] and moved[0].endswith("/etc/b")
+        upload, = [c for c in commands if isinstance(c, FileUploadCommand)]  # every changed file in one
+        with tarfile.open(fileobj=upload.src) as bundle:
+            assert [bundle.extractfile(m).read() for m in bundle] == [files[1].content]
     else:
         assert fake.noops == ["2 files are current"]
 
@@ -467,8 +472,8 @@ def test_files_of_a_component_turned_off_are_removed(monkeypatch):
 
 def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch):
     """The no-op deploy decides from the stock taken at its start (issue 24: round trips); files
-    it writes are known as written; once something else changed on the host, every later
-    operation asks the host itself."""
+    it writes and units it starts are known as such; once something else changed on the host (a
+    package installed), every later operation asks the host itself."""
     current, old = File.text("/etc/a", "one"), File.text("/etc/b", "two")
     fake = FakeHost(["root root 644 abc"])
     monkeypatch.setattr(ops, "host", fake)
@@ -483,9 +488,29 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert list(ops.install_files._inner(files=(newer,))) == [] and fake.asked == 0
     assert list(ops.unit_state._inner(unit="rspamd")) == ["systemctl start rspamd.service",
                                                           f"{ops.ENABLE} rspamd.service"]
-    assert not ops.STOCK["fake"].settled  # a start changed the host
+    assert list(ops.unit_state._inner(unit="rspamd")) == [] and ops.STOCK["fake"].settled  # known as started
+    assert list(ops.restart._inner(unit="dovecot")) == ["systemctl restart dovecot.service"]
+    assert list(ops.unit_state._inner(unit="dovecot")) == [] and fake.asked == 0
+    ops.unsettle()  # what a package install does
     list(ops.install_files._inner(files=(current,)))
     assert fake.asked == 1  # asked the host again, not the stock
+
+
+def test_a_run_that_first_detects_changes_still_makes_them(monkeypatch):
+    """pyinfra without -y (the README's production deploy) runs each operation up to its first
+    command to learn whether it would change anything, then runs it again: the stock must not
+    take a file as written or a unit as started before the operation really ran."""
+    monkeypatch.setattr(ops, "host", FakeHost([]))
+    monkeypatch.setattr(ops, "STAGED", set())
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), files={"/etc/a": state(File.text("/etc/a", "1"))},
+                                                     units={"x.service": "inactive disabled"}))
+    for run in (lambda: ops.install_files._inner(files=(File.text("/etc/a", "2"),)),
+                lambda: ops.unit_state._inner(unit="x")):
+        detecting = run()
+        next(detecting)
+        detecting.close()
+        assert any("mv -f" in c or "systemctl start" in c for c in list(run()) if isinstance(c, str))
+    assert list(ops.unit_state._inner(unit="x")) == []  # after the real run: known
 
 
 def test_a_hosts_questions_go_in_one_command_and_its_probes_skip_pyinfras_own():
@@ -513,7 +538,23 @@ def test_a_probe_that_holds_skips_the_operation_without_asking(monkeypatch):
     assert list(ops._unless._inner(holds="held", operation=Operation, arguments={"path": "/a"})) == []
     assert fake.asked == 1 and ops.STOCK["fake"].settled
     assert list(ops._unless._inner(holds="not held", operation=Operation, arguments={"path": "/b"})) == ["run /b"]
-    assert fake.asked == 1 and not ops.STOCK["fake"].settled  # the operation may change the host
+    assert fake.asked == 1 and ops.STOCK["fake"].settled  # it made its test hold, and changed nothing else
+    assert list(ops._unless._inner(holds="not held", operation=Operation, arguments={"path": "/b"})) == []
+
+
+def test_a_new_system_user_is_made_from_the_stock_alone(monkeypatch):
+    """A fresh host's users and groups: one useradd or groupadd each, without pyinfra's facts of
+    every account (a second or so each); then the accounts are read again."""
+    fake = FakeHost([])
+    monkeypatch.setattr(ops, "host", fake)
+    monkeypatch.setitem(ops.WANTED, "fake", {"directories": [], "accounts": ["vmail", "x"], "probes": []})
+    accounts = {"passwd": {}, "group": {"vmail": ["vmail", "x", "5000", ""]}}
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), units={}, files={}, extra={"accounts": accounts}))
+    assert list(ops._user._inner(user="vmail", home="/var/vmail", group=None, uid=5000)) == [
+        f"useradd -M -d /var/vmail -s {ops.NOLOGIN} -g vmail --uid 5000 vmail"]
+    assert ops.STOCK["fake"].extra is None and fake.asked == 0  # asked again at the next question
+    ops.STOCK["fake"].extra = {"accounts": accounts}
+    assert list(ops._group._inner(group="x", gid=None)) == ["groupadd -r x"]
 
 
 def test_files_written_by_a_run_that_failed_before_applying_them_are_applied_next_time(monkeypatch):
@@ -529,7 +570,8 @@ def test_files_written_by_a_run_that_failed_before_applying_them_are_applied_nex
         assert list(ops.install_files._inner(files=(current,), pending=marker)) == expected
     newer = File.text("/etc/a", "two")  # a change makes the marker before it writes a file
     commands = list(ops.install_files._inner(files=(newer,), pending=marker))
-    assert commands[0] == f"mkdir -p {ops.PENDING} && touch {marker}" and len(commands) > 2
+    assert commands[-1].startswith(f"mkdir -p {ops.PENDING} && touch {marker} && ")
+    assert "mv -f" in commands[-1] and not any("mv -f" in c for c in commands[:-1] if isinstance(c, str))
 
 
 @pytest.mark.parametrize("files, units, rereads", [

@@ -5,9 +5,10 @@ every lab host, summed: shared pages count once per process, so it is an upper b
 Then how the no-op redeploy grows with the host count: pyinfra works
 on the hosts in parallel, so it must grow far less than the hosts do.
 
-Destroys and rebuilds the lab: at the end the last inventory's lab is up and deployed.
-Needs root, like the lab. Targets on a 2-core machine: no-op redeploy <= 10 s for the
-main lab, full deploy < 5 min.
+Then the ten operations the full deploy of each spent longest on. Destroys and rebuilds the
+lab: at the end the last inventory's lab is up and deployed. Needs root, like the lab.
+Targets on a 2-core machine (issue 24): full deploy onto fresh hosts <= 60 s, no-op redeploy
+<= 3x a pyinfra run of `true`.
 
     .venv/bin/python bench/lab_cycle.py [inventories/lab.yml inventories/lab-multi.yml]
 """
@@ -29,13 +30,25 @@ DEFAULT = ("inventories/lab.yml", "inventories/lab-multi.yml")
 
 
 def timed(inventory: str, *cmd: str) -> tuple[float, str]:
+    """(seconds, output) of the command; each output line starts with the second it came."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "MAILSTACK_INVENTORY": inventory})
-    elapsed = time.perf_counter() - start
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MAILSTACK_INVENTORY": inventory})
+    lines = [f"{time.perf_counter() - start:.2f} {line}" for line in proc.stdout]
+    proc.wait()
+    elapsed, output = time.perf_counter() - start, "".join(lines)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return elapsed, proc.stdout + proc.stderr
+        sys.exit(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
+    return elapsed, output
+
+
+def slowest(output: str, count: int = 10) -> list[tuple[float, str]]:
+    """pyinfra's operations that took longest (from one's start to the next's, all hosts)."""
+    starts = [(float(m.group(1)), m.group(2).strip())
+              for m in re.finditer(r"^(\S+) --> Starting operation: (.*)$", output, re.MULTILINE)]
+    end = float(output.rstrip().rsplit("\n", 1)[-1].split(" ", 1)[0])
+    spans = [(after[0] - at, name) for (at, name), after in zip(starts, [*starts[1:], (end, "")], strict=True)]
+    return sorted(spans, reverse=True)[:count]
 
 
 def changes(output: str) -> tuple[int, int]:
@@ -66,7 +79,7 @@ def cycle(inventory: str) -> dict:
     noop, out_noop = timed(inventory, pyinfra, "-y", "inventory.py", "deploy.py")
     time.sleep(20)  # let the daemons settle after their starts
     return {"inventory": inventory, "hosts": len(lab.hosts), "up": up, "full": full, "full_ops": changes(out_full),
-            "noop": noop, "noop_ops": changes(out_noop), "memory": resident_mib(lab)}
+            "noop": noop, "noop_ops": changes(out_noop), "memory": resident_mib(lab), "slowest": slowest(out_full)}
 
 
 def main() -> None:
@@ -79,6 +92,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['inventory']:<28} {r['hosts']:>5} {r['up']:>6.1f}s {r['full']:>11.1f}s {r['full_ops'][1]:>5} "
               f"{r['noop']:>6.1f}s {r['noop_ops'][0]:>7} {r['memory']:>6} MiB")
+    for r in rows:
+        print(f"\nslowest operations of the full deploy of {r['inventory']}:")
+        for seconds, name in r["slowest"]:
+            print(f"  {seconds:6.2f}s  {name[:100]}")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         print(f"hosts x{last['hosts'] / first['hosts']:.1f}: full deploy x{last['full'] / first['full']:.2f}, "

@@ -238,6 +238,25 @@ def test_signed_mail_is_checked_in_the_first_pass_and_a_forged_or_tampered_one_i
     assert not header_values(kept, "X-Mailstack-SMIME-Pass") and not header_values(broken, "X-Mailstack-SMIME-Pass")
 
 
+def test_signed_mail_over_the_gateways_mime_limits_is_refused_in_the_first_pass(addr, fqdn, ca_file, tag,
+                                                                               rspamd_ready):
+    """The attacker's wide structure: a signed message of more parts than the gateway processes
+    (smime.max_mime_parts, 500) is refused while it is offered (the check answers 422, rspamd
+    rejects), as the gateway would refuse it; it never reaches alice unchecked, and carol's
+    provider tells her why. (Deep nesting ClamAV refuses first: its recursion limit.)"""
+    cert, key = domain_certificate(INVENTORY, "ext.test")
+    parts = "".join(f"--wide\nContent-Type: text/plain\n\npart {n}\n" for n in range(520))
+    entity = f'Content-Type: multipart/mixed; boundary="wide"\n\n{parts}--wide--\n'
+    signed = cms("-sign", "-signer", str(cert), "-inkey", str(key), "-md", "sha256", "-from", "carol@ext.test",
+                 "-to", "alice@example.test", "-subject", tag, data=entity.encode()).stdout
+    send_as_carol(addr, fqdn, ca_file, signed)
+    bounce = imap_find(addr["ext"], fqdn["ext"], ca_file, "carol@ext.test", tag, timeout=90, criteria="TEXT")
+    assert bounce is not None, "carol was not told"
+    said = re.sub(rb"\s+", b" ", bounce)  # the DSN folds the server's words
+    assert b"554 5.7.1 more than 500 MIME parts; the S/MIME gateway does not process it" in said
+    assert imap_find(addr["mail"], fqdn["mail"], ca_file, "alice@example.test", tag, timeout=3) is None
+
+
 def test_no_signature_check_means_signed_mail_waits_then_goes(mail, ext, addr, fqdn, ca_file, tag, rspamd_ready):
     """Nothing lost, nothing unchecked: while the first-pass check does not answer, signed mail
     gets a temporary error (it waits in the sender's queue); once it answers, the mail arrives

@@ -41,9 +41,11 @@ class FileStates(FactBase):
 
     def command(self, paths, stamped=()):
         pairs = " ".join(f"{shlex.quote(p)} {shlex.quote(stamp_path(p)) if p in stamped else '-'}" for p in paths)
-        each = f"set -- {pairs}; while [ $# -gt 0 ]; do p=$1 t=$2; shift 2; "
+        # the pairs once (a hosting provider's thousands of files: the command must stay short),
+        # then walked as often as needed: "$p" a path, "$t" its stamp or -
+        each = "odd=1; for a in \"$@\"; do if [ $odd = 1 ]; then p=$a odd=0; continue; fi; t=$a odd=1; "
         small = f"{{ {each}if [ \"$t\" = - ] && [ -f \"$p\" ]; then printf '%s\\0' \"$p\"; fi; done; }}"
-        return (f"{each}printf 'o\\t%s\\n' \"$p\"; done; "
+        return (f"set -- {pairs}; {each}printf 'o\\t%s\\n' \"$p\"; done; "
                 f"{small} | xargs -0 -r stat --printf 's\\t%n\\t%U %G %a\\n' --; "
                 f"{small} | xargs -0 -r sha256sum --; "
                 f"{each}if [ \"$t\" = - ] || [ ! -f \"$p\" ]; then continue; fi; h=; "
@@ -160,13 +162,41 @@ STOCK: dict[str, Stock] = {}  # host name -> its stock, for this run
 
 def take_stock(paths: list[str], units: list[str], big: list[str] = ()) -> Stock:
     """Read this host's packages, units, files (`big`: those read by their stamp) and
-    manifests once, before its operations run."""
+    manifests once, before its operations run: one command (one more for each further
+    COMMAND_LIMIT of file paths, a hosting provider's thousands of files)."""
+    first, *more = _file_questions(paths, big)
     states, packages, unit_states, manifests = together(
-        (FileStates, {"paths": tuple(paths), "stamped": tuple(big)}), (DebPackages, {}),
-        (UnitStates, {"units": tuple(unit_name(u) for u in units)}), (Manifests, {}))
+        (FileStates, first), (DebPackages, {}), (UnitStates, {"units": tuple(unit_name(u) for u in units)}),
+        (Manifests, {}))
+    for question in more:
+        states = states and (states + (host.get_fact(FileStates, **question) or []))
     STOCK[host.name] = Stock(packages=set(packages or {}), units=unit_states or {},
                              files=dict(zip(paths, states or [], strict=False)), manifests=manifests or {})
     return STOCK[host.name]
+
+
+def file_states(paths: list[str], big=()) -> list[str] | None:
+    """FileStates of `paths` (`big`: read by their stamp), in as few commands as fit."""
+    states: list[str] = []
+    for question in _file_questions(paths, big):
+        answer = host.get_fact(FileStates, **question)
+        if answer is None:
+            return None
+        states += answer
+    return states
+
+
+def _file_questions(paths: list[str], big=()) -> list[dict]:
+    """FileStates' arguments for `paths` in parts whose commands stay under COMMAND_LIMIT."""
+    big, parts, part, size = set(big), [], [], 0
+    for path in paths:
+        if part and size + len(path) + 80 > COMMAND_LIMIT:
+            parts.append(part)
+            part, size = [], 0
+        part.append(path)
+        size += len(path) + 80 if path in big else len(path) + 4  # a stamp's path, or "-"
+    parts.append(part)
+    return [{"paths": tuple(part), "stamped": tuple(p for p in part if p in big)} for part in parts]
 
 
 def stock() -> Stock | None:
@@ -417,8 +447,7 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = (), pending
     if known and all(path in known.files for path in paths):
         found = [known.files[path] for path in paths]
     else:
-        found = (host.get_fact(FileStates, paths=paths, stamped=tuple(stamped(files)))
-                 or ["missing"] * len(paths))  # fake connector: no facts
+        found = file_states(paths, stamped(files)) or ["missing"] * len(paths)  # fake connector: no facts
     changed = [f for f, state in zip(files, found, strict=False) if state != _state(f)]
     stale = [path for path, state in zip(absent, found[len(files):], strict=False) if state != "missing"]
     unapplied = bool(markers) and found[-1] != "missing"
@@ -426,11 +455,11 @@ def install_files(files: tuple[File, ...], absent: tuple[str, ...] = (), pending
         host.noop(f"{len(files)} files are current")
         return
     mark = [f"mkdir -p {PENDING} && touch {pending}"] if markers else []  # before any file changes
-    remove = ["rm -f " + " ".join(shlex.quote(path) for path in stale)] if stale else []  # stamps too
+    remove = [f"rm -f {shlex.quote(path)}" for path in stale]  # stamps too
     if changed:
         yield from _write(changed, mark, remove)
     else:
-        yield " && ".join([*mark, *remove])
+        yield from _commands([*mark, *remove])
     # done (pyinfra's change detection stops at the first command: never here): what this wrote
     # is known, the stock stays true and the host settled (a new user's maps do not make every
     # later operation ask the host again, hashing its files)
@@ -459,7 +488,23 @@ def _write(changed: list[File], mark: list[str], remove: list[str]):
         if len(file.content) >= BIG:
             steps.append(f"mkdir -p {STAMPS} && echo \"$(stat -c '{IDENTITY}' {shlex.quote(file.path)})\" "
                          f"{digest(file.content)} > {stamp_path(file.path)}")
-    yield " && ".join(steps)  # one command puts every file in place
+    yield from _commands(steps)
+
+
+COMMAND_LIMIT = 60_000  # bytes of one command: SSH and `sh -c` refuse far longer ones (128 KiB)
+
+
+def _commands(steps: list[str]):
+    """`steps` joined by && into as few commands as fit COMMAND_LIMIT (one, for all but
+    thousands of files), in order: a failed step stops the rest."""
+    command: list[str] = []
+    for step in steps:
+        if command and sum(len(s) + 4 for s in (*command, step)) > COMMAND_LIMIT:
+            yield " && ".join(command)
+            command = []
+        command.append(step)
+    if command:
+        yield " && ".join(command)
 
 
 STAGED: set[str] = set()  # the hosts whose STAGING this run has made sure of

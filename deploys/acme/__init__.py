@@ -50,8 +50,9 @@ def configure(plan: HostPlan) -> list[Service]:
             File.copy(f"{state}/private/{names[0]}/key.pem", host_key(inv, plan.name), mode="0600", secret=True),
         )),
         # a name more or less, or another CA: a certificate now, in the deploy, not tomorrow
+        # (forced: uacme keeps a valid certificate that carries every name asked, and more)
         Service(None, (File.text(NAMES, "\n".join(names)), File.text(f"{state}/directory", settings["acme_directory"])),
-                on_change=PROGRAM),
+                on_change=f"{PROGRAM} --force"),
         Service("mailstack-acme.timer", (
             File.template("/etc/systemd/system/mailstack-acme.service", "acme/mailstack-acme.service.j2", context),
             File.template("/etc/systemd/system/mailstack-acme.timer", "acme/mailstack-acme.timer.j2", context),

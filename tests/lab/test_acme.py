@@ -134,6 +134,27 @@ def test_a_second_deploy_changes_nothing(acme_lab):
     assert (changed, errors) == ("-", "-")
 
 
+def test_a_domain_that_leaves_the_platform_leaves_its_certificate(acme_lab, names, addr, fqdn, tmp_path):
+    """The operator takes a tenant's domain off: the next deploy gets a certificate without its
+    names (uacme alone keeps a valid certificate that carries every name asked, and more: the
+    platform would go on telling every client whose domain it served)."""
+    joined = tmp_path / "lab.yml"
+    joined.write_text(acme_lab.read_text().replace(
+        "\ndomains:\n", "\ndomains:\n  - {name: leaving.test, tenant: leaving, mx: [mail]}\n", 1))
+
+    def carried() -> list[str]:
+        cert = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+
+    deploy(joined)
+    try:
+        assert "imap.leaving.test" in carried()
+    finally:
+        deploy(acme_lab)
+    assert sorted(carried()) == sorted(names)
+
+
 def test_the_acme_certificate_carries_the_key_its_tlsa_records_pin(acme_lab, addr, fqdn, nameserver):
     cert = served(addr[MAIL], 25, True, ROOTS, fqdn[MAIL])
     tlsa = lab_resolver(nameserver).resolve(f"_25._tcp.{fqdn[MAIL]}", "TLSA")

@@ -463,6 +463,19 @@ def test_install_files_changes_only_what_differs(monkeypatch, change, uploads):
         assert fake.noops == ["2 files are current"]
 
 
+def test_thousands_of_changed_files_go_in_commands_a_shell_takes(monkeypatch):
+    """A hosting provider's first deploy writes thousands of files in one operation: one upload,
+    and the commands that place them each stay under what SSH and `sh -c` take."""
+    files = tuple(File.text(f"/etc/rspamd/dkim/domain-{n:05}.example.key", "k", mode="0640", group="_rspamd")
+                  for n in range(3000))
+    monkeypatch.setattr(ops, "host", FakeHost(["missing"] * len(files)))
+    commands = list(ops.install_files._inner(files=files))
+    placing = [c for c in commands if isinstance(c, str) and "mv -f" in c]
+    assert len([c for c in commands if isinstance(c, FileUploadCommand)]) == 1
+    assert len(placing) > 1 and all(len(c) <= ops.COMMAND_LIMIT for c in placing)
+    assert sum(c.count("mv -f") for c in placing) == len(files)
+
+
 def test_files_of_a_component_turned_off_are_removed(monkeypatch):
     current = File.text("/etc/a", "one")
     monkeypatch.setattr(ops, "host", FakeHost([state(current), "root root 644 abc", "missing"]))
@@ -524,6 +537,20 @@ def test_a_hosts_questions_go_in_one_command_and_its_probes_skip_pyinfras_own():
     assert ops.Probes().process(probes) == ["yes", "no", "no"]
     assert ops.Accounts().process(accounts)["passwd"]["root"][0] == "root"
     assert ops.FileStates().process(files) == ["missing"] and failed is None
+
+
+def test_the_stock_of_thousands_of_files_is_one_command_a_shell_takes():
+    """The paths of a hosting provider's files are in the stock's command once (it listed them
+    four times), and thousands of them are asked in parts (4,316 paths for 1,000 domains made a
+    command SSH refused)."""
+    paths = tuple(f"/etc/rspamd/dkim/domain-{n:05}.example.key" for n in range(2000))
+    command = ops.FileStates().command(paths=paths)
+    assert len(command) < sum(len(p) + 4 for p in paths) + 2000 and command.count(paths[0]) == 1
+    many = tuple(f"/etc/dovecot/mailstack/domains/d{n}.scale.test/passwd" for n in range(4000))
+    questions = ops._file_questions(many, big=many[:3])
+    assert len(questions) > 1 and [p for q in questions for p in q["paths"]] == list(many)
+    assert all(len(ops.FileStates().command(**q)) < 2 * ops.COMMAND_LIMIT for q in questions)
+    assert questions[0]["stamped"] == many[:3]
 
 
 def test_a_probe_that_holds_skips_the_operation_without_asking(monkeypatch):

@@ -1,6 +1,7 @@
 """Building blocks several components use, each rendered the same way wherever it is used:
-one end of an stunnel TLS tunnel (the milter link, the LMTP link) and the lab's small HTTPS
-receiver (the SIEM's and the pager's). No component: nothing here is deployed by itself."""
+one end of an stunnel TLS tunnel (the milter link, the LMTP link), the lab's small HTTPS
+receiver (the SIEM's and the pager's) and the unit of an smimegw program (the S/MIME gateway's,
+the first-pass signature check's). No component: nothing here is deployed by itself."""
 
 from __future__ import annotations
 
@@ -33,3 +34,10 @@ def https_receiver(plan: HostPlan, unit: str, what: str, port: int, log: str) ->
                       {"what": what, "program": HTTPS_RECEIVER, "port": port, "log": log,
                        "cert": context["tls_cert"], "key": context["tls_key"]}),
     ))
+
+
+def smimegw_unit(unit: str, description: str, module: str, home: str, config: str) -> File:
+    """The hardened unit of the smimegw program `module` (Debian's python3, the code in `home`),
+    run as the user of the unit's name."""
+    return File.template(f"/etc/systemd/system/{unit}.service", "parts/smimegw.service.j2", {
+        "description": description, "module": module, "service_user": unit, "home": home, "config": config})

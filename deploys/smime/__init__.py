@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from deploys.ops import directory, gone, system_user
+from deploys.parts import smimegw_unit
 from mailstack import tls
 from mailstack.component import Component, File, Opening, Service, schema_fragment
 from mailstack.inventory import Positions, Problem
@@ -19,7 +20,6 @@ HOME = "/opt/mailstack-smime"
 ETC = "/etc/mailstack-smime"
 SOURCE = Path(__file__).resolve().parents[2] / "smimegw"
 OWNED = {"user": USER, "group": USER}
-UNIT_TEMPLATE = "smime/smimegw.service.j2"  # the gateway's unit and smime_verify's
 
 
 def _tenant_files(plan: HostPlan, domain) -> tuple[str | Path, str | Path]:
@@ -105,9 +105,7 @@ def configure(plan: HostPlan) -> list[Service]:
         File.text(f"{ETC}/config.json", json.dumps(config(plan, tenants, partners, cert, key), indent=2,
                                                    sort_keys=True),
                   mode="0640", group=USER),
-        File.template("/etc/systemd/system/mailstack-smime.service", UNIT_TEMPLATE,
-                      {"description": "mailstack multi-tenant S/MIME gateway", "module": "smimegw",
-                       "service_user": USER, "home": HOME, "config": f"{ETC}/config.json"}),
+        smimegw_unit(UNIT, "mailstack multi-tenant S/MIME gateway", "smimegw", HOME, f"{ETC}/config.json"),
         *server_files,
     ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} python3 -m smimegw "
               f"--check {ETC}/config.json >/dev/null")]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploys import smime
 from deploys.ops import directory, system_user
+from deploys.parts import smimegw_unit
 from mailstack import tls
 from mailstack.component import Component, File, Service
 from mailstack.conventions import SMIME_RESULT
@@ -37,9 +37,8 @@ def configure(plan: HostPlan) -> list[Service]:
     return [Service(UNIT, (
         *(File.copy(f"{HOME}/smimegw/{name}", SOURCE / name) for name in MODULES),
         File.text(config, json.dumps(settings(plan), indent=2, sort_keys=True), mode="0640", group=USER),
-        File.template(f"/etc/systemd/system/{UNIT}.service", smime.UNIT_TEMPLATE, {
-            "description": "mailstack first-pass S/MIME signature check (for rspamd)", "module": "smimegw.verifier",
-            "service_user": USER, "home": HOME, "config": config}),
+        smimegw_unit(UNIT, "mailstack first-pass S/MIME signature check (for rspamd)", "smimegw.verifier", HOME,
+                     config),
     ), check=f"runuser -u {USER} -- env PYTHONPATH={HOME} python3 -m smimegw.verifier --check {config} >/dev/null")]
 
 

@@ -37,8 +37,9 @@ def timed(inventory: str, *cmd: str) -> tuple[float, str]:
     lines = [f"{time.perf_counter() - start:.2f} {line}" for line in proc.stdout]
     proc.wait()
     elapsed, output = time.perf_counter() - start, "".join(lines)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
+    if proc.returncode != 0:  # pyinfra names a failing operation and its words just before its Error line
+        why = [line for n, line in enumerate(lines) if any("] Error" in later for later in lines[n:n + 4])]
+        sys.exit(f"{' '.join(cmd)} failed:\n{''.join(why[:60])}...\n{output[-1500:]}")
     return elapsed, output
 
 

@@ -15,20 +15,25 @@ until existing=$(echo "s3.bucket.list" | shell 2>/dev/null); do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "mailstack-s3-buckets: SeaweedFS does not answer" >&2; exit 1; }
   sleep 0.2  # a master just started answers within seconds
 done
-creates= missing=
-while read -r bucket lock; do
-  [ -n "$bucket" ] && ! listed "$bucket" "$existing" || continue
-  creates="${creates}s3.bucket.create -name $bucket${lock:+ -withLock}
+# every missing bucket in one shell, again until all are there: a cluster that has just started
+# may list before it can make one, and another run may have made one meanwhile
+while :; do
+  creates= missing=
+  while read -r bucket lock; do
+    [ -n "$bucket" ] && ! listed "$bucket" "$existing" || continue
+    creates="${creates}s3.bucket.create -name $bucket${lock:+ -withLock}
 "
-  missing="$missing $bucket${lock:+:locked}"
-done < "$1"
-[ -n "$missing" ] || exit 0
-# one shell for them all; another run may have made one meanwhile: only a bucket still
-# missing afterwards is an error
-printf '%s' "$creates" | shell >/dev/null 2>&1 || true
-after=$(echo "s3.bucket.list" | shell 2>/dev/null) || after=
-for entry in $missing; do
-  bucket=${entry%:locked}
-  listed "$bucket" "$after" || { echo "mailstack-s3-buckets: cannot create bucket $bucket" >&2; exit 1; }
-  echo "created bucket $bucket$([ "$entry" = "$bucket" ] || echo ' (object lock)')"
+    missing="$missing $bucket"
+  done < "$1"
+  [ -n "$missing" ] || exit 0
+  if [ -n "${tried:-}" ]; then
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "mailstack-s3-buckets: cannot create bucket(s)$missing" >&2; exit 1; }
+    sleep 0.5
+  fi
+  printf '%s' "$creates" | shell >/dev/null 2>&1 || true
+  existing=$(echo "s3.bucket.list" | shell 2>/dev/null) || existing=
+  for bucket in $missing; do
+    ! listed "$bucket" "$existing" || echo "created bucket $bucket"
+  done
+  tried=yes
 done

@@ -618,6 +618,7 @@ def _refresh(max_age: int):
 # reads: the deploy enables without either and reloads once at a host's end (reload_units)
 ENABLE = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload"
 ENABLED: dict[str, list] = {}  # host name -> the operations that may have enabled a unit
+STARTED: dict[str, set[str]] = {}  # host name -> the units this deploy started or restarted
 
 
 @operation()
@@ -629,7 +630,10 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
     state = known.units.get(name) if known else None
     if state is None:
         if running is not None:
-            yield from systemd.service._inner(service=unit, running=running)
+            commands = list(systemd.service._inner(service=unit, running=running))
+            yield from commands
+            if commands and running:
+                STARTED.setdefault(host.name, set()).add(name)
         if enabled and not (host.get_fact(SystemdEnabled, services=[name]) or {}).get(name):
             yield f"{ENABLE} {shlex.quote(name)}"
         return
@@ -642,6 +646,8 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
     for action in wanted:
         yield f"{action} {shlex.quote(name)}"
     _note_unit(name, active="active" if running else None, file_state="enabled" if enabled else None)
+    if running and active != "active":
+        STARTED.setdefault(host.name, set()).add(name)
 
 
 def _note_unit(name: str, active: str | None = None, file_state: str | None = None) -> None:
@@ -658,11 +664,16 @@ def _note_unit(name: str, active: str | None = None, file_state: str | None = No
 @operation()
 def restart(unit: str, reread: bool = False, reload: bool = False):
     """The unit restarted (or reloaded, when `reload`), systemd re-reading its units first when
-    `reread`, in one command; it is running then (in the stock too)."""
+    `reread`, in one command; it is running then (in the stock too). A unit this deploy started
+    or restarted is restarted, never reloaded: a reload's signal can reach a daemon that has
+    not set its handler yet and end it (rspamd on a fresh host), and in a container systemd
+    may fail to attach the reload's process to a unit that started a moment ago."""
     name = unit_name(unit)
-    yield " && ".join([*(["systemctl daemon-reload"] if reread else []),
-                       f"systemctl {'reload' if reload else 'restart'} {shlex.quote(name)}"])
+    started = STARTED.setdefault(host.name, set())
+    action = "reload" if reload and name not in started else "restart"
+    yield " && ".join([*(["systemctl daemon-reload"] if reread else []), f"systemctl {action} {shlex.quote(name)}"])
     _note_unit(name, active="active")
+    started.add(name)
 
 
 def enabled(unit: str, **kwargs) -> None:

@@ -509,6 +509,21 @@ def test_a_settled_host_is_not_asked_again_and_a_change_unsettles_it(monkeypatch
     assert fake.asked == 1  # asked the host again, not the stock
 
 
+def test_a_unit_this_deploy_started_is_restarted_not_reloaded(monkeypatch):
+    """A reload's signal can end a daemon that has just started and not yet set its handler
+    (rspamd, started early for its new group, was gone after the Vagrant lab's deploy): a unit
+    this run started or restarted is restarted when its files change; any other is reloaded."""
+    monkeypatch.setattr(ops, "host", FakeHost([]))
+    monkeypatch.setattr(ops, "STARTED", {})
+    monkeypatch.setitem(ops.STOCK, "fake", ops.Stock(packages=set(), files={}, units={
+        "rspamd.service": "inactive enabled", "postfix.service": "active enabled", "nginx.service": "active enabled"}))
+    assert list(ops.unit_state._inner(unit="rspamd")) == ["systemctl start rspamd.service"]
+    assert list(ops.restart._inner(unit="rspamd", reload=True)) == ["systemctl restart rspamd.service"]
+    assert list(ops.restart._inner(unit="postfix", reload=True)) == ["systemctl reload postfix.service"]
+    list(ops.restart._inner(unit="nginx"))
+    assert list(ops.restart._inner(unit="nginx", reload=True)) == ["systemctl restart nginx.service"]
+
+
 def test_a_run_that_first_detects_changes_still_makes_them(monkeypatch):
     """pyinfra without -y (the README's production deploy) runs each operation up to its first
     command to learn whether it would change anything, then runs it again: the stock must not

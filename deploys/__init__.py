@@ -14,6 +14,7 @@ from pyinfra.api import deploy
 
 from deploys.ops import apply as apply_service
 from deploys.ops import (
+    install_files,
     manifest,
     package_lists,
     packages,
@@ -129,7 +130,8 @@ def apply(component: Component, plan, services: list[Service]) -> None:
 def converge(plan) -> None:
     """This host as its plan says: the components it no longer runs retired (their units
     stopped, exactly the files they had put here removed), then each of its components
-    applied in order, then the record of what each one put here (its manifest)."""
+    applied in order, then the files a component here wrote before and no longer writes
+    removed, then the record of what each one put here (its manifest)."""
     services = {c.name: configured(c, plan) for c in plan.components}
     units = {c.name: sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}) for c in plan.components}
     files = {f.path for found in services.values() for s in found for f in s.files}
@@ -154,5 +156,11 @@ def converge(plan) -> None:
     for component in host.loop(COMPONENTS):
         if component in plan.components:
             apply(component, plan, services[component.name])
+    # what a component here had written and writes no more (the certificate of names that left):
+    # removed once every component has its present configuration, which names it no longer
+    left = sorted({line[5:] for name, lines in known.manifests.items() if name in services
+                   for line in lines if line.startswith("file ") and line[5:] not in kept})
+    if left:
+        install_files(name="Files no component writes any more removed", files=(), absent=tuple(left))
     apply_service(manifest_service)
     reload_units()

@@ -14,7 +14,7 @@ from mailstack.component import EXTENSION_POINTS, PLATFORM_POINTS, Component, Ex
 from mailstack.dns import service_names, zones
 from mailstack.dnssec import anchors, parents
 from mailstack.inventory import Domain, Host, Inventory, User
-from mailstack.tls import lab_ca_issues
+from mailstack.tls import grouped, lab_ca_issues
 
 MTA_ROLES = frozenset({"mx", "submission"})
 LOGIN_ROLES = frozenset({"mailbox", "submission", "proxy"})  # where Dovecot checks passwords
@@ -81,7 +81,9 @@ class HostPlan:
     lmtp_clients: tuple[Host, ...]  # MX hosts elsewhere that deliver here over LMTP
     gateway: GatewayHop | None  # the S/MIME hop, for its MTAs and the gateway host
     platform_fqdns: tuple[str, ...]  # every host name of the platform itself
-    certificate_names: tuple[str, ...]  # names this host's certificate must carry
+    # the host's certificates, each a tuple of names: the first is its own (its FQDN first), the
+    # others are served by the name a client asks for (SNI); see tls.grouped
+    certificates: tuple[tuple[str, ...], ...]
     resolver: Resolver
     dnssec_probe: str  # Postfix's probe of the root zone ("" where the resolver refuses it)
     tune_kernel: bool  # a container (lab) cannot set kernel parameters
@@ -93,6 +95,11 @@ class HostPlan:
     @property
     def name(self) -> str:
         return self.host.name
+
+    @property
+    def certificate_names(self) -> tuple[str, ...]:
+        """Every name the host's certificates carry, its FQDN first."""
+        return tuple(name for names in self.certificates for name in names)
 
     def runs(self, component: str) -> bool:
         """Whether the component named so runs on this host."""
@@ -271,8 +278,8 @@ def plans(inv: Inventory, components: tuple[Component, ...] | None = None) -> di
                 *(p for p in proxies if mailbox and p.name != host.name), *platform_hosts(inv, "webmail")),
             gateway=_gateway(inv, host, mtas),
             platform_fqdns=tuple(h.fqdn for h in inv.hosts if not h.outside),
-            certificate_names=tuple(dict.fromkeys((*service_names(inv, host),
-                                                   *(name for _, names in own_added["tls.names"] for name in names)))),
+            certificates=grouped(inv, host, dict.fromkeys((
+                *service_names(inv, host), *(name for _, names in own_added["tls.names"] for name in names)))),
             resolver=resolver,
             # the lab's isolated resolver refuses the root zone: no DNSSEC probe of it there
             dnssec_probe="" if inv.platform["lab"] else "ns:.",

@@ -175,10 +175,11 @@ def issue(ca_cert: x509.Certificate, ca_key, key, names: list[str], usage: str) 
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_key) -> tuple[Path, Path]:
-    """cert.pem (with the CA appended) and key.pem in `directory`, issued by the lab CA;
-    reissued only when the names change or it nears expiry (redeploys change nothing)."""
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+def _issued(inv: Inventory, directory: Path, names: list[str], usage: str, new_key,
+            key_path: Path | None = None) -> tuple[Path, Path]:
+    """cert.pem (with the CA appended) and key.pem (or `key_path`) in `directory`, issued by
+    the lab CA; reissued only when the names change or it nears expiry (redeploys change nothing)."""
+    cert_path, key_path = directory / "cert.pem", key_path or directory / "key.pem"
     if _current(cert_path, names) and key_path.exists():
         return cert_path, key_path
     with _making(inv, f"the certificate in {directory.name} for {', '.join(names)}"):
@@ -217,6 +218,12 @@ def host_certificate(inv: Inventory, host_name: str, names: list[str]) -> tuple[
     """TLS certificate and key of a host for `names` (its FQDN first)."""
     host_key(inv, host_name)
     return _issued(inv, secrets_dir(inv) / "hosts" / host_name, names, "server", None)
+
+
+def sni_certificate(inv: Inventory, host_name: str, names: list[str]) -> Path:
+    """Another TLS certificate of a host, for `names` (served by SNI), with the host's key."""
+    return _issued(inv, secrets_dir(inv) / "hosts" / host_name / "sni" / names[0], names, "server", None,
+                   host_key(inv, host_name))[0]
 
 
 def domain_certificate(inv: Inventory, domain: str) -> tuple[Path, Path]:

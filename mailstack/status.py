@@ -25,7 +25,7 @@ from mailstack.dns import Record, zones
 from mailstack.inventory import Inventory
 from mailstack.plan import HostPlan
 from mailstack.remote import ssh_argv
-from mailstack.tls import CERT
+from mailstack.tls import CERT, certificate_files
 
 # Sections a host prints, each after a line "== NAME". Nothing here changes anything.
 PROBE = r"""
@@ -110,8 +110,9 @@ def port_findings(name: str, plan: HostPlan, found: dict[str, list[str]]) -> lis
 
 def certificate_findings(name: str, inv: Inventory, found: dict[str, list[str]],
                          now: datetime.datetime) -> list[Finding]:
-    """Days left of the host's certificate ("certificate") and of those its daemons sign with
-    (`monitoring.certificates`: "certificates"), against `monitoring.certificate_days`."""
+    """Days left of the host's own certificate ("certificate") and of its others (served by
+    name) and those its daemons sign with (`monitoring.certificates`): "certificates", against
+    `monitoring.certificate_days`."""
     least, days = inv.monitoring["certificate_days"], {}
     for line in found.get("certificate", []):
         path, _, end = line.partition(" ")
@@ -220,7 +221,7 @@ def host_findings(inv: Inventory, plan: HostPlan, now: datetime.datetime) -> lis
                                        ("backup", "backup" in components)) if wanted]
     command = ["bash", "-c", PROBE, "probe", " ".join(expected_units(plan)),
                str(PROMETHEUS_PORT) if monitoring else "", " ".join(parts),
-               " ".join([CERT, *plan.contributed("monitoring.certificates")])]
+               " ".join([*(path for path, _ in certificate_files(plan)), *plan.contributed("monitoring.certificates")])]
     try:
         done = subprocess.run(ssh_argv(plan.host, command), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

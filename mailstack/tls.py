@@ -13,11 +13,15 @@ from cryptography.hazmat.primitives import serialization
 
 from mailstack.component import File
 from mailstack.conventions import ACME_CA_ROLE
-from mailstack.secrets import host_certificate, host_key, lab_acme_roots, lab_ca, secrets_dir
+from mailstack.secrets import host_certificate, host_key, lab_acme_roots, lab_ca, secrets_dir, sni_certificate
 
 TLS_DIR = "/etc/mailstack/tls"
 CERT = f"{TLS_DIR}/cert.pem"
 KEY = f"{TLS_DIR}/key.pem"
+# the host's other certificates (see `grouped`), each in a file named after its first name
+SNI_DIR = f"{TLS_DIR}/sni"
+# which file carries which names: a line a certificate, "path name name ...", the host's own first
+CERTIFICATES = f"{TLS_DIR}/certificates"
 CA = f"{TLS_DIR}/ca.pem"
 # what a host trusts when it checks another platform host: the system's store, which holds
 # the platform CA too (lab-ca) or the public CAs of the operator's certificates (files)
@@ -105,6 +109,62 @@ def own_copy(plan, unit: str, directory: str, **owner) -> tuple[tuple[File, ...]
             f"{directory}/cert.pem", f"{directory}/key.pem")
 
 
+def grouped(inv, host, names) -> tuple[tuple[str, ...], ...]:
+    """The host's names (its FQDN first) as certificates of at most `tls.names_per_certificate`
+    names. The first, the host's own, begins with the FQDN and the names of no domain; then each
+    domain's names stay together, in the inventory's order, filling a certificate before the
+    next begins (so a domain added at the end leaves the others' certificates as they are).
+    The operator's files are one certificate."""
+    names = list(names)
+    if source(inv, host) == "files":
+        return (tuple(names),)
+    domains = {d.name: [] for d in inv.domains}
+    units = [[names[0]]]
+    for name in names[1:]:
+        labels = name.split(".")
+        owner = next((".".join(labels[i:]) for i in range(len(labels)) if ".".join(labels[i:]) in domains), None)
+        if owner is None:
+            units.append([name])
+        else:
+            domains[owner].append(name)
+    certificates, current = [], []
+    for unit in [*units, *(found for found in domains.values() if found)]:
+        if current and len(current) + len(unit) > inv.tls["names_per_certificate"]:
+            certificates.append(tuple(current))
+            current = []
+        current += unit
+    return (*certificates, tuple(current))
+
+
+def certificate_files(plan) -> list[tuple[str, tuple[str, ...]]]:
+    """(path on the host, names) of each of the host's certificates, its own (CERT) first."""
+    return [(CERT if i == 0 else f"{SNI_DIR}/{names[0]}.pem", names) for i, names in enumerate(plan.certificates)]
+
+
+def certificate_list(plan) -> str:
+    """CERTIFICATES' text."""
+    return "".join(f"{path} {' '.join(names)}\n" for path, names in certificate_files(plan))
+
+
+def sni(plan) -> list[dict]:
+    """The certificates beyond the host's own, as templates use them: their names and file."""
+    return [{"names": names, "cert": path} for path, names in certificate_files(plan)[1:]]
+
+
+def certificate_of(plan, name: str) -> str:
+    """The file of the host's certificate that carries `name` (its own if none does)."""
+    return next((path for path, names in certificate_files(plan) if name in names), CERT)
+
+
+def by_certificate(plan, names) -> list[dict]:
+    """`names` grouped by the file of the certificate that carries them, for a server block
+    each: [{"names": "name name ...", "cert": path}], in the order the certificates come."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        found.setdefault(certificate_of(plan, name), []).append(name)
+    return [{"names": " ".join(found[path]), "cert": path} for path, _ in certificate_files(plan) if path in found]
+
+
 def readers(*units: str):
     """What a component adds at `tls.readers`: its daemons that serve the host's certificate."""
     return lambda inv, host: list(units)
@@ -115,10 +175,18 @@ def local_files(plan) -> tuple[Path, Path, Path | None]:
     whose certificates are made on the hosts themselves)."""
     inv = plan.inv
     if source(inv, plan.host) == "lab-ca":
-        cert, key = host_certificate(inv, plan.name, plan.certificate_names)
+        cert, key = host_certificate(inv, plan.name, plan.certificates[0])
         return cert, key, lab_ca(inv)[0]
     entry = next(f for f in inv.tls["files"] if f["host"] == plan.name)
     return Path(entry["certificate"]).expanduser(), Path(entry["key"]).expanduser(), None
+
+
+def local_sni_files(plan) -> list[tuple[str, Path]]:
+    """(path on the host, file on the control machine) of each certificate beyond the host's
+    own, from the lab CA (ACME's hosts fetch theirs; `files` has one a host)."""
+    if source(plan.inv, plan.host) != "lab-ca":
+        return []
+    return [(path, sni_certificate(plan.inv, plan.name, names)) for path, names in certificate_files(plan)[1:]]
 
 
 def key_digest(inv, host) -> str:
@@ -141,12 +209,16 @@ def nginx_protocols(inv) -> str:
 
 
 def context(plan) -> dict:
-    """TLS settings every service template uses; the fingerprint changes with the
-    certificate, so services that embed it restart on renewal (an ACME host renews on its own
+    """TLS settings every service template uses (`tls_sni`: the certificates beyond the host's
+    own, which a daemon serves by the name asked); the fingerprint changes with the
+    certificates, so services that embed it restart on renewal (an ACME host renews on its own
     and reloads them then: its fingerprint is the key's, which renewals keep)."""
     if by_acme(plan):
         fingerprint = "key " + key_digest(plan.inv, plan.host)[:16]
     else:
-        fingerprint = hashlib.sha256(local_files(plan)[0].read_bytes()).hexdigest()[:16]
-    return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": TRUST, "tls_ciphers": CIPHERS,
+        digest = hashlib.sha256(local_files(plan)[0].read_bytes())
+        for _, path in local_sni_files(plan):
+            digest.update(path.read_bytes())
+        fingerprint = digest.hexdigest()[:16]
+    return {"tls_cert": CERT, "tls_key": KEY, "tls_ca": TRUST, "tls_ciphers": CIPHERS, "tls_sni": sni(plan),
             "tls_min_version": plan.inv.tls["min_version"], "tls_fingerprint": fingerprint}

@@ -1,5 +1,6 @@
-"""Platform hosts under `tls.source: acme`: each gets its certificate from the ACME CA the
-inventory names (uacme from Debian) and renews it itself, daily when due, with the key made
+"""Platform hosts under `tls.source: acme`: each gets its certificates (its own, and those
+its other names are grouped in, `tls.grouped`) from the ACME CA the inventory names (uacme
+from Debian) and renews them itself, daily when due, with the key made
 once on the control machine (the `tls` component installs it), so that the TLSA records that
 pin it stay true across renewals. The CA checks each name over HTTP-01: nginx answers on port
 80 with the tokens uacme's hook put there, and nothing else. A new certificate is put in place
@@ -20,7 +21,6 @@ from mailstack.secrets import host_key
 
 PROGRAM = "/usr/local/sbin/mailstack-acme"
 HOOK = "/usr/local/sbin/mailstack-acme-hook"
-NAMES = "/etc/mailstack/acme/names"  # what the certificate carries, one name a line
 WEB_ROOT = "/var/lib/mailstack/acme/web"  # port 80 serves its .well-known/acme-challenge/
 SITE = "/etc/nginx/sites-enabled/mailstack-acme"
 PORT = 80
@@ -35,10 +35,10 @@ def state_dir(inv) -> str:
 def configure(plan: HostPlan) -> list[Service]:
     inv, settings = plan.inv, plan.inv.tls
     state = state_dir(inv)
-    names = plan.certificate_names  # the host's FQDN first: uacme files the certificate under it
-    context = {"program": PROGRAM, "hook": HOOK, "names_file": NAMES, "web_root": WEB_ROOT,
+    fqdn = plan.certificates[0][0]  # uacme files the host's own certificate (and key) under it
+    context = {"program": PROGRAM, "hook": HOOK, "certificates": tls.CERTIFICATES, "web_root": WEB_ROOT,
                "state": state, "directory": settings["acme_directory"], "email": settings.get("acme_email", ""),
-               "days": settings["acme_renew_days"], "cert": tls.CERT, "fqdn": names[0],
+               "days": settings["acme_renew_days"], "fqdn": fqdn, "cert": tls.CERT, "sni_dir": tls.SNI_DIR,
                "readers": " ".join(dict.fromkeys(plan.contributed("tls.readers")))}
     return [
         Service("nginx", (File.template(SITE, "acme/nginx-acme.conf.j2", context),), check="nginx -t -q",
@@ -47,12 +47,13 @@ def configure(plan: HostPlan) -> list[Service]:
             File.template(HOOK, "acme/mailstack-acme-hook.sh.j2", context, mode="0755"),
             File.template(PROGRAM, "acme/mailstack-acme.sh.j2", context, mode="0755"),
             # the key uacme signs requests for this host's certificate with: never one of its own making
-            File.copy(f"{state}/private/{names[0]}/key.pem", host_key(inv, plan.name), mode="0600", secret=True),
+            File.copy(f"{state}/private/{fqdn}/key.pem", host_key(inv, plan.name), mode="0600", secret=True),
         )),
-        # a name more or less, or another CA: a certificate now, in the deploy, not tomorrow
-        # (forced: uacme keeps a valid certificate that carries every name asked, and more)
-        Service(None, (File.text(NAMES, "\n".join(names)), File.text(f"{state}/directory", settings["acme_directory"])),
-                on_change=f"{PROGRAM} --force"),
+        # a name more or less: that certificate now, in the deploy, not tomorrow (the program forces
+        # it: uacme keeps a valid certificate that carries every name asked, and more); another CA
+        # has a state folder of its own, with no certificate in it yet
+        Service(None, (File.text(tls.CERTIFICATES, tls.certificate_list(plan)),
+                       File.text(f"{state}/directory", settings["acme_directory"])), on_change=PROGRAM),
         Service("mailstack-acme.timer", (
             File.template("/etc/systemd/system/mailstack-acme.service", "acme/mailstack-acme.service.j2", context),
             File.template("/etc/systemd/system/mailstack-acme.timer", "acme/mailstack-acme.timer.j2", context),
@@ -64,7 +65,7 @@ def install(plan: HostPlan) -> None:
     state = state_dir(plan.inv)
     directory(state, mode="0700")
     directory(f"{state}/private", mode="0700")
-    directory(f"{state}/{plan.certificate_names[0]}", mode="0755")  # where uacme files the certificate
+    directory(f"{state}/{plan.certificates[0][0]}", mode="0755")  # where uacme files the host's own
 
 
 def openings(plan: HostPlan) -> list[Opening]:

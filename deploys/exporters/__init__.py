@@ -35,7 +35,8 @@ def configure(plan: HostPlan) -> list[Service]:
         Service("mailstack-metrics.timer", (
             File.template(METRICS, "exporters/mailstack-metrics.py.j2",
                           {"directory": METRICS_DIR, "account_tool": ACCOUNT_TOOL,
-                           "certificates": [tls.CERT, *plan.contributed("monitoring.certificates")]},
+                           "certificates": [*(path for path, _ in tls.certificate_files(plan)),
+                                            *plan.contributed("monitoring.certificates")]},
                           mode="0755"),
             File.template("/etc/systemd/system/mailstack-metrics.service", "exporters/mailstack-metrics.service.j2",
                           {"program": METRICS}),

@@ -108,6 +108,7 @@ def maps(plan: HostPlan) -> dict[str, str]:
                          inv.senders({d.name for d in plan.submission_domains}).items()),
         "submission-null-sender": table([("<>", "REJECT 5.7.1 a logged-in user may not send with a null sender")]),
         "local-aliases": table((name, inv.platform["postmaster"]) for name in LOCAL_ALIASES),
+        "sni": table((name, f"{tls.KEY} {sni['cert']}") for sni in tls.sni(plan) for name in sni["names"]),
         "header-checks": "\n".join(filter(None, (header_rules(*ours), to_gateway(plan)))),  # every way in
         "submission-header-checks": header_rules(*ours, *(["^Received:", "^X-Originating-IP:"] if strip else [])),
         "outbound-header-checks": header_rules(*ours, "^X-Spam-Status:") if strip else "",

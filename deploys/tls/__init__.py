@@ -1,7 +1,8 @@
 """Every host: its certificate and key, and trust in the CAs the platform's own certificates
 come from.
 
-`lab-ca` issues from a CA kept in the secrets directory; `files` installs the operator's
+`lab-ca` issues from a CA kept in the secrets directory (a certificate for each group of
+names, `tls.grouped`, all with the host's one key); `files` installs the operator's
 files (checked to exist by `mailstack check`); under `acme` the host gets only its key from
 here (made once on this machine, so that TLSA records stay true) and the `acme` component
 fetches the certificate on the host. Where they go and how services use them is the
@@ -36,6 +37,9 @@ def configure(plan: HostPlan) -> list[Service]:
     else:
         cert, key, _ = tls.local_files(plan)
         services = [Service(None, (File.copy(CERT, cert), File.copy(KEY, key, mode="0600", secret=True)))]
+        if tls.source(plan.inv, plan.host) == "lab-ca":  # the others, served by SNI
+            services.append(Service(None, (*(File.copy(path, local) for path, local in tls.local_sni_files(plan)),
+                                           File.text(tls.CERTIFICATES, tls.certificate_list(plan)))))
     anchors = roots(plan.inv)
     if anchors:
         services.append(Service(None, (File.text(CA, "\n".join(f.content.decode() for f in anchors)),)))
@@ -48,6 +52,7 @@ def configure(plan: HostPlan) -> list[Service]:
 
 def install(plan: HostPlan) -> None:
     directory(TLS_DIR, mode="0755")
+    directory(tls.SNI_DIR, mode="0755")
 
 
 def rules(data: dict, pos: Positions) -> list[Problem]:

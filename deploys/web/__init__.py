@@ -87,7 +87,8 @@ def configure(plan: HostPlan) -> list[Service]:
     domains = plan.own_domains
     context = {**tls.context(plan),
                "protocols": tls.nginx_protocols(plan.inv),
-               "sites": [{"names": " ".join(site_names(d)), "root": f"{ROOT}/{d.name}"} for d in domains]}
+               "sites": [{"names": " ".join(site_names(d)), "root": f"{ROOT}/{d.name}",
+                          "cert": tls.certificate_of(plan, site_names(d)[0])} for d in domains]}
     return [
         # answers are files nginx reads on each request: no reload for a changed one
         Service(None, tuple(f for d in domains for f in domain_files(plan, d))),

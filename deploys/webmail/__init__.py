@@ -97,7 +97,7 @@ def settings(plan: HostPlan) -> dict:
 def site(plan: HostPlan) -> File:
     """The server block of the web role's nginx (after the host's certificate exists)."""
     context = {**tls.context(plan), "protocols": tls.nginx_protocols(plan.inv), "socket": SOCKET, "csp": CSP,
-               "names": " ".join(names(plan.inv, plan.host)), "post_mb": POST_MB,
+               "sites": tls.by_certificate(plan, names(plan.inv, plan.host)), "post_mb": POST_MB,
                "logins_per_minute": plan.inv.webmail["logins_per_minute"]}
     return File.template(SITE, "webmail/nginx-webmail.conf.j2", context)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import imaplib
 import re
+import shlex
 import smtplib
 import socket
 import ssl
@@ -31,14 +32,14 @@ from labenv import INVENTORY
 from test_monitoring import alert
 from test_platform import deploy
 
-from deploys.acme import HOOK, NAMES, WEB_ROOT
+from deploys.acme import HOOK, WEB_ROOT
 from deploys.acme_ca import API_PORT, UNIT
 from mailstack.conventions import METRICS_DIR
 from mailstack.inventory import load
 from mailstack.lab.acme import trust_current_root as lab_trusts_current_root
 from mailstack.plan import plans
 from mailstack.secrets import lab_acme_roots, lab_ca
-from mailstack.tls import key_digest, trusted_file
+from mailstack.tls import CERTIFICATES, key_digest, trusted_file
 
 ROOTS = lab_acme_roots(INVENTORY)  # the newest roots of Pebble, which makes a new one at each start
 CA_HOST = INVENTORY.hosts_with("acme_ca")[0]
@@ -111,20 +112,37 @@ def acme_lab(tmp_path_factory, mail):
 
 
 @pytest.fixture(scope="module")
-def names(acme_lab) -> list[str]:
-    return list(plans(load(acme_lab))[MAIL].certificate_names)
+def certificates(acme_lab) -> tuple[tuple[str, ...], ...]:
+    """mail's certificates, each a tuple of names: its own first (the lab splits them, as a
+    provider's hosts with more than 100 names must)."""
+    found = plans(load(acme_lab))[MAIL].certificates
+    assert len(found) > 1, "the lab inventory no longer splits mail's names into several certificates"
+    return found
 
 
-def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, names, addr, fqdn):
+@pytest.fixture(scope="module")
+def names(certificates) -> list[str]:
+    return [name for names in certificates for name in names]
+
+
+def carried(cert: x509.Certificate) -> list[str]:
+    return sorted(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName))
+
+
+def test_a_fresh_deploy_gets_every_public_name_from_the_acme_ca(acme_lab, certificates, addr, fqdn):
     for port, starttls in PORTS:
         cert = served(addr[MAIL], port, starttls, ROOTS, fqdn[MAIL])
         issuer = cert.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
         assert issuer.startswith("Pebble Intermediate CA"), (port, issuer)
-        carried = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.DNSName)
-        assert sorted(carried) == sorted(names), port
-    for name in names:  # each name verifies on its own (SNI), as a client of that domain asks
-        served(addr[MAIL], 993, False, ROOTS, name)
+        assert carried(cert) == sorted(certificates[0]), port
+    # each name verifies on its own, in the certificate of its group, as a client of that domain
+    # asks (SNI); every certificate has the host's one key
+    for names in certificates:
+        for name in names:
+            cert = served(addr[MAIL], 993, False, ROOTS, name)
+            assert carried(cert) == sorted(names), name
+            assert spki_digest(cert) == key_digest(INVENTORY, INVENTORY.host(MAIL))
     with pytest.raises(ssl.SSLCertVerificationError):  # the lab CA has nothing to do with it any more
         served(addr[MAIL], 993, False, lab_ca(INVENTORY)[0], fqdn[MAIL])
 
@@ -134,25 +152,21 @@ def test_a_second_deploy_changes_nothing(acme_lab):
     assert (changed, errors) == ("-", "-")
 
 
-def test_a_domain_that_leaves_the_platform_leaves_its_certificate(acme_lab, names, addr, fqdn, tmp_path):
-    """The operator takes a tenant's domain off: the next deploy gets a certificate without its
+def test_a_domain_that_leaves_the_platform_leaves_its_certificate(acme_lab, certificates, addr, fqdn, tmp_path):
+    """The operator takes a tenant's domain off: the next deploy gets certificates without its
     names (uacme alone keeps a valid certificate that carries every name asked, and more: the
     platform would go on telling every client whose domain it served)."""
     joined = tmp_path / "lab.yml"
     joined.write_text(acme_lab.read_text().replace(
         "\ndomains:\n", "\ndomains:\n  - {name: leaving.test, tenant: leaving, mx: [mail]}\n", 1))
-
-    def carried() -> list[str]:
-        cert = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
-        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.DNSName)
-
     deploy(joined)
     try:
-        assert "imap.leaving.test" in carried()
+        assert "imap.leaving.test" in carried(served(addr[MAIL], 993, False, ROOTS, "imap.leaving.test"))
     finally:
         deploy(acme_lab)
-    assert sorted(carried()) == sorted(names)
+    for names in certificates:
+        assert carried(served(addr[MAIL], 993, False, ROOTS, names[-1])) == sorted(names)
+    assert "imap.leaving.test" not in carried(served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]))
 
 
 def test_the_acme_certificate_carries_the_key_its_tlsa_records_pin(acme_lab, addr, fqdn, nameserver):
@@ -161,8 +175,11 @@ def test_the_acme_certificate_carries_the_key_its_tlsa_records_pin(acme_lab, add
     assert [r.cert.hex() for r in tlsa] == [spki_digest(cert)] == [key_digest(INVENTORY, INVENTORY.host(MAIL))]
 
 
-def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(acme_lab, mail, addr, fqdn, tag):
+def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(acme_lab, mail, addr, fqdn, tag,
+                                                                              certificates):
     before = served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL])
+    last = certificates[-1][0]  # a name of the last certificate, served by SNI
+    before_sni = served(addr[MAIL], 587, True, ROOTS, last)
     pids = {unit: mail.check_output(f"systemctl show -p MainPID --value {unit}") for unit in ("dovecot", "postfix")}
     context = named_context(str(ROOTS), fqdn[MAIL])
     imap = imaplib.IMAP4_SSL(addr[MAIL], 993, ssl_context=context, timeout=30)
@@ -179,6 +196,11 @@ def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(ac
         assert spki_digest(after) == spki_digest(before) == key_digest(INVENTORY, INVENTORY.host(MAIL))
         for port, starttls in PORTS:  # every daemon that serves it took the new one
             assert served(addr[MAIL], port, starttls, ROOTS, fqdn[MAIL]).serial_number == after.serial_number, port
+        # and the certificates served by name were renewed too, with the same key
+        for port, starttls in ((587, True), (465, False), (993, False), (995, False)):
+            renewed = served(addr[MAIL], port, starttls, ROOTS, last)
+            assert renewed.serial_number != before_sni.serial_number, port
+            assert spki_digest(renewed) == spki_digest(before), port
         # the sessions opened before go on: Dovecot and Postfix reloaded, they did not restart
         assert imap.noop()[0] == "OK" and imap.select("INBOX", readonly=True)[0] == "OK"
         smtp.send_message(message("alice@example.test", "bob@example.test", tag))
@@ -188,6 +210,27 @@ def test_the_renewal_job_renews_with_the_same_key_and_no_open_session_notices(ac
     assert {unit: mail.check_output(f"systemctl show -p MainPID --value {unit}") for unit in pids} == pids
     assert re.search(f"^installed serial=0*{after.serial_number:X} ", mail.check_output("journalctl -t mailstack-acme -o cat"),
                      re.M)
+
+
+def test_a_certificate_the_ca_refuses_leaves_the_others_renewing(acme_lab, mail, addr, fqdn, certificates):
+    """A tenant's name stops pointing at the platform (its DNS moved away): that certificate
+    cannot be renewed, and keeps serving while it lasts, but the host's own and the other
+    tenants' are renewed all the same, and the job fails so that the operator hears of it."""
+    last = certificates[-1][0]
+    before = {name: served(addr[MAIL], 993, False, ROOTS, name).serial_number for name in (fqdn[MAIL], last)}
+    listed = mail.check_output(f"cat {CERTIFICATES}")
+    moved = "nowhere.not-a-platform-name.test"  # a name no DNS answers for: the CA cannot check it
+    mail.check_output(f"sed -i '$ s/$/ {moved}/' {CERTIFICATES}")
+    try:
+        job = mail.run("systemctl start mailstack-acme.service")
+        assert job.rc != 0
+        assert served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]).serial_number != before[fqdn[MAIL]]
+        assert served(addr[MAIL], 993, False, ROOTS, last).serial_number == before[last]
+        assert f"renewal for {last} failed" in mail.check_output("journalctl -t mailstack-acme -o cat -n 20")
+    finally:
+        mail.check_output(f"printf '%s\\n' {shlex.quote(listed)} > {CERTIFICATES}")
+    assert mail.run("systemctl start mailstack-acme.service").rc == 0
+    assert served(addr[MAIL], 993, False, ROOTS, last).serial_number != before[last]
 
 
 def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_alerts(acme_lab, mail, ext, addr, fqdn):
@@ -242,7 +285,7 @@ def test_the_challenge_hook_refuses_foreign_names_and_path_tokens(acme_lab, mail
     assert result.rc != 0
     assert mail.run(f"ls {WEB_ROOT}/.well-known/acme-challenge/ 2>/dev/null").stdout.strip() == ""
     assert not mail.file("/etc/mailstack/owned").exists
-    assert mail.file(NAMES).exists
+    assert mail.file(CERTIFICATES).exists
 
 
 def test_port_80_serves_nothing_but_challenge_tokens(acme_lab, addr):

@@ -1,11 +1,17 @@
-"""TLS on every mail port: chains to the CA the certificates come from, matches the name, TLS 1.2+ only."""
+"""TLS on every mail port: chains to the CA the certificates come from, matches the name, TLS 1.2+ only;
+each name gets the certificate that carries it (the lab splits mail's names into several)."""
 
 import smtplib
 import socket
+import ssl
 import subprocess
 
 import pytest
-from helpers import named_context
+from cryptography import x509
+from helpers import NamedContext, named_context
+from labenv import PLANS
+
+CERTIFICATES = PLANS["mail"].certificates  # mail's own first, then those served by the name asked
 
 # port -> how TLS starts there (None = implicit TLS)
 MAIL_PORTS = {25: "smtp", 587: "smtp", 465: None, 143: "imap", 993: None, 110: "pop3", 995: None}
@@ -13,11 +19,15 @@ MAIL_PORTS = {25: "smtp", 587: "smtp", 465: None, 143: "imap", 993: None, 110: "
 
 def handshake(address: str, port: int, starttls: str | None, ca_file: str, name: str) -> str:
     """TLS version negotiated with full verification (CA chain + host name)."""
-    context = named_context(ca_file, name)
+    return session(address, port, starttls, named_context(ca_file, name))[0]
+
+
+def session(address: str, port: int, starttls: str | None, context) -> tuple[str, bytes]:
+    """(TLS version, the server's certificate in DER) of a handshake with `context`."""
     if starttls == "smtp":
         with smtplib.SMTP(address, port, timeout=30) as client:
             client.starttls(context=context)
-            return client.sock.version()
+            return client.sock.version(), client.sock.getpeercert(binary_form=True)
     sock = socket.create_connection((address, port), timeout=30)
     if starttls == "imap":
         sock.recv(1024)
@@ -28,13 +38,62 @@ def handshake(address: str, port: int, starttls: str | None, ca_file: str, name:
         sock.sendall(b"STLS\r\n")
         assert sock.recv(1024).startswith(b"+OK")
     with context.wrap_socket(sock) as tls:
-        return tls.version()
+        return tls.version(), tls.getpeercert(binary_form=True)
+
+
+def carried(der: bytes) -> list[str]:
+    """The names a certificate carries."""
+    return sorted(x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+
+
+def unverified(name: str | None) -> NamedContext:
+    """A client that asks for `name` (SNI; None: for none) and takes any certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return NamedContext(context, name)
 
 
 @pytest.mark.parametrize("port", sorted(MAIL_PORTS))
-def test_tls_chains_to_the_platform_ca_and_matches_name(port, addr, fqdn, ca_file):
-    version = handshake(addr["mail"], port, MAIL_PORTS[port], ca_file, fqdn["mail"])
-    assert version in ("TLSv1.2", "TLSv1.3")
+def test_each_name_gets_the_certificate_that_carries_it(port, addr, ca_file):
+    """A client of a tenant asks for its domain's name (SNI) and verifies it: every mail port
+    answers with the one of mail's certificates that carries the name, with that group's names
+    only (its first and last name are asked)."""
+    assert len(CERTIFICATES) > 1, "the lab inventory no longer splits mail's names into several certificates"
+    for names in CERTIFICATES:
+        for name in (names[0], names[-1]):
+            _, der = session(addr["mail"], port, MAIL_PORTS[port], named_context(ca_file, name))
+            assert carried(der) == sorted(names), (port, name)
+
+
+def test_each_web_name_gets_the_certificate_that_carries_it(addr, ca_file):
+    """The same on 443, for the sites (autoconfig, MTA-STS) and webmail of every domain."""
+    asked = 0
+    for names in CERTIFICATES:
+        for name in (n for n in names if n.split(".")[0] in ("autoconfig", "mta-sts", "webmail")):
+            _, der = session(addr["mail"], 443, None, named_context(ca_file, name))
+            assert carried(der) == sorted(names), name
+            asked += 1
+    assert asked >= 10
+
+
+@pytest.mark.parametrize("name", ["imap.not-a-tenant.test", None])
+def test_a_client_asking_for_no_name_of_the_platform_gets_the_hosts_own_certificate(name, addr):
+    """A client that asks for a name the platform does not serve, or for none (an old client,
+    a scanner): the host's own certificate, never one that lists the tenants'."""
+    for port in sorted(MAIL_PORTS):
+        _, der = session(addr["mail"], port, MAIL_PORTS[port], unverified(name))
+        assert carried(der) == sorted(CERTIFICATES[0]), port
+
+
+def test_no_file_a_daemon_reads_for_its_certificates_holds_the_key_but_the_root_only_one(mail):
+    """The certificates served by name share the host's key: it stays in one root-only file,
+    never copied beside them or into a daemon's map."""
+    found = mail.check_output("grep -rlE 'PRIVATE KEY' /etc/mailstack/tls /etc/postfix /etc/dovecot /etc/nginx "
+                              "|| true").split()
+    assert found == ["/etc/mailstack/tls/key.pem"]
+    assert mail.file("/etc/mailstack/tls/key.pem").mode == 0o600
+    assert mail.file("/etc/mailstack/tls/key.pem").user == "root"
 
 
 def test_certificate_for_another_name_is_rejected(addr, ca_file):

@@ -5,12 +5,12 @@ import pytest
 from test_rendered import LAB, rendered, secrets_home, services  # noqa: F401 (secrets_home: a scratch home)
 from unitdata import VALID
 
-from deploys.acme import HOOK, NAMES, PROGRAM, SITE, state_dir
+from deploys.acme import HOOK, PROGRAM, SITE, state_dir
 from mailstack.inventory import check_text
 from mailstack.lab.recipes import closed
 from mailstack.plan import plans
 from mailstack.secrets import host_key, lab_acme_roots, lab_ca
-from mailstack.tls import CERT, KEY, lab_acme_ca, pem_blocks, trusted, trusted_file
+from mailstack.tls import CERT, CERTIFICATES, KEY, certificate_files, lab_acme_ca, pem_blocks, trusted, trusted_file
 
 ROOT_PEM = """-----BEGIN CERTIFICATE-----
 MIIBhTCCASugAwIBAgIUVq3YrqPGZ5t1v2o0lF3oYXpRZ0UwCgYIKoZIzj0EAwIw
@@ -42,10 +42,10 @@ def test_an_acme_host_gets_its_key_and_the_means_to_fetch_its_certificate_never_
     # uacme signs the order with the very key the TLSA records pin, and may never make its own
     assert files[f"{state}/private/mail.lab.test/key.pem"].content == key
     assert "--never-create" in files[PROGRAM].content.decode()
-    assert files[NAMES].lines == list(plan.certificate_names)
+    assert files[CERTIFICATES].lines == [f"{path} {' '.join(names)}" for path, names in certificate_files(plan)]
     assert files[f"{state}/directory"].lines == ["https://ext.lab.test:14000/dir"]
     # every daemon serving the certificate takes a renewed one
-    readers = next(line for line in files[PROGRAM].lines if line.startswith("for unit in"))[12:-4].split()
+    readers = next(line.strip() for line in files[PROGRAM].lines if line.strip().startswith("for unit in"))[12:-4].split()
     assert {"postfix", "dovecot", "nginx", "glewlwyd", "mailstack-seaweedfs", "mailstack-smime"} <= set(readers)
     assert "    listen 80 default_server;" in files[SITE].lines
     assert any(line.strip().startswith("tcp dport 80 accept") for line in files["/etc/nftables.conf"].lines)

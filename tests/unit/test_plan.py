@@ -267,3 +267,51 @@ def test_loopback_ports_take_only_their_own_clients():
     assert loopback.rules(multi["mx1"]) == [f'oif "lo" tcp dport {port} meta skuid != {{ root, postfix }} reject with tcp '
                                             'reset' for port in (8461, 8462, 10001, 10002, 11332)]
     # the TLS policy maps (MTA-STS, DANE first), postsrsd's tables, the milter
+
+
+def provider(count: int, limit: str = "", source: str = "lab-ca") -> str:
+    """VALID with `count` more domains on mx1 (each gives it two names: imap., smtp.)."""
+    extra = "".join(f"  - {{name: d{i}.example, tenant: t{i}, mx: [mx1]}}\n" for i in range(count))
+    return VALID.replace("domains:\n", f"domains:\n{extra}", 1) + f"tls: {{source: {source}{limit}}}\n"
+
+
+def test_a_host_with_many_names_gets_certificates_of_a_hundred_names_each_domain_in_one():
+    plan = plans(check_text(provider(150), "i.yml"))["mx1"]
+    certificates = plan.certificates
+    assert certificates[0][0] == "mx1.t.example"  # the host's own first, its FQDN first
+    assert [len(c) for c in certificates] == [99, 100, 100, 6]  # 305 names; a domain never spans two
+    assert all(len(c) <= 100 for c in certificates)
+    owners = [{".".join(n.split(".")[1:]) for n in c[1:] if n.count(".") == 2} for c in certificates]
+    assert not set.intersection(*owners[:2]) and not set.intersection(*owners[1:3])
+    # every name once, in the order the host had them
+    names = [n for c in certificates for n in c]
+    assert len(names) == len(set(names)) == len(plan.certificate_names)
+    assert [path for path, _ in tls.certificate_files(plan)] == [
+        tls.CERT, *(f"{tls.SNI_DIR}/{c[0]}.pem" for c in certificates[1:])]
+
+
+def test_a_domain_added_last_leaves_the_other_certificates_as_they_were():
+    before = plans(check_text(provider(60, ", names_per_certificate: 10"), "i.yml"))["mx1"].certificates
+    text = provider(60, ", names_per_certificate: 10").replace(
+        "users:\n", "  - {name: late.example, tenant: late, mx: [mx1]}\nusers:\n", 1)
+    after = plans(check_text(text, "i.yml"))["mx1"].certificates
+    assert after[:len(before) - 1] == before[:-1]  # every full certificate as it was
+    assert after[len(before) - 1][:len(before[-1])] == before[-1]  # the last one keeps its names
+    assert "imap.late.example" in after[-1] and len(after) > 10
+
+
+def test_the_operators_files_are_one_certificate_a_host(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    text = provider(150, f", files: [{{host: mx1, certificate: {cert}, key: {key}}}, "
+                         f"{{host: other, certificate: {cert}, key: {key}}}]", source="files")
+    inv = check_text(text, "i.yml")
+    names = [f"imap.d{i}.example" for i in range(150)]
+    assert tls.grouped(inv, inv.host("mx1"), ["mx1.t.example", *names]) == (("mx1.t.example", *names),)
+
+
+@pytest.mark.parametrize("value", [9, 101])
+def test_names_per_certificate_stays_within_what_public_cas_issue(value):
+    with pytest.raises(Exception, match="names_per_certificate"):
+        check_text(provider(1, f", names_per_certificate: {value}"), "i.yml")

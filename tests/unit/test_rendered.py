@@ -255,9 +255,27 @@ TABLE = [
       '--collector.systemd --collector.systemd.unit-include=(clamav-daemon|dovecot|fail2ban|glewlwyd|mailstack-acme|mailstack-backup|'
       'mailstack-backup-check|mailstack-backup-lock|mailstack-dane-first|mailstack-dmarc-reports|mailstack-metrics|mailstack-peekaboo|mailstack-seaweedfs|mailstack-smime|mailstack-smime-verify|nftables|nginx|postfix|'
       'postfix-mta-sts-resolver|postsrsd|prometheus|prometheus-alertmanager|prometheus-node-exporter|redis-server|rspamd|rsyslog|unbound)[.]service"'], []),
-    ("monitoring: the metrics watch the S/MIME tenants' certificates too", LAB, "mail",
+    ("tls: Postfix serves each name's certificate by SNI, with the host's one key", LAB, "mail",
+     "/etc/postfix/mailstack/sni",
+     ["imap.sso.test /etc/mailstack/tls/key.pem /etc/mailstack/tls/sni/imap.sso.test.pem",
+      "smtp.tenant-b.test /etc/mailstack/tls/key.pem /etc/mailstack/tls/sni/imap.tenant-b.test.pem"],
+     ["smtp.example.test /etc/mailstack/tls/key.pem /etc/mailstack/tls/cert.pem"]),  # the host's own: the default
+    ("tls: Dovecot serves each name's certificate by SNI", LAB, "mail", "/etc/dovecot/dovecot.conf",
+     ['local_name "imap.sso.test smtp.sso.test webmail.sso.test autoconfig.sso.test autodiscover.sso.test '
+      'imap.campus.test smtp.campus.test autoconfig.campus.test autodiscover.campus.test" {',
+      "  ssl_cert = </etc/mailstack/tls/sni/imap.sso.test.pem"], []),
+    ("tls: nginx's sites and webmail each serve the certificate of their names", LAB, "mail",
+     "/etc/nginx/sites-enabled/mailstack-webmail",
+     ["    server_name webmail.tenant-b.test;", "    ssl_certificate /etc/mailstack/tls/sni/imap.tenant-b.test.pem;",
+      "    server_name webmail.sso.test;", "    ssl_certificate /etc/mailstack/tls/sni/imap.sso.test.pem;"], []),
+    ("tls: the ACME host is asked for each certificate by a line of names", LAB, "mail", "/etc/mailstack/tls/certificates",
+     ["/etc/mailstack/tls/sni/imap.sso.test.pem imap.sso.test smtp.sso.test webmail.sso.test autoconfig.sso.test "
+      "autodiscover.sso.test imap.campus.test smtp.campus.test autoconfig.campus.test autodiscover.campus.test"], []),
+    ("monitoring: the metrics watch every certificate of the host and the S/MIME tenants' too", LAB, "mail",
      "/usr/local/sbin/mailstack-metrics",
-     ['CERTIFICATES = ["/etc/mailstack/tls/cert.pem", "/etc/mailstack-smime/tenants/example.test.pem"]  # the host\'s own first: it must be there'], []),
+     ['CERTIFICATES = ["/etc/mailstack/tls/cert.pem", "/etc/mailstack/tls/sni/imap.tenant-b.test.pem", '
+      '"/etc/mailstack/tls/sni/imap.sso.test.pem", "/etc/mailstack-smime/tenants/example.test.pem"]'
+      '  # the host\'s own first: it must be there'], []),
     ("monitoring: alerts to webhooks only", LAB, "mail", "/etc/prometheus/alertmanager.yml",
      ['      - url: "https://ext.lab.test:8444/alerts"', "  group_wait: 5s"], ["email_configs"]),
     ("monitoring: Prometheus and Alertmanager on loopback", LAB, "mail", "/etc/default/prometheus-alertmanager",

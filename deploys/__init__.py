@@ -136,6 +136,7 @@ def converge(plan) -> None:
     units = {c.name: sorted({*c.units, *(s.unit for s in services[c.name] if s.unit)}) for c in plan.components}
     files = {f.path for found in services.values() for s in found for f in s.files}
     kept = files | {unit for found in units.values() for unit in found}  # what the components here have now
+    kept |= {path for c in plan.components if c.makes for path in c.makes(plan)}
     manifests = tuple(manifest(c.name, units[c.name], [f.path for s in services[c.name] for f in s.files])
                       for c in plan.components)
     everything = [s for found in services.values() for s in found]

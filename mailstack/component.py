@@ -203,6 +203,8 @@ class Component:
     to another component's service, by unit (e.g. rspamd's antivirus settings), so that
     service is checked and restarted with them. writes: by unit, every path its `extends` may
     write there (a function of the plan); those it does not write on a host are removed there.
+    makes: the paths it makes on the host itself, not from this machine (a function of the
+    plan), which no other component's leftovers removal may take (the certificates ACME fetches).
     Stages, each given the host's plan:
     `openings` (ports only some peers may reach), `install` (pyinfra operations: users,
     directories), `configure` (the Services it renders, pure data).
@@ -234,6 +236,7 @@ class Component:
     lab_only: str = ""
     extends: Mapping[str, Callable] = field(default_factory=dict)
     writes: Mapping[str, Callable] = field(default_factory=dict)
+    makes: Callable | None = None
     openings: Callable | None = None
     install: Callable | None = None
     configure: Callable | None = None

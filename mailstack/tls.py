@@ -4,6 +4,7 @@ component (deploys/tls/) puts the files there; the others only refer to them."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -138,7 +139,18 @@ def grouped(inv, host, names) -> tuple[tuple[str, ...], ...]:
 
 def certificate_files(plan) -> list[tuple[str, tuple[str, ...]]]:
     """(path on the host, names) of each of the host's certificates, its own (CERT) first."""
-    return [(CERT if i == 0 else f"{SNI_DIR}/{names[0]}.pem", names) for i, names in enumerate(plan.certificates)]
+    return _files(plan.certificates)
+
+
+@functools.cache
+def _files(certificates: tuple[tuple[str, ...], ...]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(CERT if i == 0 else f"{SNI_DIR}/{names[0]}.pem", names) for i, names in enumerate(certificates)]
+
+
+@functools.cache
+def _file_of(certificates: tuple[tuple[str, ...], ...]) -> dict[str, str]:
+    """name -> the file of the certificate that carries it (a provider's host asks thousands)."""
+    return {name: path for path, names in _files(certificates) for name in names}
 
 
 def certificate_list(plan) -> str:
@@ -153,7 +165,7 @@ def sni(plan) -> list[dict]:
 
 def certificate_of(plan, name: str) -> str:
     """The file of the host's certificate that carries `name` (its own if none does)."""
-    return next((path for path, names in certificate_files(plan) if name in names), CERT)
+    return _file_of(plan.certificates).get(name, CERT)
 
 
 def by_certificate(plan, names) -> list[dict]:

@@ -97,6 +97,7 @@ COMPONENT = Component(
     enabled=lambda inv: inv.tls["source"] == "acme",
     platform_only=True,  # a lab's outside hosts keep the lab CA
     rules=(rules,),
+    makes=lambda plan: [path for path, _ in tls.certificate_files(plan)],  # fetched by the host
     openings=openings,
     install=install,
     configure=configure,

@@ -34,12 +34,13 @@ from test_platform import deploy
 
 from deploys.acme import HOOK, WEB_ROOT
 from deploys.acme_ca import API_PORT, UNIT
+from deploys.web import ROOT as WEB_SITES
 from mailstack.conventions import METRICS_DIR
 from mailstack.inventory import load
 from mailstack.lab.acme import trust_current_root as lab_trusts_current_root
 from mailstack.plan import plans
 from mailstack.secrets import lab_acme_roots, lab_ca
-from mailstack.tls import CERTIFICATES, key_digest, trusted_file
+from mailstack.tls import CERTIFICATES, certificate_files, key_digest, trusted_file
 
 ROOTS = lab_acme_roots(INVENTORY)  # the newest roots of Pebble, which makes a new one at each start
 CA_HOST = INVENTORY.hosts_with("acme_ca")[0]
@@ -152,21 +153,46 @@ def test_a_second_deploy_changes_nothing(acme_lab):
     assert (changed, errors) == ("-", "-")
 
 
-def test_a_domain_that_leaves_the_platform_leaves_its_certificate(acme_lab, certificates, addr, fqdn, tmp_path):
+def test_a_domain_that_leaves_the_platform_leaves_its_certificate(acme_lab, certificates, mail, addr, fqdn, tmp_path):
     """The operator takes a tenant's domain off: the next deploy gets certificates without its
     names (uacme alone keeps a valid certificate that carries every name asked, and more: the
     platform would go on telling every client whose domain it served)."""
     joined = tmp_path / "lab.yml"
     joined.write_text(acme_lab.read_text().replace(
         "\ndomains:\n", "\ndomains:\n  - {name: leaving.test, tenant: leaving, mx: [mail]}\n", 1))
+    autoconfig = f"{WEB_SITES}/leaving.test/mail/config-v1.1.xml"  # what the web component wrote for it
     deploy(joined)
     try:
         assert "imap.leaving.test" in carried(served(addr[MAIL], 993, False, ROOTS, "imap.leaving.test"))
+        assert mail.file(autoconfig).exists
     finally:
         deploy(acme_lab)
+    assert not mail.file(autoconfig).exists  # nothing of it is left behind
     for names in certificates:
         assert carried(served(addr[MAIL], 993, False, ROOTS, names[-1])) == sorted(names)
     assert "imap.leaving.test" not in carried(served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]))
+
+
+def test_a_platform_that_moves_to_acme_keeps_serving_every_certificate(acme_lab, certificates, mail, addr, fqdn,
+                                                                      tmp_path):
+    """An operator moves from certificates made elsewhere (here the lab CA's) to ACME: the
+    files the `tls` component wrote are now the ones the host fetches, and the deploy must not
+    take them away as left behind (every TLS daemon would then lose its certificate)."""
+    before = tmp_path / "lab.yml"
+    before.write_text(re.sub(r"\ntls:.*\n(  .*\n)*", "\ntls:\n  source: lab-ca\n  names_per_certificate: 10\n",
+                             acme_lab.read_text(), count=1))
+    deploy(before)
+    lab_issued = served(addr[MAIL], 993, False, lab_ca(INVENTORY)[0], fqdn[MAIL])
+    assert carried(lab_issued) == sorted(certificates[0])
+    deploy(acme_lab)
+    assert all(mail.file(path).exists for path, _ in certificate_files(plans(load(acme_lab))[MAIL]))
+    mail.check_output("systemctl restart dovecot && systemctl reload postfix")  # what they read now
+    for names in certificates:
+        for port, starttls in ((25, True), (993, False)):
+            cert = served(addr[MAIL], port, starttls, ROOTS, names[-1])
+            assert carried(cert) == sorted(names) and cert.serial_number != lab_issued.serial_number, (port, names)
+    _, changed, errors, _ = deploy(acme_lab)
+    assert (changed, errors) == ("-", "-")
 
 
 def test_the_acme_certificate_carries_the_key_its_tlsa_records_pin(acme_lab, addr, fqdn, nameserver):

@@ -40,7 +40,7 @@ from mailstack.inventory import load
 from mailstack.lab.acme import trust_current_root as lab_trusts_current_root
 from mailstack.plan import plans
 from mailstack.secrets import lab_acme_roots, lab_ca
-from mailstack.tls import CERTIFICATES, certificate_files, key_digest, trusted_file
+from mailstack.tls import CERT, CERTIFICATES, SNI_DIR, certificate_files, key_digest, trusted_file
 
 ROOTS = lab_acme_roots(INVENTORY)  # the newest roots of Pebble, which makes a new one at each start
 CA_HOST = INVENTORY.hosts_with("acme_ca")[0]
@@ -247,16 +247,21 @@ def test_a_certificate_the_ca_refuses_leaves_the_others_renewing(acme_lab, mail,
     listed = mail.check_output(f"cat {CERTIFICATES}")
     moved = "nowhere.not-a-platform-name.test"  # a name no DNS answers for: the CA cannot check it
     mail.check_output(f"sed -i '$ s/$/ {moved}/' {CERTIFICATES}")
+    # and a certificate that never was: the host's own stands in, so that the daemons naming it run
+    never = f"{SNI_DIR}/imap.never.test.pem"
+    mail.check_output(f"echo '{never} imap.never.test' >> {CERTIFICATES}")
     try:
         job = mail.run("systemctl start mailstack-acme.service")
         assert job.rc != 0
         assert served(addr[MAIL], 993, False, ROOTS, fqdn[MAIL]).serial_number != before[fqdn[MAIL]]
         assert served(addr[MAIL], 993, False, ROOTS, last).serial_number == before[last]
-        assert f"renewal for {last} failed" in mail.check_output("journalctl -t mailstack-acme -o cat -n 20")
+        assert f"renewal for {last} failed" in mail.check_output("journalctl -t mailstack-acme -o cat -n 40")
+        assert mail.file(never).content == mail.file(CERT).content
     finally:
         mail.check_output(f"printf '%s\\n' {shlex.quote(listed)} > {CERTIFICATES}")
     assert mail.run("systemctl start mailstack-acme.service").rc == 0
     assert served(addr[MAIL], 993, False, ROOTS, last).serial_number != before[last]
+    assert not mail.file(never).exists  # no longer listed: the daily job took it away
 
 
 def test_with_the_ca_down_the_old_certificate_serves_and_the_failed_renewal_alerts(acme_lab, mail, ext, addr, fqdn):

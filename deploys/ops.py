@@ -189,12 +189,13 @@ def file_states(paths: list[str], big=()) -> list[str] | None:
 def _file_questions(paths: list[str], big=()) -> list[dict]:
     """FileStates' arguments for `paths` in parts whose commands stay under COMMAND_LIMIT."""
     big, parts, part, size = set(big), [], [], 0
+    most = len(stamp_path("")) + 8  # what a path adds besides itself at most: its stamp's path, quoted, or "-"
     for path in paths:
-        if part and size + len(path) + 80 > COMMAND_LIMIT:
+        if part and size + len(path) + most > COMMAND_LIMIT:
             parts.append(part)
             part, size = [], 0
         part.append(path)
-        size += len(path) + 80 if path in big else len(path) + 4  # a stamp's path, or "-"
+        size += len(path) + (most if path in big else 4)
     parts.append(part)
     return [{"paths": tuple(part), "stamped": tuple(p for p in part if p in big)} for part in parts]
 
@@ -498,11 +499,13 @@ def _commands(steps: list[str]):
     """`steps` joined by && into as few commands as fit COMMAND_LIMIT (one, for all but
     thousands of files), in order: a failed step stops the rest."""
     command: list[str] = []
+    size = 0  # of " && ".join(command), give or take its separators
     for step in steps:
-        if command and sum(len(s) + 4 for s in (*command, step)) > COMMAND_LIMIT:
+        if command and size + len(step) + 4 > COMMAND_LIMIT:
             yield " && ".join(command)
-            command = []
+            command, size = [], 0
         command.append(step)
+        size += len(step) + 4
     if command:
         yield " && ".join(command)
 

@@ -122,9 +122,9 @@ def wait_for(api: Api) -> None:
         try:
             api.call("GET", "/config/")
             return
-        except OSError:
+        except OSError as error:  # refused while it starts; a TLS failure says why (ssl.SSLError is one)
             if time.monotonic() > deadline:
-                sys.exit("mailstack-idp-setup: Glewlwyd does not answer on its API")
+                sys.exit(f"mailstack-idp-setup: Glewlwyd does not answer on its API ({error})")
             time.sleep(1)
 
 

@@ -21,7 +21,7 @@ from mailstack.conventions import (
     SMIME_RESULT,
     SUBMISSION_VIA_GATEWAY,
 )
-from mailstack.dkim import key_name, signing_selector
+from mailstack.dkim import key_name, selectors, signing_selector
 from mailstack.plan import MILTER_PORT, HostPlan
 from mailstack.secrets import dkim_key, password
 
@@ -72,7 +72,7 @@ def policies(plan: HostPlan) -> list[tuple[str, dict]]:
 
 
 def _signing(plan: HostPlan) -> list[dict]:
-    """DKIM keys of the platform's own domains: (name, selector, path on the host, key here).
+    """DKIM keys the platform's own domains sign with: (name, selector, path on the host).
     A domain in a rotation signs with its new key only once the DNS serves it."""
     nameservers = plan.inv.lab_nameservers()
     signing = [(d, signing_selector(plan.inv, d, nameservers)) for d in plan.own_domains if d.dkim["enabled"]]
@@ -80,8 +80,8 @@ def _signing(plan: HostPlan) -> list[dict]:
         if selector != d.dkim["selector"]:
             print(f"DKIM: {d.name} signs with {selector!r} until the DNS serves "
                   f"{key_name(d, d.dkim['selector'])}: deploy again then (`mailstack dkim rotate` waits for it)")
-    return [{"name": d.name, "selector": selector, "path": f"{DKIM_DIR}/{d.name}.{selector}.key",
-             "source": dkim_key(plan.inv, d.name, selector, d.dkim["bits"])} for d, selector in signing]
+    return [{"name": d.name, "selector": selector, "path": f"{DKIM_DIR}/{d.name}.{selector}.key"}
+            for d, selector in signing]
 
 
 PACKAGED_TLDS = "/usr/share/rspamd/effective_tld_names.dat"
@@ -109,7 +109,7 @@ def configure(plan: HostPlan) -> list[Service]:
         # two RSA signatures were half of rspamd's cost per message)
         "arc_enabled": "true" if settings["arc"] and forwarding(plan) else "false",
         "forwarding": forwarding_pattern(plan),
-        "signing": [{k: v for k, v in s.items() if k != "source"} for s in signing],
+        "signing": signing,
         "maps_dir": MAPS_DIR,
         "policies": policies(plan),
         # outbound mail comes back from the S/MIME gateway unauthenticated: sign it there
@@ -141,7 +141,11 @@ def configure(plan: HostPlan) -> list[Service]:
                       "\n".join(guard(d.name) for d in inv.domains if d.user_source == "ldap")),
             File.text(f"{MAPS_DIR}/senders.map",
                       table((address, ",".join(logins)) for address, logins in inv.senders().items())),
-            *(File.copy(s["path"], s["source"], secret=True, group="_rspamd", mode="0640") for s in signing),
+            # every key the DNS publishes, the previous one of a rotation too: a worker of the
+            # configuration before the switch may still sign with it (its file goes once retired)
+            *(File.copy(f"{DKIM_DIR}/{d.name}.{selector}.key", dkim_key(inv, d.name, selector, d.dkim["bits"]),
+                        secret=True, group="_rspamd", mode="0640")
+              for d in plan.own_domains if d.dkim["enabled"] for selector in selectors(d)),
         ), check="rspamadm configtest -q", reload=True,
            absent=(*(f"{ETC}/{name}" for name in RETIRED), *(() if tlds else (LAB_TLDS, TLDS)))),
     ]

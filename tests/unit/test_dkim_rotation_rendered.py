@@ -47,3 +47,15 @@ def test_signing_moves_to_the_new_key_only_once_the_dns_serves_it(monkeypatch, s
     assert lines[at + 1:at + 3] == [f'    selector = "{selector}";',
                                     f'    path = "/var/lib/rspamd/dkim/example.test.{selector}.key";']
     assert asked == ["r2"]  # only the domain in a rotation is looked up
+
+
+@pytest.mark.parametrize("served", [False, True])
+def test_the_host_keeps_every_published_key_until_the_old_one_is_retired(monkeypatch, served):
+    """A worker of rspamd's configuration before the switch may still sign with the old key:
+    its file stays until `retire` takes the selector out (then the deploy removes it)."""
+    monkeypatch.setattr(dkim, "served", lambda inv, domain, name, asking: served)
+    keys = {p for p in rendered(rotating(), "mail") if p.startswith("/var/lib/rspamd/dkim/example.test.")}
+    assert keys == {"/var/lib/rspamd/dkim/example.test.mail.key", "/var/lib/rspamd/dkim/example.test.r2.key"}
+    retired = dkim.with_dkim(LAB, "lab.yml", "example.test", {"selector": "r2"})
+    keys = {p for p in rendered(retired, "mail") if p.startswith("/var/lib/rspamd/dkim/example.test.")}
+    assert keys == {"/var/lib/rspamd/dkim/example.test.r2.key"}
